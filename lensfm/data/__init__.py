@@ -1,0 +1,72 @@
+"""Data: sources (simulator or files) -> batches of global, sharded jax.Arrays.
+
+The trainer only ever sees `Input` (below): an iterator of dicts of *global* arrays
+already laid out with the batch sharding, plus a JSON-able state for exact resume.
+Every source (TFDS/grain files, the on-device simulator) is made by `make_input`
+from `config.data`, so a new source never touches the trainer.
+
+`config.data` fields common to every source:
+  source: 'sim' (on-device simulation, endless) or 'tfds' (ArrayRecord via grain).
+  image_size, channels: what the model sees (checked against what the source gives).
+  normalize: 'minmax' | 'asinh' | 'standardize' | 'none'.
+Source-specific fields are documented in the source's module.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Iterator, Protocol
+
+import jax
+
+Batch = dict[str, jax.Array]
+
+# Maps config.data.source to the module implementing `make(data_config, **kw) -> Input`.
+_SOURCES = {
+    "sim": "lensfm.data.sim_source",
+    "tfds": "lensfm.data.pipeline",
+}
+
+
+class Input(Protocol):
+  """What the trainer consumes.
+
+  `next()` returns a dict of global jax.Arrays whose leading axis is the global
+  batch, sharded with the `sharding` given to `make_input`. `get_state()` returns
+  a JSON-serialisable dict; `set_state()` with it makes the iterator continue
+  exactly where it was (bit-for-bit identical batches).
+  """
+
+  def __iter__(self) -> Iterator[Batch]: ...
+
+  def __next__(self) -> Batch: ...
+
+  def get_state(self) -> dict[str, Any]: ...
+
+  def set_state(self, state: dict[str, Any]) -> None: ...
+
+
+def make_input(data_config, *, global_batch_size: int,
+               sharding: jax.sharding.NamedSharding, seed: int,
+               split: str = "train") -> Input:
+  """Builds the input named by `data_config.source`.
+
+  Args:
+    data_config: the `config.data` ConfigDict.
+    global_batch_size: examples per step over all processes; must divide by the
+      number of processes (each process loads only its slice).
+    sharding: sharding of the leading (batch) axis over the mesh's data axes.
+    seed: makes shuffling, augmentation and simulation reproducible.
+    split: which split to read ('train', 'test', ...; sources may map names).
+  """
+  source = data_config.get("source", None)
+  if source not in _SOURCES:
+    raise ValueError(
+        f"config.data.source={source!r} is not a known data source; expected one "
+        f"of {sorted(_SOURCES)}.")
+  if global_batch_size % jax.process_count():
+    raise ValueError(
+        f"Global batch size {global_batch_size} must be divisible by the number "
+        f"of processes ({jax.process_count()}).")
+  module = importlib.import_module(_SOURCES[source])
+  return module.make(data_config, global_batch_size=global_batch_size,
+                     sharding=sharding, seed=seed, split=split)

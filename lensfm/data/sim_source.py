@@ -1,0 +1,214 @@
+"""Endless simulated batches made on device: `config.data.source = 'sim'`.
+
+Each batch is simulated, augmented and normalised inside ONE jitted function
+whose output is laid out with the batch sharding, so nothing crosses the host
+and, with jax's partitionable threefry (the default since jax 0.5), every
+device computes only its own examples: the per-example keys are constrained to
+the batch sharding and the simulator is vmapped over them.
+
+Randomness: the batch at position `step` of split `split` uses
+    key = fold_in(fold_in(PRNGKey(seed), split_id(split)), step)
+so 'train', 'validation' and 'test' are different streams, equal seeds give
+equal batches, and the whole iterator state is {'step': step}. Example i of a
+batch depends on (seed, split, step, i, global batch size) only, not on the
+number of devices or processes.
+
+`config.data` fields read here (with `get`, so optional ones may be absent):
+  source:           'sim'.
+  recipe:           simulator recipe name (`lensfm.sim.recipes.get`), e.g.
+                    'model_ii', 'model_iv', 'randomized', 'lensfind'.
+  recipe_overrides: dict passed to `recipes.get` (e.g. {'num_pix': 32}),
+                    optional.
+  image_size, channels: must equal the recipe's image shape (H = W =
+                    image_size, C = channels); a mismatch is a ValueError naming
+                    both.
+  normalize:        'minmax' (default) | 'asinh' | 'standardize' | 'none' (see
+                    `transforms`). 'standardize' uses per-channel statistics of
+                    `STATS_EXAMPLES` simulated images drawn with a fixed key
+                    (the same for every seed), or `norm_stats` if given.
+  norm_stats:       optional {'mean': [C], 'std': [C]} for 'standardize'.
+  augment:          comma-separated names from `transforms.AUGMENTATIONS`
+                    ('' or absent = none), applied on device.
+  prefetch:         ignored: jax's asynchronous dispatch already queues the next
+                    batch on the device behind the running train step.
+
+Batches: the recipe's outputs ('image' float32 [B, H, W, C] normalised,
+'label' int32 [B] and the recipe's label keys), plus 'mask' bool [B] (all True;
+present so that every source yields the same keys as padded eval batches).
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lensfm.data import transforms
+
+# Fixed ids so that the streams of the usual splits never change; other split
+# names get a stable hash.
+SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
+SPLIT_ALIASES = {"val": "validation", "valid": "validation", "eval": "test"}
+STATS_EXAMPLES = 512
+_STATS_SEED = 2**31 - 1  # Fixed: statistics must not change with the run seed.
+_STATS_CHUNK = 64
+
+
+def split_id(split: str) -> int:
+  """Stable integer for a split name ('train' 0, 'validation' 1, 'test' 2)."""
+  split = SPLIT_ALIASES.get(split, split)
+  if split in SPLIT_IDS:
+    return SPLIT_IDS[split]
+  return 3 + zlib.crc32(split.encode()) % (2**31 - 3)
+
+
+def _plain_dict(value) -> dict:
+  """ConfigDict / FrozenConfigDict / Mapping / None -> dict."""
+  if value is None:
+    return {}
+  if hasattr(value, "to_dict"):
+    return value.to_dict()
+  return dict(value)
+
+
+def get_recipe(data_config):
+  """The recipe named by `config.data.recipe` with its overrides."""
+  from lensfm.sim import recipes  # pylint: disable=g-import-not-at-top
+  name = data_config.get("recipe", None)
+  if not name:
+    raise ValueError("config.data.recipe must name a simulator recipe when "
+                     "config.data.source='sim'.")
+  return recipes.get(name, **_plain_dict(data_config.get("recipe_overrides",
+                                                         None)))
+
+
+def check_image_shape(shape, data_config, what: str) -> None:
+  """Raises a ValueError naming both shapes if `shape` (H, W, C) differs from
+  config.data.image_size/channels."""
+  size = data_config.get("image_size", None)
+  channels = data_config.get("channels", 1)
+  expected = (size, size, channels)
+  if tuple(int(s) for s in shape) != expected:
+    raise ValueError(
+        f"{what} makes images of shape {tuple(shape)} (H, W, C), but "
+        f"config.data.image_size={size} and config.data.channels={channels} "
+        f"ask for {expected}. Change the config or the source (e.g. "
+        "recipe_overrides={'num_pix': ...}).")
+
+
+def simulate(recipe, keys: jax.Array) -> dict[str, jax.Array]:
+  """One example per key: vmap of `recipe.sample(key, 1)`, batch axis first.
+
+  Per-example keys make each example independent of how the batch is split
+  over devices (and let the compiler keep each device's examples local).
+  """
+  out = jax.vmap(lambda k: recipe.sample(k, 1))(keys)
+  return jax.tree.map(lambda x: x[:, 0], out)
+
+
+def simulated_statistics(recipe, num_examples: int = STATS_EXAMPLES) -> dict:
+  """Per-channel mean/std of raw simulated images (fixed key, chunked)."""
+  sample_chunk = jax.jit(lambda k: simulate(
+      recipe, jax.random.split(k, _STATS_CHUNK))["image"])
+  base = jax.random.PRNGKey(_STATS_SEED)
+  total, total_sq, count = 0.0, 0.0, 0
+  for chunk in range(-(-num_examples // _STATS_CHUNK)):
+    images = np.asarray(sample_chunk(jax.random.fold_in(base, chunk)),
+                        np.float64)
+    total = total + images.sum(axis=(0, 1, 2))
+    total_sq = total_sq + (images ** 2).sum(axis=(0, 1, 2))
+    count += images.shape[0] * images.shape[1] * images.shape[2]
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+  return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def normalization_stats(data_config, recipe) -> Optional[dict]:
+  """Statistics for 'standardize' (None for the other normalisations)."""
+  if data_config.get("normalize", "minmax") != "standardize":
+    return None
+  given = data_config.get("norm_stats", None)
+  if given:
+    return _plain_dict(given)
+  return simulated_statistics(recipe)
+
+
+class SimInput:
+  """Endless on-device simulated batches; see the module docstring."""
+
+  def __init__(self, recipe, *, global_batch_size: int,
+               sharding: jax.sharding.NamedSharding, seed: int, split: str,
+               normalize: str = "minmax", augment=(),
+               stats: Optional[Mapping] = None):
+    self.recipe = recipe
+    self.global_batch_size = int(global_batch_size)
+    self.sharding = sharding
+    self.seed = int(seed)
+    self.split = split
+    self._step = 0
+    self._base_key = jax.random.fold_in(jax.random.PRNGKey(self.seed),
+                                        split_id(split))
+    self._transform = transforms.make_transform(normalize, augment, stats)
+    # One compilation: the step is a traced argument, everything else static.
+    self._make_batch = jax.jit(self._batch_at, out_shardings=sharding)
+
+  def _local_keys(self, key: jax.Array) -> jax.Array:
+    keys = transforms.example_keys(key, self.global_batch_size)
+    return jax.lax.with_sharding_constraint(keys, self.sharding)
+
+  def _batch_at(self, step: jax.Array) -> dict[str, jax.Array]:
+    key = jax.random.fold_in(self._base_key, step)
+    sim_key, transform_key = jax.random.split(key)
+    out = dict(simulate(self.recipe, self._local_keys(sim_key)))
+    out["image"] = jax.vmap(self._transform)(self._local_keys(transform_key),
+                                             out["image"])
+    out["mask"] = jnp.ones((self.global_batch_size,), jnp.bool_)
+    return out
+
+  def batch_at(self, step: int) -> dict[str, jax.Array]:
+    """The batch at position `step` (does not move the iterator)."""
+    return self._make_batch(np.uint32(step))
+
+  def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes and dtypes of a batch, without simulating."""
+    return jax.eval_shape(self._batch_at, np.uint32(0))
+
+  def compilations(self) -> int:
+    """How many times the batch function was compiled (should stay 1)."""
+    return self._make_batch._cache_size()  # pylint: disable=protected-access
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, jax.Array]:
+    batch = self.batch_at(self._step)
+    self._step += 1
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    return {"step": self._step}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    self._step = int(state["step"])
+
+
+def make(data_config, *, global_batch_size: int,
+         sharding: jax.sharding.NamedSharding, seed: int,
+         split: str = "train") -> SimInput:
+  """Builds the on-device simulated input (see the module docstring)."""
+  recipe = get_recipe(data_config)
+  check_image_shape(recipe.image_shape, data_config,
+                    f"Simulator recipe {recipe.name!r}")
+  if not jax.config.jax_threefry_partitionable:
+    # Still correct, but every process would compute the whole batch.
+    import warnings  # pylint: disable=g-import-not-at-top
+    warnings.warn("jax_threefry_partitionable is off: each process will "
+                  "simulate the full global batch, not only its shard.")
+  normalize = data_config.get("normalize", "minmax")
+  augment = transforms.parse_augment(data_config.get("augment", ""))
+  stats = normalization_stats(data_config, recipe)
+  return SimInput(recipe, global_batch_size=global_batch_size,
+                  sharding=sharding, seed=seed, split=split,
+                  normalize=normalize, augment=augment, stats=stats)

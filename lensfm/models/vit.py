@@ -1,0 +1,193 @@
+"""Vision Transformer backbone (Linen), with fixed 2-D sin-cos position embeddings.
+
+Sizes follow the usual names (Ti, S, B, L, H); `variant='B/8'` picks ViT-B with 8x8
+patches. Any image size divisible by the patch size works (64x64 and 150x150 lensing
+images, 1 or more bands), because position embeddings are computed, not learned.
+"""
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# name: (width, depth, mlp_dim, num_heads)
+SIZES = {
+    "Ti": (192, 12, 768, 3),
+    "S": (384, 12, 1536, 6),
+    "M": (512, 12, 2048, 8),
+    "B": (768, 12, 3072, 12),
+    "L": (1024, 24, 4096, 16),
+    "H": (1280, 32, 5120, 16),
+}
+
+
+def parse_variant(variant: str) -> dict[str, Any]:
+  """'B/8' -> dict(width=768, depth=12, mlp_dim=3072, num_heads=12, patch_size=8)."""
+  size, _, patch = variant.partition("/")
+  if size not in SIZES or not patch.isdigit():
+    raise ValueError(f"ViT variant {variant!r} is not of the form SIZE/PATCH with SIZE "
+                     f"in {list(SIZES)} (e.g. 'B/8').")
+  width, depth, mlp_dim, num_heads = SIZES[size]
+  return dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads,
+              patch_size=int(patch))
+
+
+def sincos_2d(grid_h: int, grid_w: int, width: int, temperature: float = 10_000.):
+  """Fixed 2-D sin-cos position embeddings, [grid_h * grid_w, width] float32."""
+  if width % 4:
+    raise ValueError(f"Width {width} must be divisible by 4 for 2-D sin-cos embeddings.")
+  y, x = np.mgrid[:grid_h, :grid_w]
+  omega = 1. / temperature**(np.arange(width // 4) / (width // 4 - 1 or 1))
+  y = np.einsum("n,d->nd", y.reshape(-1), omega)
+  x = np.einsum("n,d->nd", x.reshape(-1), omega)
+  return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype(np.float32)
+
+
+def resolve_dtype(dtype) -> jnp.dtype:
+  return jnp.dtype(dtype) if dtype is not None else jnp.float32
+
+
+class MlpBlock(nn.Module):
+  mlp_dim: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    init = dict(kernel_init=nn.initializers.xavier_uniform(),
+                bias_init=nn.initializers.normal(stddev=1e-6))
+    x = nn.Dense(self.mlp_dim, dtype=self.dtype, **init)(x)
+    x = nn.gelu(x)
+    return nn.Dense(width, dtype=self.dtype, **init)(x)
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention through `jax.nn.dot_product_attention`, so XLA (or
+  cuDNN's fused kernel on GPUs, with `implementation='cudnn'`) picks the fast path."""
+  num_heads: int
+  dtype: Any = jnp.float32
+  implementation: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    if width % self.num_heads:
+      raise ValueError(f"Width {width} is not divisible by num_heads={self.num_heads}.")
+    head_dim = width // self.num_heads
+    dense = lambda feats, axis, name: nn.DenseGeneral(
+        feats, axis=axis, dtype=self.dtype, name=name,
+        kernel_init=nn.initializers.xavier_uniform())
+    q, k, v = (dense((self.num_heads, head_dim), -1, n)(x) for n in ("query", "key", "value"))
+    out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
+    return dense(width, (-2, -1), "out")(out)
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block."""
+  mlp_dim: int
+  num_heads: int
+  dtype: Any = jnp.float32
+  attention_impl: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.LayerNorm(dtype=self.dtype)(x)
+    x = x + Attention(self.num_heads, self.dtype, self.attention_impl, name="attn")(y)
+    y = nn.LayerNorm(dtype=self.dtype)(x)
+    return x + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y)
+
+
+class Encoder(nn.Module):
+  """A stack of `depth` blocks and a final LayerNorm."""
+  depth: int
+  mlp_dim: int
+  num_heads: int
+  dtype: Any = jnp.float32
+  remat: bool = False
+  attention_impl: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x):
+    # Rematerialising each block trades ~30% more compute for activations that
+    # no longer grow with depth: what lets ViT-L/H fit large batches.
+    block_cls = nn.remat(Block) if self.remat else Block
+    for i in range(self.depth):
+      x = block_cls(self.mlp_dim, self.num_heads, self.dtype, self.attention_impl,
+                    name=f"block{i:02d}")(x)
+    return nn.LayerNorm(dtype=self.dtype, name="norm")(x)
+
+
+class Model(nn.Module):
+  """ViT under the shared backbone interface (see lensfm/models/__init__.py).
+
+  Attributes:
+    variant: 'SIZE/PATCH' (e.g. 'B/8'); explicit width/depth/... override it.
+    pool: 'cls' (a class token, its output is `pooled`) or 'mean' (mean of tokens).
+    dtype: compute dtype ('bfloat16' for mixed precision); parameters stay float32.
+    remat: rematerialise blocks in the backward pass to save memory.
+    attention_impl: passed to jax.nn.dot_product_attention (None, 'xla', 'cudnn').
+  """
+  variant: Optional[str] = "B/16"
+  width: Optional[int] = None
+  depth: Optional[int] = None
+  mlp_dim: Optional[int] = None
+  num_heads: Optional[int] = None
+  patch_size: Optional[int] = None
+  pool: str = "cls"
+  dtype: Any = "float32"
+  remat: bool = False
+  attention_impl: Optional[str] = None
+
+  def dims(self) -> dict[str, int]:
+    dims = parse_variant(self.variant) if self.variant else {}
+    for name in ("width", "depth", "mlp_dim", "num_heads", "patch_size"):
+      if getattr(self, name) is not None:
+        dims[name] = getattr(self, name)
+      if name not in dims:
+        raise ValueError(f"ViT needs `{name}` (or a `variant` such as 'B/8').")
+    return dims
+
+  @property
+  def embed_dim(self) -> int:
+    return self.dims()["width"]
+
+  def token_grid(self, image_hw: Sequence[int]) -> tuple[int, int]:
+    p = self.dims()["patch_size"]
+    h, w = image_hw
+    if h % p or w % p:
+      raise ValueError(f"Image size {h}x{w} is not divisible by the patch size {p}; "
+                       f"choose config.model.patch_size (or variant) dividing both.")
+    return h // p, w // p
+
+  @nn.compact
+  def __call__(self, images, *, train: bool = False, keep: Optional[jax.Array] = None):
+    del train  # No dropout or batch statistics in this ViT.
+    if self.pool not in ("cls", "mean"):
+      raise ValueError(f"ViT pool={self.pool!r}; expected 'cls' or 'mean'.")
+    if images.ndim != 4:
+      raise ValueError(f"ViT expects images [B, H, W, C]; got shape {images.shape}.")
+    d = self.dims()
+    dtype = resolve_dtype(self.dtype)
+    gh, gw = self.token_grid(images.shape[1:3])
+    p = d["patch_size"]
+
+    x = nn.Conv(d["width"], (p, p), strides=(p, p), padding="VALID", dtype=dtype,
+                name="patch_embed")(images.astype(dtype))
+    x = x.reshape(x.shape[0], gh * gw, d["width"])
+    x = x + sincos_2d(gh, gw, d["width"]).astype(dtype)[None]
+    if keep is not None:
+      x = jnp.take_along_axis(x, keep[..., None], axis=1)
+    if self.pool == "cls":
+      cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, d["width"]), jnp.float32)
+      x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, d["width"])).astype(dtype), x], 1)
+
+    x = Encoder(d["depth"], d["mlp_dim"], d["num_heads"], dtype, self.remat,
+                self.attention_impl, name="encoder")(x)
+
+    if self.pool == "cls":
+      pooled, tokens = x[:, 0], x[:, 1:]
+    else:
+      tokens = x
+      pooled = tokens.mean(axis=1)
+    return {"tokens": tokens, "pooled": pooled}

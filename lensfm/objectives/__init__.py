@@ -1,0 +1,19 @@
+"""Pretraining objectives. Each lives in `lensfm/objectives/<name>.py` defining a class
+`Objective(config, model)` (config = the whole run config, model = the backbone
+from `lensfm.models.get_model`) with the methods of `base.Objective`.
+
+`config.objective.name` picks the file.
+"""
+import importlib
+
+
+def get_objective(config, model):
+  name = config.objective.name
+  try:
+    module = importlib.import_module(f"lensfm.objectives.{name}")
+  except ModuleNotFoundError as e:
+    if e.name != f"lensfm.objectives.{name}":
+      raise
+    raise ValueError(f"config.objective.name={name!r}: no objective file "
+                     f"lensfm/objectives/{name}.py.") from None
+  return module.Objective(config, model)

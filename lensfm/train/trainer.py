@@ -1,0 +1,308 @@
+"""The training loop: one jitted, donated step per iteration on a device mesh.
+
+Used by every objective (self-supervised pretraining, and supervised objectives for
+fine-tuning): the loop knows only `lensfm.objectives.base.Objective` and `lensfm.data.Input`.
+
+config fields used here: seed, batch_size (global), total_steps, mesh, sharding_rules,
+optim (see optim.py), log_every, checkpoint_every, keep_checkpoints, visualize_every,
+nonfinite ('error' stops the run naming the step; 'skip' drops the update and counts it),
+model, objective, data, and optionally
+  init_from: a workdir or checkpoint whose encoder replaces the initial params['encoder']
+    (fine-tuning); its backbone must match config.model, else a ValueError says what differs;
+  evals: {name: ConfigDict(type=..., every=N, ...)}: every N steps (and at the end),
+    `lensfm.evaluate.<type>.Evaluator(eval_config, trainer).run(state, step)` returns a
+    dict of metrics, logged as '<name>/<metric>'.
+"""
+import functools
+import importlib
+import os
+import signal
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from lensfm import data as data_lib
+from lensfm import models
+from lensfm import objectives
+from lensfm.train import checkpoint as ckpt_lib
+from lensfm.train import optim
+from lensfm.train import sharding
+from lensfm.train import writer as writer_lib
+
+
+# Step s uses fold_in(base_rng, s); initialisation takes a stream no step reaches.
+_INIT_STREAM = 2**31 - 1
+
+
+class NonFiniteError(FloatingPointError):
+  """Raised when the loss or gradients stop being finite (config.nonfinite='error')."""
+
+
+def model_depth(model) -> int:
+  """Number of blocks, for layer-wise learning-rate decay (0 if not a block model)."""
+  dims = getattr(model, "dims", None)
+  return int(dims().get("depth", 0)) if callable(dims) else int(getattr(model, "depth", 0) or 0)
+
+
+def abstract_batch(config) -> dict[str, jax.ShapeDtypeStruct]:
+  """Batch shapes from the config, so initialisation never consumes real data."""
+  d = config.data
+  return {"image": jax.ShapeDtypeStruct(
+      (config.batch_size, d.image_size, d.image_size, d.get("channels", 1)), jnp.float32),
+          "label": jax.ShapeDtypeStruct((config.batch_size,), jnp.int32)}
+
+
+def check_same_backbone(pretrained, current, path) -> None:
+  """Fails with the differing fields when a checkpoint's backbone is not config.model's."""
+  pre, cur = dict(pretrained), current.to_dict() if hasattr(current, "to_dict") else dict(current)
+  # Compute dtype and rematerialisation change speed, not parameters.
+  ignore = {"dtype", "remat", "attention_impl"}
+  diff = {k: (pre.get(k), cur.get(k)) for k in set(pre) | set(cur)
+          if k not in ignore and pre.get(k) != cur.get(k)}
+  if diff:
+    raise ValueError(f"Checkpoint {path} has a different backbone: "
+                     + ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}"
+                                 for k, (a, b) in sorted(diff.items())))
+
+
+def check_config(config, mesh) -> None:
+  dp = sharding.data_parallel_size(mesh)
+  if config.batch_size % dp:
+    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
+                     f"{dp} devices of the mesh's data axes {sharding.DATA_AXES}.")
+  if config.get("nonfinite", "error") not in ("error", "skip"):
+    raise ValueError(f"config.nonfinite={config.nonfinite!r}; expected 'error' or 'skip'.")
+  if config.total_steps <= 0:
+    raise ValueError(f"config.total_steps={config.total_steps} must be positive.")
+
+
+class Trainer:
+  """Builds everything a run needs from the config; `run()` trains."""
+
+  def __init__(self, config, workdir: str, devices=None):
+    self.config = config
+    self.workdir = workdir
+    self.mesh = sharding.make_mesh(config.mesh, devices)
+    check_config(config, self.mesh)
+    self.data_sharding = sharding.batch_sharding(self.mesh)
+    self.model = models.get_model(config.model)
+    self.objective = objectives.get_objective(config, self.model)
+    self.base_rng = jax.random.key(config.seed)
+
+    batch = abstract_batch(config)
+    init_rng = jax.random.fold_in(self.base_rng, _INIT_STREAM)
+    params_shape, _ = jax.eval_shape(self.objective.init, init_rng, batch)
+    self.tx, self.schedule = optim.make_optimizer(config, params_shape, model_depth(self.model))
+    self.abstract_state = jax.eval_shape(functools.partial(self._init_state, batch=batch), init_rng)
+    self.state_sharding = sharding.tree_shardings(
+        self.abstract_state, config.get("sharding_rules", ((".*", "fsdp"),)), self.mesh)
+    self._init_rng = init_rng
+    self._batch = batch
+
+  # -- state ---------------------------------------------------------------------------
+  def _init_state(self, rng, batch):
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), batch)
+    params, extra = self.objective.init(rng, zeros)
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt_state": self.tx.init(params), "extra": extra,
+            "nonfinite_count": jnp.zeros((), jnp.int32),
+            "first_nonfinite_step": jnp.full((), -1, jnp.int32)}
+
+  def init_state(self):
+    """Parameters are created directly in their shards: no full copy on any device."""
+    init = jax.jit(functools.partial(self._init_state, batch=self._batch),
+                   out_shardings=self.state_sharding)
+    state = init(self._init_rng)
+    if self.config.get("init_from", None):
+      state = self._load_pretrained_encoder(state, self.config.init_from)
+    return state
+
+  def _load_pretrained_encoder(self, state, path):
+    encoder, pre_config, step = ckpt_lib.load_params(path, "encoder")
+    check_same_backbone(pre_config.model, self.config.model, path)
+    expected = state["params"]["encoder"]
+    want = {sharding.path_to_str(p): l.shape for p, l in jax.tree_util.tree_leaves_with_path(expected)}
+    have = {sharding.path_to_str(p): l.shape for p, l in jax.tree_util.tree_leaves_with_path(encoder)}
+    if want != have:
+      diff = sorted(set(want.items()) ^ set(have.items()))[:6]
+      raise ValueError(f"Encoder in {path} does not fit config.model: differing "
+                       f"(parameter, shape) pairs include {diff}.")
+    encoder = jax.tree.map(lambda x, ref: jax.device_put(x.astype(ref.dtype), ref.sharding),
+                           encoder, expected)
+    _log(f"Initialised the encoder from {path} (step {step}).")
+    # Optimizer moments start from zero either way; only the parameters change.
+    return {**state, "params": {**state["params"], "encoder": encoder}}
+
+  def abstract_with_shardings(self):
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                        self.abstract_state, self.state_sharding)
+
+  # -- step ----------------------------------------------------------------------------
+  def _train_step(self, state, batch):
+    step = state["step"]
+    rng = jax.random.fold_in(self.base_rng, step)
+
+    def loss_fn(params):
+      return self.objective.loss(params, state["extra"], batch, rng, step)
+
+    (loss, (metrics, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    extra = self.objective.update_extra(params, extra, step)
+
+    # A non-finite loss or gradient leaves the state as it was (the update is dropped),
+    # so the state, and any checkpoint of it, stays good whatever the policy.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new = {"params": params, "opt_state": opt_state, "extra": extra}
+    old = {k: state[k] for k in new}
+    kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    first_bad = jnp.where((state["first_nonfinite_step"] < 0) & ~finite, step,
+                          state["first_nonfinite_step"])
+    new_state = {**kept, "step": step + 1,
+                 "nonfinite_count": state["nonfinite_count"] + (~finite).astype(jnp.int32),
+                 "first_nonfinite_step": first_bad}
+    metrics = {**metrics, "loss": loss, "grad_norm": grad_norm,
+               "learning_rate": self.schedule(step),
+               "nonfinite_count": new_state["nonfinite_count"],
+               "first_nonfinite_step": first_bad}
+    return new_state, metrics
+
+  def compile_step(self):
+    return jax.jit(self._train_step,
+                   in_shardings=(self.state_sharding, self.data_sharding),
+                   out_shardings=(self.state_sharding, sharding.replicated(self.mesh)),
+                   donate_argnums=(0,))
+
+  # -- loop ----------------------------------------------------------------------------
+  def run(self) -> dict[str, Any]:
+    config, workdir = self.config, self.workdir
+    total = config.total_steps
+    if jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      ckpt_lib.write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
+
+    train_input = data_lib.make_input(config.data, global_batch_size=config.batch_size,
+                                      sharding=self.data_sharding, seed=config.seed)
+    ckpt = ckpt_lib.Checkpointer(workdir, max_to_keep=config.get("keep_checkpoints", 3))
+    restored = ckpt.restore_latest_intact(self.abstract_with_shardings())
+    if restored is not None:
+      start, state, data_state = restored
+      train_input.set_state(data_state)
+      _log(f"Resuming from checkpoint step {start} in {ckpt.directory}.")
+    else:
+      start, state = 0, self.init_state()
+    if start >= total:
+      _log(f"Run already finished: checkpoint step {start} >= total_steps {total}; nothing to do.")
+      ckpt.close()
+      return _read_summary(workdir)
+
+    writer = writer_lib.MetricWriter(workdir, total, start_step=start,
+                                     progress=config.get("progress_bar", True))
+    evaluators = self.make_evaluators()
+    preempted = _PreemptionFlag()
+    step_fn = self.compile_step()
+    every = lambda n, s: bool(n) and s % n == 0
+    log_every = config.get("log_every", 50)
+    t_last, n_last = None, start
+    step = start
+    with jax.set_mesh(self.mesh):
+      for step in range(start + 1, total + 1):
+        batch = next(train_input)
+        state, metrics = step_fn(state, batch)
+        if t_last is None:  # Time after the first (compiling) step, not including it.
+          jax.block_until_ready(metrics)
+          t_last, n_last = time.perf_counter(), step
+        last = step == total or preempted.is_set()
+        if every(log_every, step) or last:
+          metrics = jax.device_get(metrics)
+          now = time.perf_counter()
+          if step > n_last:
+            metrics["images_per_sec"] = config.batch_size * (step - n_last) / (now - t_last)
+          t_last, n_last = now, step
+          self._check_finite(metrics)
+          writer.write(step, metrics)
+        writer.advance(step)
+        if every(config.get("checkpoint_every", 1000), step) or last:
+          self._check_finite(jax.device_get(metrics))
+          ckpt.save(step, state, train_input.get_state(), config.to_dict(), force=last)
+        for name, (every_n, evaluator) in evaluators.items():
+          if every(every_n, step) or last:
+            writer.write(step, {f"{name}/{k}": v for k, v in evaluator.run(state, step).items()})
+        if every(config.get("visualize_every", 0), step) and jax.process_index() == 0:
+          self.objective.visualize(state["params"], state["extra"], batch,
+                                   jax.random.fold_in(self.base_rng, step),
+                                   os.path.join(workdir, f"visualize_{step:07d}.png"))
+        if preempted.is_set():
+          break
+    ckpt.close()
+    writer.close()
+    compiles = step_fn._cache_size()  # pylint: disable=protected-access
+    summary = writer.summary({"final_step": step, "preempted": preempted.is_set(),
+                              "train_step_compilations": compiles})
+    if preempted.is_set():
+      _log(f"Received SIGTERM: saved a checkpoint at step {step} in {ckpt.directory}; "
+           f"exiting. Run the same command again to continue.")
+    preempted.restore()
+    return summary
+
+  def make_evaluators(self) -> dict[str, tuple[int, Any]]:
+    evaluators = {}
+    for name, eval_config in (self.config.get("evals", None) or {}).items():
+      module = importlib.import_module(f"lensfm.evaluate.{eval_config.type}")
+      evaluators[name] = (eval_config.get("every", 1000), module.Evaluator(eval_config, self))
+    return evaluators
+
+  def _check_finite(self, metrics):
+    if self.config.get("nonfinite", "error") == "error" and int(metrics["nonfinite_count"]) > 0:
+      raise NonFiniteError(
+          f"Non-finite loss or gradient at step {int(metrics['first_nonfinite_step'])}; the "
+          f"update was not applied and checkpoints up to that step are intact. Set "
+          f"config.nonfinite='skip' to drop such updates and continue.")
+
+
+class _PreemptionFlag:
+  """SIGTERM sets a flag; the loop saves at the next step boundary and exits 0."""
+
+  def __init__(self):
+    self._set = False
+    self._previous = None
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread (e.g. some notebook runners): no handler.
+      self._previous = None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self._set = True
+
+  def is_set(self) -> bool:
+    return self._set
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _log(msg: str):
+  logging.info(msg)
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+def _read_summary(workdir):
+  import json  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "summary.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  return {}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  return Trainer(config, workdir).run()

@@ -1,0 +1,81 @@
+"""Where metrics go: WORKDIR/metrics.jsonl, TensorBoard event files (tensorboardX, no
+TensorFlow, no account), a progress bar, and WORKDIR/summary.json at the end.
+
+Only process 0 writes; other processes get a writer that does nothing, so callers
+never branch on the process index.
+"""
+import json
+import math
+import os
+import time
+from typing import Optional
+
+import jax
+
+from lensfm.train import checkpoint
+
+
+def _plain(value):
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    return value
+  return value if math.isfinite(value) else str(value)
+
+
+class MetricWriter:
+  """Appends metrics per step; shows a progress bar with step, loss, images/s and ETA."""
+
+  def __init__(self, workdir: str, total_steps: int, *, start_step: int = 0,
+               progress: bool = True, tensorboard: bool = True):
+    self.workdir = workdir
+    self.active = jax.process_index() == 0
+    self.last: dict = {}
+    self._bar = None
+    self._tb = None
+    if not self.active:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    if progress:
+      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+      self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                       mininterval=1.0)
+
+  def write(self, step: int, metrics: dict) -> None:
+    if not self.active:
+      return
+    record = {"step": int(step), "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}}
+    self.last.update(record)
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
+    if self._tb is not None:
+      for k, v in record.items():
+        if k not in ("step", "time") and isinstance(v, float):
+          self._tb.add_scalar(k, v, step)
+    if self._bar is not None:
+      shown = {k: record[k] for k in ("loss", "images_per_sec") if k in record}
+      self._bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items() if isinstance(v, float)})
+
+  def advance(self, step: int) -> None:
+    if self._bar is not None:
+      self._bar.update(step - self._bar.n)
+
+  def summary(self, extra: Optional[dict] = None) -> dict:
+    """Writes WORKDIR/summary.json with the last metrics (and `extra`)."""
+    summary = {**self.last, **{k: _plain(v) for k, v in (extra or {}).items()}}
+    if self.active:
+      checkpoint.write_json_atomically(os.path.join(self.workdir, "summary.json"), summary)
+    return summary
+
+  def close(self) -> None:
+    if not self.active:
+      return
+    if self._bar is not None:
+      self._bar.close()
+    if self._tb is not None:
+      self._tb.close()
+    self._jsonl.close()
