@@ -20,10 +20,14 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a mul
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
 
 # config.task -> module with `run(config, workdir) -> dict`.
-# Pretraining and fine-tuning are the same loop around different objectives.
+# Pretraining and fine-tuning are the same loop around different objectives; the
+# fine-tuning task first checks init_from and resolves labelled pools and target stats.
 TASKS = {
     "pretrain": "lensfm.train.trainer",
-    "finetune": "lensfm.train.trainer",
+    "finetune": "lensfm.evaluate.finetune",
+    "evaluate": "lensfm.evaluate.evaluate",
+    "predict": "lensfm.evaluate.predict",
+    "knn": "lensfm.evaluate.knn_probe",
 }
 
 
@@ -55,6 +59,9 @@ def main(argv):
   task = config.get("task", "pretrain")
   if task not in TASKS:
     raise app.UsageError(f"config.task={task!r} is not one of {sorted(TASKS)}.")
+  if not flags.FLAGS["verbosity"].present:
+    # Orbax and JAX log every save at INFO; the progress bar and our messages suffice.
+    logging.set_verbosity(logging.WARNING)
   initialize_distributed()
   logging.info("Config:\n%s", config)
   importlib.import_module(TASKS[task]).run(config, os.path.expanduser(_WORKDIR.value))

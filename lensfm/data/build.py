@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import dataclasses
 import glob
+import io
 import json
 import os
 import shutil
@@ -45,6 +46,7 @@ import tempfile
 import time
 from typing import Any, Optional
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from lensfm.data import builders
@@ -187,6 +189,17 @@ def _copy_default_config_marker(tmp_root: str, data_dir: str,
     shutil.copytree(source, target, dirs_exist_ok=True)
 
 
+def write_label_index(path: str) -> None:
+  """Writes the labels of every split in record order (`LABEL_INDEX_FILE`),
+  so labels_per_class subsets need not read every image."""
+  from lensfm.data import pipeline  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder_from_directory(path)
+  for split in builder.info.splits.keys():
+    labels = pipeline.read_labels(builder.as_data_source(split=split))
+    np.save(os.path.join(path, pipeline.LABEL_INDEX_FILE.format(split=split)),
+            labels)
+
+
 def _split_sizes(path: str) -> dict[str, int]:
   info = tfds.builder_from_directory(path).info
   return {name: int(split.num_examples) for name, split in info.splits.items()}
@@ -252,11 +265,13 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
                     recipe_overrides=recipe_overrides)
     builder = builders.BUILDERS[dataset](
         config=config, data_dir=tmp_root, file_format="array_record", **kwargs)
-    with _tfds_progress_bars(False):
+    # TFDS's own messages name the temporary directory: keep them quiet.
+    with _tfds_progress_bars(False), contextlib.redirect_stdout(io.StringIO()):
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(
               download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
     built_path = os.fspath(builder.data_path)
+    write_label_index(built_path)
     report = builder.report.to_dict()
     _copy_default_config_marker(tmp_root, data_dir, dataset)
     if not _publish(built_path, final, overwrite):

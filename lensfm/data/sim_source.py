@@ -28,7 +28,8 @@ number of devices or processes.
                     (the same for every seed), or `norm_stats` if given.
   norm_stats:       optional {'mean': [C], 'std': [C]} for 'standardize'.
   augment:          comma-separated names from `transforms.AUGMENTATIONS`
-                    ('' or absent = none), applied on device.
+                    ('' or absent = none), applied on device, to 'train' only
+                    (evaluation streams are never augmented).
   prefetch:         ignored: jax's asynchronous dispatch already queues the next
                     batch on the device behind the running train step.
 
@@ -38,6 +39,7 @@ present so that every source yields the same keys as padded eval batches).
 """
 from __future__ import annotations
 
+import functools
 import zlib
 from typing import Any, Mapping, Optional
 
@@ -73,15 +75,29 @@ def _plain_dict(value) -> dict:
   return dict(value)
 
 
+@functools.lru_cache(maxsize=32)
+def _cached_recipe(name: str, overrides_key):
+  from lensfm.sim import recipes  # pylint: disable=g-import-not-at-top
+  recipe = recipes.get(name, **dict(overrides_key))
+  # Equal (name, overrides) share compiled functions (see _batch_function).
+  recipe._lensfm_cache_key = (name, overrides_key)  # pylint: disable=protected-access
+  return recipe
+
+
+def recipe_by_name(name: str, overrides: Optional[Mapping] = None):
+  """`recipes.get(name, **overrides)`, one object per distinct call."""
+  overrides = _plain_dict(overrides)
+  return _cached_recipe(name, tuple(sorted(
+      (k, _hashable(v)) for k, v in overrides.items())))
+
+
 def get_recipe(data_config):
   """The recipe named by `config.data.recipe` with its overrides."""
-  from lensfm.sim import recipes  # pylint: disable=g-import-not-at-top
   name = data_config.get("recipe", None)
   if not name:
     raise ValueError("config.data.recipe must name a simulator recipe when "
                      "config.data.source='sim'.")
-  return recipes.get(name, **_plain_dict(data_config.get("recipe_overrides",
-                                                         None)))
+  return recipe_by_name(name, data_config.get("recipe_overrides", None))
 
 
 def check_image_shape(shape, data_config, what: str) -> None:
@@ -108,6 +124,7 @@ def simulate(recipe, keys: jax.Array) -> dict[str, jax.Array]:
   return jax.tree.map(lambda x: x[:, 0], out)
 
 
+@functools.lru_cache(maxsize=8)
 def simulated_statistics(recipe, num_examples: int = STATS_EXAMPLES) -> dict:
   """Per-channel mean/std of raw simulated images (fixed key, chunked)."""
   sample_chunk = jax.jit(lambda k: simulate(
@@ -135,6 +152,44 @@ def normalization_stats(data_config, recipe) -> Optional[dict]:
   return simulated_statistics(recipe)
 
 
+def _hashable(value):
+  """A hashable, order-independent form of nested config values."""
+  if isinstance(value, Mapping):
+    return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+  if isinstance(value, (list, tuple)):
+    return tuple(_hashable(v) for v in value)
+  return value
+
+
+@functools.lru_cache(maxsize=32)
+def _batch_function(recipe_key, recipe, global_batch_size: int, sharding,
+                    transform_key):
+  """The jitted fn(base_key, step) -> batch, shared by every SimInput with
+  the same recipe, batch size, sharding and transforms (e.g. other seeds), so
+  each combination compiles once per process."""
+  del recipe_key  # Only part of the cache key (the recipe object is not).
+  normalize, augment, stats = transform_key
+  transform = transforms.make_transform(
+      normalize, augment, None if stats is None else dict(stats))
+
+  def batch_at(base_key, step):
+    key = jax.random.fold_in(base_key, step)
+    sim_key, transform_key_ = jax.random.split(key)
+    out = dict(simulate(recipe, transforms.sharded_example_keys(
+        sim_key, global_batch_size, sharding)))
+    out["image"] = jax.vmap(transform)(
+        transforms.sharded_example_keys(transform_key_, global_batch_size,
+                                        sharding), out["image"])
+    out["mask"] = jnp.ones((global_batch_size,), jnp.bool_)
+    return out
+
+  return jax.jit(batch_at, out_shardings=sharding)
+
+
+def _recipe_cache_key(recipe):
+  return getattr(recipe, "_lensfm_cache_key", ("id", id(recipe)))
+
+
 class SimInput:
   """Endless on-device simulated batches; see the module docstring."""
 
@@ -150,30 +205,20 @@ class SimInput:
     self._step = 0
     self._base_key = jax.random.fold_in(jax.random.PRNGKey(self.seed),
                                         split_id(split))
-    self._transform = transforms.make_transform(normalize, augment, stats)
-    # One compilation: the step is a traced argument, everything else static.
-    self._make_batch = jax.jit(self._batch_at, out_shardings=sharding)
-
-  def _local_keys(self, key: jax.Array) -> jax.Array:
-    keys = transforms.example_keys(key, self.global_batch_size)
-    return jax.lax.with_sharding_constraint(keys, self.sharding)
-
-  def _batch_at(self, step: jax.Array) -> dict[str, jax.Array]:
-    key = jax.random.fold_in(self._base_key, step)
-    sim_key, transform_key = jax.random.split(key)
-    out = dict(simulate(self.recipe, self._local_keys(sim_key)))
-    out["image"] = jax.vmap(self._transform)(self._local_keys(transform_key),
-                                             out["image"])
-    out["mask"] = jnp.ones((self.global_batch_size,), jnp.bool_)
-    return out
+    transform_key = (normalize, transforms.parse_augment(augment),
+                     None if stats is None else _hashable(stats))
+    # One compilation: the key and step are traced arguments.
+    self._make_batch = _batch_function(
+        _recipe_cache_key(recipe), recipe, self.global_batch_size, sharding,
+        transform_key)
 
   def batch_at(self, step: int) -> dict[str, jax.Array]:
     """The batch at position `step` (does not move the iterator)."""
-    return self._make_batch(np.uint32(step))
+    return self._make_batch(self._base_key, np.uint32(step))
 
   def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes and dtypes of a batch, without simulating."""
-    return jax.eval_shape(self._batch_at, np.uint32(0))
+    return jax.eval_shape(self._make_batch, self._base_key, np.uint32(0))
 
   def compilations(self) -> int:
     """How many times the batch function was compiled (should stay 1)."""
@@ -208,6 +253,8 @@ def make(data_config, *, global_batch_size: int,
                   "simulate the full global batch, not only its shard.")
   normalize = data_config.get("normalize", "minmax")
   augment = transforms.parse_augment(data_config.get("augment", ""))
+  if split_id(split) != SPLIT_IDS["train"]:
+    augment = ()  # Evaluation data are never augmented.
   stats = normalization_stats(data_config, recipe)
   return SimInput(recipe, global_batch_size=global_batch_size,
                   sharding=sharding, seed=seed, split=split,

@@ -309,6 +309,24 @@ def example_keys(key: jax.Array, batch_size: int) -> jax.Array:
   return jax.random.split(key, batch_size)
 
 
+def constrain_to(x: jax.Array, sharding) -> jax.Array:
+  """Lays `x` out with `sharding` inside jit, for meshes of either axis type
+  (Explicit axes need `reshard`, Auto axes a sharding constraint)."""
+  if sharding is None:
+    return x
+  axis_types = getattr(sharding.mesh, "axis_types", ())
+  if any(t == jax.sharding.AxisType.Explicit for t in axis_types):
+    return jax.sharding.reshard(x, sharding)
+  return jax.lax.with_sharding_constraint(x, sharding)
+
+
+def sharded_example_keys(key: jax.Array, batch_size: int,
+                         sharding=None) -> jax.Array:
+  """Per-example keys laid out like the batch, so that each device draws
+  (and then computes) only its own examples."""
+  return constrain_to(example_keys(key, batch_size), sharding)
+
+
 def batch_transform(fn: ExampleFn, key: jax.Array,
                     images: jax.Array) -> jax.Array:
   """Applies a per-example fn(key, image) to [B, H, W, C] with B keys."""

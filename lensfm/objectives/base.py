@@ -33,5 +33,9 @@ class Objective:
     return extra
 
   def visualize(self, params, extra, batch, rng, path: str) -> None:
-    """Optionally writes a picture of what the objective does to `path` (a PNG)."""
+    """Optionally writes a picture of what the objective does to `path` (a PNG).
+
+    Called on every process with replicated params and a few replicated images; only
+    process 0 should write.
+    """
     del params, extra, batch, rng, path

@@ -163,9 +163,11 @@ class Objective(base.Objective):
 
   def visualize(self, params, extra, batch, rng, path):
     from lensfm.evaluate import visualize  # Matplotlib only when pictures are asked for.
-    n = min(4, batch["image"].shape[0])
-    images = np.asarray(jax.device_get(batch["image"][:n]), np.float32)
-    visible, recon, _ = jax.device_get(self.reconstruct(params, jnp.asarray(images), rng))
+    images = batch["image"]
+    visible, recon, _ = jax.device_get(jax.jit(self.reconstruct)(params, images, rng))
+    if jax.process_index() != 0:
+      return
+    images = np.asarray(jax.device_get(images), np.float32)
     visualize.save_image_rows(
         {"input": images, "visible (masked)": np.asarray(visible), "reconstruction": np.asarray(recon)},
         path)

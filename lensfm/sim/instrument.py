@@ -97,7 +97,7 @@ PRESETS = {i.name: i for i in (MODEL_I, EUCLID_VIS, EUCLID_VIS_LENSTRONOMY_1_14,
                                HST_WFC3_F160W)}
 
 
-def pixel_grid(num_pix, pixel_scale, supersampling=1, dtype=np.float32):
+def pixel_grid(num_pix, pixel_scale, supersampling=1, dtype=np.float64):
   """(x, y) of pixel (or sub-pixel) centres, each [n*s, n*s], lenstronomy make_grid order."""
   n = num_pix * supersampling
   step = pixel_scale / supersampling

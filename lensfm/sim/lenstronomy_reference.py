@@ -79,7 +79,7 @@ def image_data(num_pix, pixel_scale):
   from lenstronomy.Data.imaging_data import ImageData  # pylint: disable=import-outside-toplevel
   from lenstronomy.Util import util  # pylint: disable=import-outside-toplevel
   _, _, ra0, dec0, _, _, pix2coord, _ = util.make_grid_with_coordtransform(
-      numPix=num_pix, deltapix=pixel_scale, center_ra=0, center_dec=0, subgrid_res=1,
+      num_pix, pixel_scale, center_ra=0, center_dec=0, subgrid_res=1,
       inverse=False)
   return ImageData(background_rms=1.0, exposure_time=1.0, ra_at_xy_0=ra0, dec_at_xy_0=dec0,
                    transform_pix2angle=pix2coord, image_data=np.zeros((num_pix, num_pix)))

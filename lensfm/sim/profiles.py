@@ -154,9 +154,9 @@ def _nfw_arc(x):
   series in s2 near x=1, where lenstronomy's form loses precision (0/0).
   """
   s2 = (1.0 - x) * (1.0 + x)
-  t = jnp.sqrt(jnp.abs(s2))
-  near_one = t < 1e-2
-  t_safe = jnp.where(near_one, 0.5, t)
+  near_one = jnp.abs(s2) < 1e-4
+  # sqrt only of values away from 0, so its gradient is finite at x = 1 too.
+  t_safe = jnp.sqrt(jnp.where(near_one, 0.25, jnp.abs(s2)))
   # For x << 1, t rounds to 1 in float32 and arctanh(t) overflows: use arccosh(1/x).
   x_safe = jnp.where(near_one, 0.5, x)
   f_small_x = jnp.log((1.0 + t_safe) / x_safe) / t_safe

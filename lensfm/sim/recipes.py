@@ -71,26 +71,24 @@ def axion_half_length(axion_mass_ev):
   return 0.03e-22 / axion_mass_ev
 
 
-def _vortex_string(key, unit_theta, num_points=VORTEX_POINTS, vortex_mass=VORTEX_MASS):
+def _vortex_string(draw, unit_theta, num_points=VORTEX_POINTS, vortex_mass=VORTEX_MASS):
   """DeepLense `make_vortex`: axion mass 10^U(-24,-22) eV, points evenly on a line at a
   uniform angle through (0, 0). Returns (theta_e [P], x [P], y [P], axion mass)."""
-  k_m, k_ang = jax.random.split(key)
-  log_m = priors.uniform(k_m, *AXION_LOG10_MASS_RANGE)
-  # 0.03e-22 / 10^log_m computed in log space: 1e-24 and 1e-46 are fine, but stay safe.
+  log_m = draw.uniform(*AXION_LOG10_MASS_RANGE)
+  # 0.06 / (2 m) * 1e-22 computed from log10(m), so no 1e-46-sized intermediates.
   half_length = 0.03 * 10.0**(-22.0 - log_m)
-  angle = priors.uniform(k_ang, 0.0, 2.0 * jnp.pi)
+  angle = draw.uniform(0.0, 2.0 * jnp.pi)
   s = jnp.linspace(-1.0, 1.0, num_points) * half_length
   theta_each = unit_theta * math.sqrt(vortex_mass / num_points)
   theta = jnp.full((num_points,), theta_each, jnp.float32)
   return theta, s * jnp.cos(angle), s * jnp.sin(angle), 10.0**log_m
 
 
-def _cdm_point_masses(key, unit_theta, num=CDM_SUBHALOS, slope=CDM_SLOPE,
+def _cdm_point_masses(draw, unit_theta, num=CDM_SUBHALOS, slope=CDM_SLOPE,
                       mass_range=CDM_MASS_RANGE, radius_range=CDM_RADIUS_RANGE):
   """DeepLense `make_old_cdm`: power-law masses, radius U(0.25, 2), angle U(0, 2 pi)."""
-  k_m, k_pos = jax.random.split(key)
-  masses = priors.power_law(k_m, mass_range[0], mass_range[1], slope, (num,))
-  x, y = priors.polar_offset(k_pos, radius_range[0], radius_range[1], (num,))
+  masses = draw.power_law(mass_range[0], mass_range[1], slope, (num,))
+  x, y = draw.polar_offset(radius_range[0], radius_range[1], (num,))
   return unit_theta * jnp.sqrt(masses), x, y, masses
 
 
@@ -214,10 +212,10 @@ class DeepLenseRecipe(Recipe):
     raise NotImplementedError
 
   def scene(self, key, label):
-    k_src, k_cdm, k_vortex, k_obs = jax.random.split(key, 4)
-    src_x, src_y = priors.uniform(k_src, -SOURCE_CENTER_RANGE, SOURCE_CENTER_RANGE, (2,))
-    cdm_theta, cdm_x, cdm_y, cdm_masses = _cdm_point_masses(k_cdm, self.unit_theta)
-    vort_theta, vort_x, vort_y, axion_mass = _vortex_string(k_vortex, self.unit_theta)
+    draw = priors.UniformStream(key, 128)
+    src_x, src_y = draw.uniform(-SOURCE_CENTER_RANGE, SOURCE_CENTER_RANGE, (2,))
+    cdm_theta, cdm_x, cdm_y, cdm_masses = _cdm_point_masses(draw, self.unit_theta)
+    vort_theta, vort_x, vort_y, axion_mass = _vortex_string(draw, self.unit_theta)
     is_cdm = label == DEEPLENSE_CLASSES.index('cdm')
     is_axion = label == DEEPLENSE_CLASSES.index('axion')
 
@@ -233,7 +231,7 @@ class DeepLenseRecipe(Recipe):
         'deflection_scale': jnp.float32(self.deflection_scale),
         'source': _sersic([[self.source_amplitude()]], 0.25, 1.0, -0.1, 0.1, src_x, src_y),
         'psf_sigma': jnp.full((1,), self.inst.psf_sigma, jnp.float32),
-        'exposure': self.exposure(k_obs),
+        'exposure': self.exposure(draw),
     }
     sub_mass = jnp.where(is_cdm, cdm_masses.sum(), jnp.where(is_axion, VORTEX_MASS, 0.0))
     labels = {
@@ -245,8 +243,8 @@ class DeepLenseRecipe(Recipe):
     }
     return params, labels
 
-  def exposure(self, key):
-    del key
+  def exposure(self, draw):
+    del draw
     return jnp.float32(self.inst.total_exposure)
 
   def render(self, params):
@@ -270,8 +268,8 @@ class ModelI(DeepLenseRecipe):
   def source_amplitude(self):
     return 20.0
 
-  def exposure(self, key):
-    return priors.log_uniform(key, 3.0, 3.5)
+  def exposure(self, draw):
+    return draw.log_uniform(3.0, 3.5)
 
   def observe(self, key, clean, params):
     if not self.noise:
@@ -361,38 +359,36 @@ class ModelIV(Recipe):
              for m, r, n in zip(mags, (0.4, 1.5), (2.3, 1.2))] for mags in self.lens_light_mags]
     self.lens_light = _sersic(amps, (0.4, 1.5), (2.3, 1.2), 0.0, (0.05, 0.3), 0.0, 0.0)
 
-  def _tnfw_subhalos(self, key):
-    k_n, k_m, k_r, k_t = jax.random.split(key, 4)
-    n = jnp.minimum(jax.random.poisson(k_n, 20.0), self.max_subhalos)
-    m200 = priors.power_law(k_m, 1e7, 1e10, -1.9, (self.max_subhalos,))
+  def _tnfw_subhalos(self, draw):
+    n = draw.poisson(20.0, self.max_subhalos)
+    m200 = draw.power_law(1e7, 1e10, -1.9, (self.max_subhalos,))
     m200 = jnp.where(jnp.arange(self.max_subhalos) < n, m200, 0.0)
     conc = 15.0 * (jnp.maximum(m200, 1e7) / 1e8)**-0.1
     rs, alpha_rs = cosmology.nfw_physical_to_angle(
         jnp.maximum(m200, 1.0), conc, Z_LENS, Z_SOURCE_CONVENTION, cosmology.PYHALO_WMAP9)
-    radius = 2.5 * jnp.sqrt(priors.uniform(k_r, 0.0, 1.0, (self.max_subhalos,)))
-    angle = priors.uniform(k_t, 0.0, 2.0 * jnp.pi, (self.max_subhalos,))
+    radius = 2.5 * jnp.sqrt(draw.unit((self.max_subhalos,)))
+    angle = draw.uniform(0.0, 2.0 * jnp.pi, (self.max_subhalos,))
     tnfw = {'Rs': rs, 'alpha_Rs': jnp.where(m200 > 0, alpha_rs, 0.0), 'r_trunc': 10.0 * rs,
             'center_x': radius * jnp.cos(angle), 'center_y': radius * jnp.sin(angle)}
     return tnfw, n, m200.sum()
 
-  def _source(self, key):
-    k_frac, k_rb, k_rd, k_qb, k_qd, k_phi, k_c = jax.random.split(key, 7)
-    frac = priors.uniform(k_frac, 0.1, 0.5)
-    r_bulge, r_disk = priors.uniform(k_rb, 0.03, 0.1), priors.uniform(k_rd, 0.15, 0.4)
-    q_bulge, q_disk = priors.uniform(k_qb, 0.7, 1.0), priors.uniform(k_qd, 0.3, 1.0)
-    phi = priors.uniform(k_phi, 0.0, jnp.pi)
+  def _source(self, draw):
+    frac = draw.uniform(0.1, 0.5)
+    r_bulge, r_disk = draw.uniform(0.03, 0.1), draw.uniform(0.15, 0.4)
+    q_bulge, q_disk = draw.uniform(0.7, 1.0), draw.uniform(0.3, 1.0)
+    phi = draw.uniform(0.0, jnp.pi)
     q = jnp.stack([q_bulge, q_disk])
     e = (1.0 - q) / (1.0 + q)
-    cx, cy = priors.uniform(k_c, -0.3, 0.3, (2,))
+    cx, cy = draw.uniform(-0.3, 0.3, (2,))
     radii, indices = jnp.stack([r_bulge, r_disk]), jnp.array([4.0, 1.0])
     mags = jnp.asarray(self.source_mags)[:, None] - 2.5 * jnp.log10(jnp.stack([frac, 1 - frac]))
     amp = light.amplitude_from_magnitude(mags, radii, indices, self.inst.zero_point)
     return _sersic(amp, radii, indices, e * jnp.cos(2 * phi), e * jnp.sin(2 * phi), cx, cy)
 
   def scene(self, key, label):
-    k_src, k_cdm, k_vortex = jax.random.split(key, 3)
-    tnfw, n_sub, cdm_mass = self._tnfw_subhalos(k_cdm)
-    vort_theta, vort_x, vort_y, axion_mass = _vortex_string(k_vortex, self.unit_theta)
+    draw = priors.UniformStream(key, 192)
+    tnfw, n_sub, cdm_mass = self._tnfw_subhalos(draw)
+    vort_theta, vort_x, vort_y, axion_mass = _vortex_string(draw, self.unit_theta)
     is_cdm = label == DEEPLENSE_CLASSES.index('cdm')
     is_axion = label == DEEPLENSE_CLASSES.index('axion')
     tnfw['alpha_Rs'] = jnp.where(is_cdm, tnfw['alpha_Rs'], 0.0)
@@ -403,7 +399,7 @@ class ModelIV(Recipe):
                          'center_x': vort_x, 'center_y': vort_y},
         'tnfw': tnfw,
         'deflection_scale': jnp.float32(self.deflection_scale),
-        'source': self._source(k_src),
+        'source': self._source(draw),
         'lens_light': self.lens_light,
         'psf_sigma': jnp.full((3,), self.inst.psf_sigma, jnp.float32),
         'exposure': jnp.float32(self.inst.total_exposure),
@@ -470,21 +466,21 @@ class Randomized(Recipe):
     self.unit_theta = float(cosmology.einstein_radius_deeplense(1.0, Z_LENS, Z_SOURCE))
 
   def scene(self, key, label):
-    keys = iter(jax.random.split(key, 24))
-    u = lambda lo, hi, shape=(): priors.uniform(next(keys), lo, hi, shape)
+    draw = priors.UniformStream(key, 4 * self.max_subhalos + 32)
+    u = draw.uniform
     theta_e = u(0.8, 1.8)
-    e1, e2 = priors.ellipticity(next(keys), 0.5, 1.0)
+    e1, e2 = draw.ellipticity(0.5, 1.0)
     gamma, gamma_angle = u(0.0, 0.1), u(0.0, jnp.pi)
     main_mass = (theta_e / self.unit_theta)**2
     # CDM point masses.
     rate = u(5.0, 50.0)
-    n_sub = jnp.minimum(jax.random.poisson(next(keys), rate), self.max_subhalos)
+    n_sub = draw.poisson(rate, self.max_subhalos)
     slope = u(-1.95, -0.9)
-    masses = priors.power_law(next(keys), 1e6, 1e10, slope, (self.max_subhalos,))
+    masses = draw.power_law(1e6, 1e10, slope, (self.max_subhalos,))
     masses = jnp.where(jnp.arange(self.max_subhalos) < n_sub, masses, 0.0)
-    sub_x, sub_y = priors.polar_offset(next(keys), 0.25, 2.0, (self.max_subhalos,))
+    sub_x, sub_y = draw.polar_offset(0.25, 2.0, (self.max_subhalos,))
     # Vortex as a uniform line mass.
-    vortex_mass = priors.log_uniform(next(keys), 9.5, 11.0)
+    vortex_mass = draw.log_uniform(9.5, 11.0)
     log_m = u(*AXION_LOG10_MASS_RANGE)
     vortex_angle = u(0.0, 2.0 * jnp.pi)
     is_cdm = label == DEEPLENSE_CLASSES.index('cdm')
@@ -493,7 +489,7 @@ class Randomized(Recipe):
     # Source.
     magnitude = u(19.0, 22.0)
     r_sersic, n_sersic = u(0.1, 0.6), u(0.5, 4.0)
-    src_e1, src_e2 = priors.ellipticity(next(keys), 0.5, 1.0)
+    src_e1, src_e2 = draw.ellipticity(0.5, 1.0)
     src_x, src_y = u(-0.5, 0.5), u(-0.5, 0.5)
     amp = light.amplitude_from_magnitude(magnitude, r_sersic, n_sersic, self.inst.zero_point)
     fwhm = u(*self.psf_fwhm_range)
@@ -509,7 +505,7 @@ class Randomized(Recipe):
         'deflection_scale': jnp.float32(1.0),
         'source': _sersic(amp[None, None], r_sersic, n_sersic, src_e1, src_e2, src_x, src_y),
         'psf_sigma': (fwhm * instrument_lib.FWHM_TO_SIGMA)[None],
-        'exposure': priors.log_uniform(next(keys), 2.7, 4.0),
+        'exposure': draw.log_uniform(2.7, 4.0),
     }
     sub_mass = jnp.where(is_cdm, masses.sum(), jnp.where(is_axion, vortex_mass, 0.0))
     labels = {
@@ -561,21 +557,21 @@ class LensFind(Recipe):
                                                   supersampling=self.supersampling)
 
   def scene(self, key, label):
-    keys = iter(jax.random.split(key, 20))
-    u = lambda lo, hi, shape=(): priors.uniform(next(keys), lo, hi, shape)
+    draw = priors.UniformStream(key, 32)
+    u = draw.uniform
     zp = self.inst.zero_point
     is_lensed = label == LENSFIND_CLASSES.index('lensed')
     lens_cx, lens_cy = u(-0.1, 0.1), u(-0.1, 0.1)
     ll_mag, ll_r, ll_n = u(18.0, 21.0), u(0.3, 1.0), u(2.0, 5.0)
-    ll_e1, ll_e2 = priors.ellipticity(next(keys), 0.6, 1.0)
+    ll_e1, ll_e2 = draw.ellipticity(0.6, 1.0)
     theta_e = u(0.8, 2.0)
-    e1, e2 = priors.ellipticity(next(keys), 0.5, 1.0)
+    e1, e2 = draw.ellipticity(0.5, 1.0)
     gamma, gamma_angle = u(0.0, 0.1), u(0.0, jnp.pi)
     src_mag, src_r, src_n = u(20.0, 23.0), u(0.1, 0.5), u(0.5, 3.0)
-    src_e1, src_e2 = priors.ellipticity(next(keys), 0.5, 1.0)
+    src_e1, src_e2 = draw.ellipticity(0.5, 1.0)
     lensed_offset = theta_e * u(-0.3, 0.3, (2,))
     unlensed_pos = u(-2.5, 2.5, (2,))
-    has_source = is_lensed | (jax.random.uniform(next(keys)) < 0.5)
+    has_source = is_lensed | (draw.unit() < 0.5)
     src_pos = jnp.where(is_lensed, jnp.stack([lens_cx, lens_cy]) + lensed_offset, unlensed_pos)
     src_amp = jnp.where(has_source, light.amplitude_from_magnitude(src_mag, src_r, src_n, zp), 0.0)
     params = {

@@ -72,7 +72,8 @@ def render(params, inst: instrument_lib.Instrument, max_psf_sigma=None):
   kernel when params['psf_sigma'] varies per image; by default the instrument's sigma.
   """
   x, y = instrument_lib.pixel_grid(inst.num_pix, inst.pixel_scale, inst.supersampling)
-  image = surface_brightness(params, jnp.asarray(x), jnp.asarray(y))
+  # dtype=float: float32 normally, float64 under jax.enable_x64.
+  image = surface_brightness(params, jnp.asarray(x, dtype=float), jnp.asarray(y, dtype=float))
   image = instrument_lib.downsample(image, inst.supersampling) * inst.pixel_scale**2
   max_sigma_pix = (max_psf_sigma or inst.psf_sigma) / inst.pixel_scale
   max_radius = max(instrument_lib.gaussian_radius_pixels(max_sigma_pix, inst.psf_truncation), 1)

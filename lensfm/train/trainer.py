@@ -234,10 +234,8 @@ class Trainer:
         for name, (every_n, evaluator) in evaluators.items():
           if every(every_n, step) or last:
             writer.write(step, {f"{name}/{k}": v for k, v in evaluator.run(state, step).items()})
-        if every(config.get("visualize_every", 0), step) and jax.process_index() == 0:
-          self.objective.visualize(state["params"], state["extra"], batch,
-                                   jax.random.fold_in(self.base_rng, step),
-                                   os.path.join(workdir, f"visualize_{step:07d}.png"))
+        if every(config.get("visualize_every", 0), step):
+          self.visualize(state, batch, step)
         if preempted.is_set():
           break
     ckpt.close()
@@ -250,6 +248,20 @@ class Trainer:
            f"exiting. Run the same command again to continue.")
     preempted.restore()
     return summary
+
+  def visualize(self, state, batch, step):
+    """Every process takes part (arrays span all hosts); the objective writes on process 0.
+
+    Parameters and a few images are first replicated, so the objective's pictures need
+    no knowledge of the mesh and its outputs are addressable on every host.
+    """
+    n = min(4, self.config.batch_size)
+    replicate = jax.jit(lambda p, e, im: (p, e, im[:n]),
+                        out_shardings=sharding.replicated(self.mesh))
+    params, extra, images = replicate(state["params"], state["extra"], batch["image"])
+    self.objective.visualize(params, extra, {"image": images},
+                             jax.random.fold_in(self.base_rng, step),
+                             os.path.join(self.workdir, f"visualize_{step:07d}.png"))
 
   def make_evaluators(self) -> dict[str, tuple[int, Any]]:
     evaluators = {}

@@ -16,6 +16,11 @@ from lensfm.train import checkpoint
 
 
 def _plain(value):
+  """JSON-friendly scalar: bools and integers keep their type; NaN/inf become strings."""
+  if hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0:
+    value = value.item()
+  if isinstance(value, (bool, int)):
+    return value
   try:
     value = float(value)
   except (TypeError, ValueError):

@@ -20,11 +20,12 @@ with skip_bad, skipped and counted).
 """
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
@@ -42,8 +43,20 @@ def default_num_test(num_examples: int) -> int:
 
 
 def get_recipe(name: str, overrides: Optional[dict] = None):
-  from lensfm.sim import recipes  # pylint: disable=g-import-not-at-top
-  return recipes.get(name, **(overrides or {}))
+  return sim_source.recipe_by_name(name, overrides)
+
+
+@functools.lru_cache(maxsize=16)
+def chunk_simulator(recipe):
+  """Jitted fn(base_key, start) -> CHUNK examples, example i simulated with
+  fold_in(base_key, start + i); one compilation per recipe and process."""
+
+  def simulate_chunk(base_key, start):
+    indices = start + jnp.arange(CHUNK, dtype=jnp.uint32)
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(base_key, indices)
+    return sim_source.simulate(recipe, keys)
+
+  return jax.jit(simulate_chunk)
 
 
 def example_spec(recipe) -> dict[str, jax.ShapeDtypeStruct]:
@@ -125,17 +138,12 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
                        f"got {self._num_examples}.")
     args = self.build_args()
     self._stats = base.PixelStats()
-    self._simulate_chunk = jax.jit(self._chunk)
+    self._simulate_chunk = chunk_simulator(self.recipe)
     splits = {"train": args["num_examples"]}
     if args["num_test_examples"]:
       splits["test"] = args["num_test_examples"]
     return {split: self._generate_examples(split, n)
             for split, n in splits.items()}
-
-  def _chunk(self, base_key, start):
-    indices = start + np.arange(CHUNK, dtype=np.uint32)
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(base_key, indices)
-    return sim_source.simulate(self.recipe, keys)
 
   def _chunks(self, split: str, num: int):
     """Yields (index, example) in order, simulating CHUNK at a time."""

@@ -1,0 +1,146 @@
+"""Reading a user's own images: .npy and FITS files, one image per file.
+
+`expand_inputs` turns a file, a directory (its .npy/.fits/.fit/.fits.gz files, sorted)
+or a glob pattern (or a comma-separated list of them) into a sorted list of paths.
+`read_image` returns float32 [H, W, C] or raises `UnreadableImage` saying what is wrong
+with the file: unreadable or truncated, not an image array, NaN or infinite pixels,
+or a shape that is not the model's.
+
+Accepted layouts for a model of H x W pixels and C channels: (H, W) when C = 1,
+(H, W, C) and (C, H, W). Pickled .npy files are refused unless `allow_pickle` (pickles
+can run code); DeepLense axion files, pickled [image, mass], then give their image.
+FITS: the first HDU holding an array of 2 or more dimensions (or `hdu` if given),
+read with astropy; big-endian data are converted to native float32.
+"""
+import glob
+import os
+from typing import Optional
+
+import numpy as np
+
+EXTENSIONS = (".npy", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+
+
+class UnreadableImage(ValueError):
+  """A file that cannot be used as an input image; the message names the file."""
+
+
+def is_image_file(path: str) -> bool:
+  return path.lower().endswith(EXTENSIONS)
+
+
+def expand_inputs(inputs) -> list[str]:
+  """Paths from a file, directory or glob (or a comma-separated list / sequence of them)."""
+  if isinstance(inputs, str):
+    specs = [s.strip() for s in inputs.split(",") if s.strip()]
+  else:
+    specs = [str(s) for s in inputs]
+  if not specs:
+    raise ValueError("No input images given (config.inputs is empty); give a file, a "
+                     "directory or a glob such as 'images/*.fits'.")
+  paths = []
+  for spec in specs:
+    spec = os.path.expanduser(spec)
+    if os.path.isdir(spec):
+      found = sorted(os.path.join(spec, f) for f in os.listdir(spec) if is_image_file(f))
+      if not found:
+        raise FileNotFoundError(f"Directory {spec} holds no {'/'.join(EXTENSIONS)} files.")
+    elif os.path.isfile(spec):
+      found = [spec]
+    else:
+      found = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+      if not found:
+        raise FileNotFoundError(f"Input {spec!r} is not a file or directory and matches no "
+                                "files.")
+    paths += found
+  return list(dict.fromkeys(paths))  # Drop duplicates, keep the order.
+
+
+def _read_npy(path: str, allow_pickle: bool) -> np.ndarray:
+  try:
+    array = np.load(path, allow_pickle=allow_pickle)
+  except ValueError as e:
+    if "allow_pickle" in str(e):
+      raise UnreadableImage(f"{path}: is a pickled .npy file; pickles can run code, so they "
+                            "are read only with config.allow_pickle=True (for files you "
+                            "trust).") from None
+    raise UnreadableImage(f"{path}: cannot be read as .npy ({e}).") from None
+  except Exception as e:  # pylint: disable=broad-except  (truncated, not .npy, EOF...)
+    raise UnreadableImage(f"{path}: cannot be read as .npy ({type(e).__name__}: {e}).") from None
+  if array.dtype == object:
+    # DeepLense axion files: [image, axion_mass].
+    if array.shape == (2,) and np.asarray(array[0]).ndim >= 2:
+      array = np.asarray(array[0])
+    else:
+      raise UnreadableImage(f"{path}: holds an object array of shape {array.shape}, not an "
+                            "image.")
+  return array
+
+
+def _read_fits(path: str, hdu: Optional[int]) -> np.ndarray:
+  from astropy.io import fits  # pylint: disable=g-import-not-at-top
+  try:
+    with fits.open(path, memmap=False) as hdus:
+      if hdu is not None:
+        if hdu >= len(hdus):
+          raise UnreadableImage(f"{path}: has {len(hdus)} HDUs; config.hdu={hdu} does not "
+                                "exist.")
+        data = hdus[hdu].data
+      else:
+        data = next((h.data for h in hdus if h.data is not None and
+                     getattr(h.data, "ndim", 0) >= 2), None)
+      if data is None:
+        raise UnreadableImage(f"{path}: has no image HDU (no array of 2 or more dimensions).")
+      return np.asarray(data).astype(np.float32)  # Also makes big-endian data native.
+  except UnreadableImage:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (astropy raises many types)
+    raise UnreadableImage(f"{path}: cannot be read as FITS ({type(e).__name__}: {e}).") from None
+
+
+def to_hwc(array: np.ndarray, path: str, size: Optional[int], channels: int) -> np.ndarray:
+  """(H, W), (H, W, C) or (C, H, W) -> float32 (H, W, C), checked against the model."""
+  array = np.asarray(array)
+  if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+    raise UnreadableImage(f"{path}: has dtype {array.dtype}; expected real numbers.")
+  array = np.squeeze(array) if array.ndim > 3 else array
+  if array.ndim == 2 and channels == 1:
+    image = array[..., None]
+  elif array.ndim == 3 and array.shape[-1] == channels:
+    image = array
+  elif array.ndim == 3 and array.shape[0] == channels:
+    image = np.moveaxis(array, 0, -1)
+  else:
+    image = None
+  expected = (f"({size}, {size})" if channels == 1 else "") + \
+      f" (H, W, {channels}) or ({channels}, H, W) with H = W = {size}"
+  if image is None or (size is not None and image.shape[:2] != (size, size)):
+    raise UnreadableImage(f"{path}: has shape {array.shape}; expected{expected} (the "
+                          "model's input; resample the image first).")
+  image = image.astype(np.float32)
+  if not np.all(np.isfinite(image)):
+    raise UnreadableImage(f"{path}: has {int((~np.isfinite(image)).sum())} NaN or infinite "
+                          "pixels.")
+  return image
+
+
+def read_image(path: str, *, size: Optional[int], channels: int = 1,
+               allow_pickle: bool = False, hdu: Optional[int] = None) -> np.ndarray:
+  if not os.path.isfile(path):
+    raise UnreadableImage(f"{path}: does not exist.")
+  if path.lower().endswith(".npy"):
+    array = _read_npy(path, allow_pickle)
+  elif is_image_file(path):
+    array = _read_fits(path, hdu)
+  else:
+    raise UnreadableImage(f"{path}: unknown file type; expected one of {EXTENSIONS}.")
+  return to_hwc(array, path, size, channels)
+
+
+def image_name(path: str) -> str:
+  """File name without its image extension (for per-image output files)."""
+  base = os.path.basename(path)
+  for ext in sorted(EXTENSIONS, key=len, reverse=True):
+    if base.lower().endswith(ext):
+      return base[:-len(ext)]
+  return base

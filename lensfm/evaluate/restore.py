@@ -1,0 +1,71 @@
+"""Loading a trained (fine-tuned) model for evaluation and prediction.
+
+`lensfm.train.checkpoint.load_params(path, subtree)` reads one subtree of the
+parameters (the encoder, for `init_from`); a downstream model needs all of them (encoder
+and head), so this reads params/* the same way: only the parameters, never the optimizer
+state, as numpy arrays.
+"""
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from lensfm.train import checkpoint as ckpt_lib
+from lensfm.train import trainer as trainer_lib
+
+
+@dataclasses.dataclass
+class Trained:
+  params: Any            # The whole params tree (numpy).
+  config: ml_collections.ConfigDict  # The config it was trained with.
+  step: int
+  path: str              # The checkpoint step directory.
+
+
+def _handlers():
+  return {"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+          "config": ocp.JsonCheckpointHandler()}
+
+
+def load_trained(path: str) -> Trained:
+  """Reads params and config from a workdir, its checkpoints/ or a checkpoints/<step>."""
+  directory, step = ckpt_lib.find_checkpoint(path)
+  config = ckpt_lib.load_config(os.path.join(directory, str(step)))
+  with ocp.CheckpointManager(directory, item_handlers=_handlers()) as manager:
+    meta = manager.item_metadata(step)["state"]
+    tree = meta.tree if hasattr(meta, "tree") else meta
+    if "params" not in tree:
+      raise KeyError(f"Checkpoint {directory}/{step} holds no params (it has {sorted(tree)}).")
+    target = {"params": jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree["params"])}
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+    items = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        target, restore_args=restore_args, partial_restore=True)))
+  return Trained(items["state"]["params"], config, step, os.path.join(directory, str(step)))
+
+
+def check_downstream(trained: Trained, what: str) -> None:
+  """Fails clearly when a checkpoint has no downstream head (e.g. a pretraining run)."""
+  name = trained.config.get("objective", {}).get("name", None)
+  if name not in ("classify", "regress", "superres"):
+    raise ValueError(
+        f"{what}: checkpoint {trained.path} was trained with objective {name!r}, which has "
+        "no downstream head. Give a fine-tuned workdir (objective 'classify', 'regress' or "
+        "'superres'), or fine-tune this one first with --config.init_from.")
+
+
+def check_init_from(config) -> None:
+  """Before any compilation: the pretrained checkpoint exists and its backbone matches
+  config.model (the trainer checks shapes again when it loads it)."""
+  path = config.get("init_from", None)
+  if not path:
+    return
+  pre = ckpt_lib.load_config(path)  # FileNotFoundError naming the path if missing.
+  trainer_lib.check_same_backbone(pre.model, config.model, path)
+  have, want = pre.data.get("channels", 1), config.data.get("channels", 1)
+  if have != want:
+    raise ValueError(f"Checkpoint {path} was trained on images with {have} channel(s), but "
+                     f"config.data.channels={want}.")

@@ -1,0 +1,181 @@
+"""Supervised classification with a softmax head on the backbone's pooled embedding.
+
+Used for substructure classification (no_sub / cdm / axion) and, with the 'lensfind'
+recipe and two classes, for lens finding (label 1 = lensed). The backbone sits under
+params['encoder'] (so `config.init_from` replaces it with a pretrained one), the head
+under params['head'].
+
+Adaptation modes are the optimizer's business, not this file's: full fine-tuning
+(optionally `config.optim.layer_decay`), a linear probe (`config.optim.freeze='^encoder/'`:
+the encoder then also runs without gradients, which halves the step's cost), or
+training from scratch (no `init_from`).
+
+config.objective fields:
+  name: 'classify'.
+  num_classes: number of classes (2 for lens finding). With simulated data it must
+    equal the recipe's number of classes.
+  class_names: optional names for reports and plots (default: the recipe's, else
+    'class_0', ...).
+  label_key: batch key holding int32 class indices (default 'label').
+  head_hidden: 0 (default) for a linear head; N > 0 for one hidden GELU layer of N units.
+  head_zero_init: start the output layer at zero (default True): the first logits are
+    uniform, so the initial loss is log(num_classes) whatever the features' scale.
+  label_smoothing: default 0.
+Metrics logged during training: accuracy (on the training batch).
+Evaluation API (shared by `lensfm.evaluate`): `predict(params, extra, images)` ->
+{'probs': [B, K]}; `eval_outputs(params, extra, batch)` adds the labels.
+"""
+import re
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from lensfm.objectives import base
+from lensfm.train import sharding as sharding_lib
+
+
+class Head(nn.Module):
+  """Linear (hidden=0) or one-hidden-layer MLP head."""
+  num_outputs: int
+  hidden: int = 0
+  zero_init: bool = True
+
+  @nn.compact
+  def __call__(self, features):
+    x = features.astype(jnp.float32)  # Heads run in float32 whatever the backbone's dtype.
+    if self.hidden:
+      x = nn.gelu(nn.Dense(self.hidden, name="hidden")(x))
+    init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal()
+    return nn.Dense(self.num_outputs, kernel_init=init, name="out")(x)
+
+
+class EncoderWithHead(nn.Module):
+  """Backbone (params['encoder']) + a head on its pooled embedding (params['head'])."""
+  encoder: nn.Module
+  head: nn.Module
+
+  def __call__(self, images, *, train: bool = False):
+    return self.head(self.encoder(images, train=train)["pooled"])
+
+
+def masked_mean(values, mask):
+  """Mean of `values` [B] over examples where mask [B] is true (0 if none)."""
+  mask = mask.astype(jnp.float32)
+  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.)
+
+
+def batch_mask(batch) -> jax.Array:
+  """Real (not padding) examples; every example when the source adds no mask."""
+  if "mask" in batch:
+    return batch["mask"]
+  return jnp.ones(batch["image"].shape[:1], bool)
+
+
+class FrozenEncoderMixin:
+  """Recognises a linear probe (every encoder parameter frozen by config.optim.freeze),
+  so the forward pass can skip the encoder's backward pass."""
+
+  def _init_downstream(self, config):
+    check_labels_source(config)
+    pattern = config.get("optim", {}).get("freeze", None)
+    self._freeze = re.compile(pattern) if pattern else None
+
+  def encoder_frozen(self, encoder_params) -> bool:
+    if self._freeze is None:
+      return False
+    paths = [sharding_lib.path_to_str(p) for p, _ in
+             jax.tree_util.tree_leaves_with_path(encoder_params)]
+    return all(self._freeze.search(f"encoder/{p}") for p in paths)
+
+  def maybe_stop_encoder_gradient(self, params):
+    """(params, train flag): frozen encoders get no gradient and run in eval mode."""
+    if self.encoder_frozen(params["encoder"]):
+      return {**params, "encoder": jax.lax.stop_gradient(params["encoder"])}, False
+    return params, True
+
+
+def check_labels_source(config) -> None:
+  """labels_per_class with the simulator needs the labelled pool that task 'finetune'
+  sets up; without it the simulator would silently train on every label."""
+  data = config.get("data", {})
+  if data.get("source", None) == "sim" and (data.get("labels_per_class", None) or 0) > 0:
+    raise ValueError(
+        f"config.data.labels_per_class={data.labels_per_class} with source='sim' needs "
+        "config.task='finetune' (lensfm.evaluate.finetune.run), which draws the fixed "
+        "labelled pool; the trainer alone would use every simulated label.")
+
+
+def recipe_class_names(data_config) -> Optional[tuple[str, ...]]:
+  """The simulator recipe's class names when the data are simulated, else None."""
+  if data_config.get("source", None) not in ("sim", "sim_pool"):
+    return None
+  from lensfm.sim import recipes  # pylint: disable=g-import-not-at-top
+  recipe = recipes.RECIPES.get(data_config.get("recipe", None))
+  return tuple(recipe.class_names) if recipe is not None else None
+
+
+class Objective(FrozenEncoderMixin, base.Objective):
+  """See the module docstring."""
+  task = "classification"
+
+  def __init__(self, config, model):
+    super().__init__(config, model)
+    self._init_downstream(config)
+    cfg = config.objective
+    self.num_classes = int(cfg.get("num_classes", 0) or 0)
+    if self.num_classes < 2:
+      raise ValueError(f"config.objective.num_classes={cfg.get('num_classes', None)!r}; "
+                       "expected an integer >= 2.")
+    self.label_key = cfg.get("label_key", "label")
+    self.label_smoothing = float(cfg.get("label_smoothing", 0.))
+    sim_names = recipe_class_names(config.data)
+    if sim_names is not None and len(sim_names) != self.num_classes:
+      raise ValueError(f"config.objective.num_classes={self.num_classes}, but simulator recipe "
+                       f"{config.data.recipe!r} has {len(sim_names)} classes {list(sim_names)}.")
+    names = tuple(cfg.get("class_names", None) or sim_names or
+                  [f"class_{k}" for k in range(self.num_classes)])
+    if len(names) != self.num_classes:
+      raise ValueError(f"config.objective.class_names={list(names)} has {len(names)} names "
+                       f"for num_classes={self.num_classes}.")
+    self.class_names = names
+    self.network = EncoderWithHead(model, Head(self.num_classes, cfg.get("head_hidden", 0),
+                                               cfg.get("head_zero_init", True)))
+
+  def init(self, rng, batch):
+    return self.network.init(rng, batch["image"])["params"], {}
+
+  def logits(self, params, images, train=False):
+    return self.network.apply({"params": params}, images, train=train)
+
+  def loss(self, params, extra, batch, rng, step):
+    del rng, step
+    params, train = self.maybe_stop_encoder_gradient(params)
+    logits = self.logits(params, batch["image"], train=train)
+    labels = batch[self.label_key]
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, self.num_classes),
+                                  self.label_smoothing)
+    mask = batch_mask(batch)
+    loss = masked_mean(optax.softmax_cross_entropy(logits, targets), mask)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    return loss, ({"accuracy": masked_mean(correct, mask)}, extra)
+
+  # -- evaluation API ------------------------------------------------------------------
+  def predict(self, params, extra, images):
+    del extra
+    return {"probs": jax.nn.softmax(self.logits(params, images).astype(jnp.float32), -1)}
+
+  def eval_outputs(self, params, extra, batch):
+    return {**self.predict(params, extra, batch["image"]), "label": batch[self.label_key]}
+
+  def output_columns(self) -> list[str]:
+    """Names of the predict-mode CSV columns (besides the file name)."""
+    return [f"prob_{n}" for n in self.class_names] + ["predicted_class"]
+
+  def output_rows(self, outputs, names=None, directory=None) -> list[list]:
+    """CSV rows from `predict` outputs (numpy), one per image."""
+    del names, directory
+    probs = outputs["probs"]
+    return [[f"{p:.6g}" for p in row] + [self.class_names[int(row.argmax())]] for row in probs]

@@ -1,0 +1,212 @@
+"""Supervised regression of physical parameters from the pooled embedding.
+
+The head predicts every target standardised, (value - mean) / std, so one learning rate
+suits parameters of very different scales. A target that does not apply to an example
+(the axion mass of a CDM lens, the Einstein radius of an unlensed scene) is masked out
+of the loss and of the metrics instead of being regressed to a placeholder 0.
+
+Targets (config.objective.targets), derived from the batch's label keys:
+  'log10_axion_mass'         log10(axion_mass / eV); applies where axion_mass > 0.
+  'theta_e'                  Einstein radius, arcsec; applies where theta_e > 0.
+  'sub_mass_fraction'        substructure / main-halo mass; applies everywhere.
+  'log10_sub_mass_fraction'  its log10; applies where it is > 0.
+  any other batch key        the value itself; applies where finite.
+
+config.objective fields:
+  name: 'regress'.
+  targets: tuple of target names (default ('log10_axion_mass',)).
+  target_stats: {target: (mean, std)} used for standardising. Targets not given here
+    use the known prior of the simulator where there is one (log10_axion_mass:
+    U(-24, -22)) or are estimated from `stats_examples` training examples (only the
+    labelled ones when labels_per_class is set) when the objective is built; the task
+    'finetune' stores the result in the run's config, so evaluation and prediction reuse
+    the statistics of training whatever data they see.
+  stats_examples: default 2048.
+  head_hidden, head_zero_init: as for 'classify'.
+  loss: 'mse' (default) or 'huber' (delta 1 in standardised units).
+Metrics logged during training: mae_<target> in physical units.
+Evaluation API: `predict(params, extra, images)` -> {target: [B] physical units};
+`eval_outputs` adds 'true_<target>' and 'valid_<target>' for every target.
+"""
+import dataclasses
+import math
+from typing import Callable
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lensfm.objectives import base
+from lensfm.objectives import classify
+
+# DeepLense's axion prior (lensfm.sim.recipes.AXION_LOG10_MASS_RANGE): U(-24, -22).
+_AXION_LOG10_RANGE = (-24.0, -22.0)
+KNOWN_STATS = {
+    "log10_axion_mass": (sum(_AXION_LOG10_RANGE) / 2,
+                         (_AXION_LOG10_RANGE[1] - _AXION_LOG10_RANGE[0]) / math.sqrt(12.)),
+}
+_MIN_STD = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """How to read one target from a batch: key, transform, where it applies, unit."""
+  key: str
+  transform: Callable = lambda v: v
+  applies: Callable = lambda v: jnp.isfinite(v)
+  unit: str = ""
+
+
+def _safe_log10(v):
+  # Where log10 does not apply (v <= 0) the example is masked; this only keeps it finite.
+  return jnp.log10(jnp.maximum(v, 1e-37))
+
+
+TARGETS = {
+    "log10_axion_mass": Target("axion_mass", _safe_log10, lambda v: v > 0, "log10 eV"),
+    "theta_e": Target("theta_e", applies=lambda v: v > 0, unit="arcsec"),
+    "sub_mass_fraction": Target("sub_mass_fraction"),
+    "log10_sub_mass_fraction": Target("sub_mass_fraction", _safe_log10, lambda v: v > 0,
+                                      "dex"),
+}
+
+
+def target_spec(name: str) -> Target:
+  return TARGETS.get(name, Target(name))
+
+
+def read_target(batch, name: str):
+  """(values [B] float32, applies [B] bool) of target `name`; padding never applies."""
+  spec = target_spec(name)
+  if spec.key not in batch:
+    raise ValueError(f"Regression target {name!r} needs the batch key {spec.key!r}, but the "
+                     f"data provide {sorted(batch)}; change config.objective.targets or "
+                     "the dataset.")
+  raw = jnp.asarray(batch[spec.key], jnp.float32)
+  values = spec.transform(raw)
+  applies = spec.applies(raw) & jnp.isfinite(values) & classify.batch_mask(batch)
+  return jnp.where(applies, values, 0.), applies
+
+
+def estimate_target_stats(config, names, num_examples: int) -> dict[str, tuple[float, float]]:
+  """Mean and std of targets over `num_examples` training examples (host, before jit)."""
+  from lensfm import data as data_lib  # pylint: disable=g-import-not-at-top
+  from lensfm.train import sharding  # pylint: disable=g-import-not-at-top
+  mesh = sharding.make_mesh((("data", -1), ("fsdp", 1)))
+  batch_size = config.batch_size - config.batch_size % len(jax.devices()) or len(jax.devices())
+  source = data_lib.make_input(config.data, global_batch_size=batch_size,
+                               sharding=sharding.batch_sharding(mesh), seed=config.seed,
+                               split="train")
+  values = {n: [] for n in names}
+  seen = 0
+  for batch in source:
+    for n in names:
+      v, ok = jax.device_get(read_target(batch, n))
+      values[n].append(np.asarray(v)[np.asarray(ok)])
+    seen += batch_size
+    if seen >= num_examples:
+      break
+  if hasattr(source, "close"):
+    source.close()
+  stats = {}
+  for n in names:
+    v = np.concatenate(values[n]) if values[n] else np.zeros(0)
+    if len(v) < 2:
+      raise ValueError(f"Regression target {n!r} applies to {len(v)} of {seen} training "
+                       "examples; cannot estimate its statistics (set "
+                       "config.objective.target_stats or use data that have it).")
+    stats[n] = (float(v.mean()), float(max(v.std(), _MIN_STD)))
+  return stats
+
+
+def resolve_target_stats(config) -> dict[str, tuple[float, float]]:
+  """Statistics for every target: config, then known priors, then estimated."""
+  cfg = config.objective
+  names = tuple(cfg.get("targets", ("log10_axion_mass",)))
+  given = dict(cfg.get("target_stats", None) or {})
+  stats = {}
+  for n in names:
+    if n in given:
+      mean, std = (float(x) for x in given[n])
+      if not std > 0:
+        raise ValueError(f"config.objective.target_stats[{n!r}] = {given[n]!r}; the std "
+                         "must be positive.")
+      stats[n] = (mean, std)
+    elif n in KNOWN_STATS:
+      stats[n] = KNOWN_STATS[n]
+  missing = [n for n in names if n not in stats]
+  if missing:
+    estimated = estimate_target_stats(config, missing, int(cfg.get("stats_examples", 2048)))
+    logging.info("Estimated regression target statistics %s.", estimated)
+    stats.update(estimated)
+  return stats
+
+
+class Objective(classify.FrozenEncoderMixin, base.Objective):
+  """See the module docstring."""
+  task = "regression"
+
+  def __init__(self, config, model):
+    super().__init__(config, model)
+    self._init_downstream(config)
+    cfg = config.objective
+    self.targets = tuple(cfg.get("targets", ("log10_axion_mass",)))
+    if not self.targets:
+      raise ValueError("config.objective.targets is empty; name at least one target, e.g. "
+                       "('log10_axion_mass',).")
+    if cfg.get("loss", "mse") not in ("mse", "huber"):
+      raise ValueError(f"config.objective.loss={cfg.loss!r}; expected 'mse' or 'huber'.")
+    self.loss_type = cfg.get("loss", "mse")
+    self.stats = resolve_target_stats(config)
+    self.mean = np.asarray([self.stats[t][0] for t in self.targets], np.float32)
+    self.std = np.asarray([self.stats[t][1] for t in self.targets], np.float32)
+    self.network = classify.EncoderWithHead(
+        model, classify.Head(len(self.targets), cfg.get("head_hidden", 0),
+                             cfg.get("head_zero_init", True)))
+
+  def init(self, rng, batch):
+    return self.network.init(rng, batch["image"])["params"], {}
+
+  def standardized(self, params, images, train=False):
+    return self.network.apply({"params": params}, images, train=train).astype(jnp.float32)
+
+  def loss(self, params, extra, batch, rng, step):
+    del rng, step
+    params, train = self.maybe_stop_encoder_gradient(params)
+    pred = self.standardized(params, batch["image"], train=train)
+    losses, metrics = [], {}
+    for i, name in enumerate(self.targets):
+      value, applies = read_target(batch, name)
+      z = (value - self.mean[i]) / self.std[i]
+      err = pred[:, i] - z
+      per_example = (optax.huber_loss(err, delta=1.) if self.loss_type == "huber"
+                     else jnp.square(err))
+      losses.append(classify.masked_mean(per_example, applies))
+      metrics[f"mae_{name}"] = classify.masked_mean(jnp.abs(err) * self.std[i], applies)
+      metrics[f"fraction_applicable_{name}"] = applies.astype(jnp.float32).mean()
+    return sum(losses) / len(losses), (metrics, extra)
+
+  # -- evaluation API ------------------------------------------------------------------
+  def predict(self, params, extra, images):
+    del extra
+    values = self.standardized(params, images) * self.std + self.mean
+    return {name: values[:, i] for i, name in enumerate(self.targets)}
+
+  def eval_outputs(self, params, extra, batch):
+    out = {f"pred_{n}": v for n, v in self.predict(params, extra, batch["image"]).items()}
+    for name in self.targets:
+      out[f"true_{name}"], out[f"valid_{name}"] = read_target(batch, name)
+    if "label" in batch:
+      out["label"] = batch["label"]
+    return out
+
+  def output_columns(self) -> list[str]:
+    return list(self.targets)
+
+  def output_rows(self, outputs, names=None, directory=None) -> list[list]:
+    """CSV rows from `predict` outputs (numpy), one per image."""
+    del names, directory
+    return [[f"{float(outputs[n][i]):.6g}" for n in self.targets]
+            for i in range(len(outputs[self.targets[0]]))]

@@ -1,0 +1,168 @@
+"""SimCLR (Chen et al. 2020): contrast two augmented views of every image against the
+views of all the other images of the *global* batch, with the NT-Xent loss.
+
+Negatives across the device mesh: inside the jitted step the batch is one global
+array sharded over the data axes, so the [2B, 2B] similarity matrix below is over the
+whole global batch; XLA inserts the all-gather of the (small) projections that
+SimCLR implementations write by hand. The loss is therefore identical on one device
+and on a mesh (tests/test_ssl_losses.py checks this).
+
+Any backbone works: only its 'pooled' embedding is used. The projection head's
+hidden layers use LayerNorm, not BatchNorm, so parameters stay a pure pytree and an
+image's embedding does not depend on the rest of its batch.
+
+config.objective fields: name='simclr', temperature (0.1), proj_hidden_dim (2048),
+proj_dim (128), proj_layers (2: Dense-norm-relu-Dense), head_norm ('layernorm' |
+'none'), views (see lensfm/objectives/views.py; two global views per image).
+Metrics: contrastive_accuracy (how often the other view of an image is the most
+similar of the 2B - 1 candidates), positive_similarity (mean cosine of the two
+views' projections), embedding_std (collapse indicator of the backbone's pooled
+embeddings, see lensfm/evaluate/knn.py).
+"""
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lensfm.evaluate import knn
+from lensfm.objectives import base
+from lensfm.objectives import views as views_lib
+
+HEAD_NORMS = ("layernorm", "none")
+_MASKED_LOGIT = -1e9  # Finite, so masked entries give exp() = 0 without inf - inf = NaN.
+
+
+class ProjectionMLP(nn.Module):
+  """num_layers Dense layers; hidden ones followed by (LayerNorm) and ReLU."""
+  hidden_dim: int
+  out_dim: int
+  num_layers: int = 2
+  norm: str = "layernorm"
+
+  @nn.compact
+  def __call__(self, x):
+    if self.norm not in HEAD_NORMS:
+      raise ValueError(f"config.objective.head_norm={self.norm!r} is not one of {HEAD_NORMS}.")
+    x = x.astype(jnp.float32)  # Heads are small; float32 keeps the loss's logits exact.
+    for i in range(self.num_layers - 1):
+      x = nn.Dense(self.hidden_dim, name=f"hidden{i}")(x)
+      if self.norm == "layernorm":
+        x = nn.LayerNorm(name=f"norm{i}")(x)
+      x = nn.relu(x)
+    return nn.Dense(self.out_dim, name="out")(x)
+
+
+class EncoderWithHead(nn.Module):
+  """The backbone and a head on its pooled embedding: params {'encoder', 'head'}."""
+  encoder: nn.Module
+  head: nn.Module
+
+  def __call__(self, images, train: bool = True):
+    pooled = self.encoder(images, train=train)["pooled"]
+    return pooled, self.head(pooled)
+
+
+def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
+  x = x.astype(jnp.float32)
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
+
+
+def nt_xent(z1: jax.Array, z2: jax.Array, temperature: float,
+            valid: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
+  """Normalised-temperature cross entropy over the 2B views of B images.
+
+  Anchor i's positive is the other view of the same image; its negatives are the
+  2B - 2 views of the other images. Invalid (padded) images are neither anchors nor
+  negatives. Returns (mean loss over valid anchors, top-1 accuracy of the positive).
+  """
+  b = z1.shape[0]
+  z = l2_normalize(jnp.concatenate([z1, z2], axis=0))
+  # Highest precision: the 1/temperature factor would amplify bf16 matmul rounding.
+  logits = jnp.matmul(z, z.T, precision=jax.lax.Precision.HIGHEST) / temperature
+  n = 2 * b
+  candidates = ~jnp.eye(n, dtype=bool)
+  if valid is not None:
+    valid2 = jnp.concatenate([valid, valid]).astype(bool)
+    candidates &= valid2[None, :]
+  else:
+    valid2 = jnp.ones((n,), bool)
+  logits = jnp.where(candidates, logits, _MASKED_LOGIT)
+  positive = (jnp.arange(n) + b) % n
+  positive_logit = jnp.take_along_axis(logits, positive[:, None], axis=1)[:, 0]
+  per_anchor = jax.nn.logsumexp(logits, axis=1) - positive_logit
+  weights = valid2.astype(jnp.float32)
+  denom = jnp.maximum(weights.sum(), 1.)
+  loss = jnp.sum(per_anchor * weights) / denom
+  accuracy = jnp.sum((jnp.argmax(logits, axis=1) == positive) * weights) / denom
+  return loss, accuracy
+
+
+def positive_similarity(z1: jax.Array, z2: jax.Array) -> jax.Array:
+  return jnp.mean(jnp.sum(l2_normalize(z1) * l2_normalize(z2), axis=-1))
+
+
+def split_views(x: jax.Array, num_views: int) -> list[jax.Array]:
+  """[B * V, ...] (example-major) -> V arrays [B, ...]."""
+  x = x.reshape(-1, num_views, *x.shape[1:])
+  return [x[:, v] for v in range(num_views)]
+
+
+def check_view_size(model, size: int, what: str) -> None:
+  """Fails at start-up (not inside jit) if the backbone cannot take views of `size` px."""
+  try:
+    model.token_grid((size, size))
+  except ValueError as e:
+    raise ValueError(f"config.objective.views: {what} views of {size}x{size} px do not fit "
+                     f"the backbone: {e}") from None
+
+
+class Objective(base.Objective):
+  """See the module docstring."""
+
+  def __init__(self, config, model):
+    super().__init__(config, model)
+    cfg = config.objective
+    self.temperature = float(cfg.get("temperature", 0.1))
+    if self.temperature <= 0:
+      raise ValueError(f"config.objective.temperature={self.temperature} must be > 0.")
+    self.views = views_lib.parse_views(cfg.get("views", None), config.data.image_size)
+    check_view_size(model, self.views.global_crop.size, "global")
+    self.head = ProjectionMLP(cfg.get("proj_hidden_dim", 2048), cfg.get("proj_dim", 128),
+                              cfg.get("proj_layers", 2), cfg.get("head_norm", "layernorm"))
+
+  def network(self) -> EncoderWithHead:
+    return EncoderWithHead(self.model, self.head)
+
+  def make_views(self, rng, images):
+    """[B, H, W, C] -> [2B, s, s, C], the two views of each image adjacent."""
+    return views_lib.flatten_views(
+        views_lib.make_views(rng, images, self.views, self.views.global_crop, 2))
+
+  def init(self, rng, batch):
+    params = self.network().init(rng, self.make_views(rng, batch["image"]))["params"]
+    return params, {}
+
+  def loss(self, params, extra, batch, rng, step):
+    del step
+    pooled, z = self.network().apply({"params": params}, self.make_views(rng, batch["image"]))
+    z1, z2 = split_views(z, 2)
+    loss, accuracy = nt_xent(z1, z2, self.temperature, batch.get("mask", None))
+    metrics = {"contrastive_accuracy": accuracy,
+               "positive_similarity": positive_similarity(z1, z2),
+               "embedding_std": knn.embedding_std(split_views(pooled, 2)[0])}
+    return loss, (metrics, extra)
+
+  def visualize(self, params, extra, batch, rng, path):
+    del params, extra
+    save_views_picture(self.make_views(rng, batch["image"][:4]), 2, batch["image"][:4], path)
+
+
+def save_views_picture(flat_views, num_views: int, images, path: str) -> None:
+  """One row of inputs, then one row per view, for checking the augmentations by eye."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from lensfm.evaluate import visualize  # Matplotlib only when pictures are asked for.
+  rows = {"input": np.asarray(jax.device_get(images), np.float32)}
+  for v, view in enumerate(split_views(flat_views, num_views)):
+    rows[f"view {v + 1}"] = np.asarray(jax.device_get(view), np.float32)
+  visualize.save_image_rows(rows, path)

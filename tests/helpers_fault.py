@@ -1,0 +1,76 @@
+r"""Test-only fault injection for tests/test_fault_tolerance.py (never used by lensfm itself).
+
+Run as a script, it is `python -m lensfm.main` with one more objective, 'fault_probe':
+  python tests/helpers_fault.py --config=configs/mae_vit_b.py:runlocal \
+      --config.objective.name=fault_probe --config.visualize_every=1 --workdir=DIR
+'fault_probe' is MAE (the same jitted loss, so runs with and without it reach the same
+parameters) plus hooks chosen by environment variables, because `--config` is locked
+and lensfm's config has no test fields:
+  LENSFM_TEST_NAN_AT_STEP=k: the loss (hence every gradient) is NaN for the update that
+    takes the state from step k-1 to step k (the trainer's step k, 1-based);
+  LENSFM_TEST_PAUSE_AT_STEP=k: at the end of step k (in `visualize`, which the trainer
+    calls on the host every `visualize_every` steps) the process writes
+    WORKDIR/paused_at_<k> and sleeps until it is killed, so a test can SIGKILL it at
+    a step it chose, with no timing guesses;
+  LENSFM_TEST_SIGTERM_AT_STEP=k: at the end of step k the process sends itself SIGTERM,
+    as a scheduler would, in the middle of the trainer's step boundary.
+"""
+import os
+import signal
+import sys
+import time
+
+import jax.numpy as jnp
+
+from lensfm.objectives import mae
+
+
+def _env_step(name: str) -> int:
+  value = os.environ.get(name, "")
+  return int(value) if value else -1
+
+
+def _step_of(path: str) -> int:
+  # The trainer names pictures visualize_<step:07d>.png: that is the step just finished.
+  return int(os.path.basename(path).split("_")[-1].split(".")[0])
+
+
+class Objective(mae.Objective):
+  """MAE with the test hooks described in the module docstring."""
+
+  def __init__(self, config, model):
+    super().__init__(config, model)
+    self.nan_at = _env_step("LENSFM_TEST_NAN_AT_STEP")
+    self.pause_at = _env_step("LENSFM_TEST_PAUSE_AT_STEP")
+    self.sigterm_at = _env_step("LENSFM_TEST_SIGTERM_AT_STEP")
+
+  def loss(self, params, extra, batch, rng, step):
+    loss, aux = super().loss(params, extra, batch, rng, step)
+    if self.nan_at >= 1:  # `step` is the state's step: 0 for the trainer's step 1.
+      # A product, not a `where`, so that the gradients are NaN as well as the loss.
+      loss = loss * jnp.where(step == self.nan_at - 1, jnp.nan, 1.0)
+    return loss, aux
+
+  def visualize(self, params, extra, batch, rng, path):
+    del params, extra, batch, rng  # No pictures: only the host-side hooks.
+    step = _step_of(path)
+    if step == self.sigterm_at:
+      os.kill(os.getpid(), signal.SIGTERM)
+    if step == self.pause_at:
+      with open(os.path.join(os.path.dirname(path), f"paused_at_{step}"), "w") as f:
+        f.write(str(os.getpid()))
+      while True:  # Until the test kills this process.
+        time.sleep(1)
+
+
+def main():
+  # Registered under lensfm.objectives so that `config.objective.name='fault_probe'`
+  # finds it the way it finds every objective.
+  sys.modules["lensfm.objectives.fault_probe"] = sys.modules[__name__]
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from lensfm import main as lensfm_main  # pylint: disable=g-import-not-at-top
+  app.run(lensfm_main.main)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,247 @@
+"""lensfm.data builders: DeepLense layouts, lensfm_sim, bad input, safe builds."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from lensfm.data import build
+from lensfm.data.builders import BadInputError
+
+CLASSES = ("no_sub", "cdm", "axion")
+
+
+def write_released(root, *, size=64, per_class=5, counts=False, seed=0):
+  """The released Models I-III layout; returns {relative path: (image, mass)}."""
+  rng = np.random.default_rng(seed)
+  truth = {}
+  for label, name in enumerate(CLASSES):
+    os.makedirs(os.path.join(root, name), exist_ok=True)
+    for i in range(per_class):
+      image = (rng.poisson(50, (size, size)) if counts
+               else rng.random((size, size)) + label)
+      relative = os.path.join(name, f"{name}_sim_{rng.integers(2**62)}{i}.npy")
+      mass = 0.0
+      if name == "axion":
+        mass = float(10 ** rng.uniform(-24, -22))
+        np.save(os.path.join(root, relative),
+                np.array([image, mass], dtype=object))
+      else:
+        np.save(os.path.join(root, relative), image)
+      truth[relative] = (image, mass)
+  return truth
+
+
+def write_common(root, per_class=2):
+  """The common test layout train|val/{no,sphere,vort}/*.npy, (1, 150, 150)."""
+  rng = np.random.default_rng(1)
+  for split in ("train", "val"):
+    for name in ("no", "sphere", "vort"):
+      os.makedirs(os.path.join(root, split, name))
+      for i in range(per_class):
+        np.save(os.path.join(root, split, name, f"{i}.npy"),
+                rng.random((1, 150, 150)))
+
+
+def records(path, split):
+  source = tfds.builder_from_directory(path).as_data_source(split=split)
+  return [source[i] for i in range(len(source))]
+
+
+def _build(name, data_dir, manual_dir=None, **kwargs):
+  return build.ensure_built(name, str(data_dir), manual_dir and str(manual_dir),
+                            progress=False, **kwargs)
+
+
+def _no_leftovers(data_dir):
+  return not [d for d in os.listdir(data_dir)
+              if d.startswith(build.INCOMPLETE_PREFIX)]
+
+
+def test_model_ii_seeded_split_counts_labels_masses(tmp_path):
+  truth = write_released(tmp_path / "raw")
+  result = _build("deeplense/model_ii", tmp_path / "data", tmp_path / "raw",
+                  test_fraction=0.2, seed=1)
+  assert result.built and result.num_examples == {"train": 12, "test": 3}
+  seen = set()
+  for split in ("train", "test"):
+    rows = records(result.path, split)
+    assert sorted(int(r["label"]) for r in rows) == sorted(
+        [0, 1, 2] * (4 if split == "train" else 1))
+    for row in rows:
+      relative = row["filename"].decode()
+      image, mass = truth[relative]
+      seen.add(relative)
+      assert CLASSES[int(row["label"])] == relative.split(os.sep)[0]
+      np.testing.assert_allclose(row["image"][..., 0], image, rtol=1e-6)
+      assert row["image"].shape == (64, 64, 1)
+      assert row["axion_mass"] == pytest.approx(mass, rel=1e-6)
+  assert seen == set(truth)
+  stats = build.read_metadata(result.path)["pixel_stats"]
+  assert len(stats["mean"]) == 1 and stats["std"][0] > 0
+  # Readable by tfds.data_source by name, with no TensorFlow anywhere.
+  source = tfds.data_source("deeplense/model_ii", data_dir=str(tmp_path / "data"))
+  assert len(source["train"]) == 12
+  assert "tensorflow" not in sys.modules
+  assert _no_leftovers(tmp_path / "data")
+
+
+def test_seeded_split_depends_on_seed_only(tmp_path):
+  write_released(tmp_path / "raw", per_class=6)
+  names = []
+  for seed, out in ((0, "a"), (0, "b"), (5, "c")):
+    result = _build("deeplense/model_iii", tmp_path / out, tmp_path / "raw",
+                    seed=seed, test_fraction=0.5)
+    names.append(sorted(r["filename"] for r in records(result.path, "test")))
+  assert names[0] == names[1] and names[0] != names[2]
+
+
+def test_model_i_counts_and_user_splits(tmp_path):
+  raw = tmp_path / "raw"
+  train = write_released(raw / "train", size=150, per_class=2, counts=True)
+  write_released(raw / "test", size=150, per_class=1, counts=True, seed=3)
+  result = _build("deeplense/model_i", tmp_path / "data", raw)
+  assert result.num_examples == {"train": 6, "test": 3}
+  for row in records(result.path, "train"):
+    image, _ = train[os.path.relpath(row["filename"].decode(), "train")]
+    np.testing.assert_array_equal(row["image"][..., 0], image)  # Exact counts.
+  assert build.read_metadata(result.path)["build_args"] == {
+      "layout": "user_splits"}
+
+
+def test_common_test_layout(tmp_path):
+  write_common(tmp_path / "raw")
+  result = _build("deeplense/common_test", tmp_path / "data", tmp_path / "raw")
+  assert result.num_examples == {"train": 6, "validation": 6}
+  rows = records(result.path, "validation")
+  assert sorted(int(r["label"]) for r in rows) == [0, 0, 1, 1, 2, 2]
+  for row in rows:
+    assert row["image"].shape == (150, 150, 1) and row["axion_mass"] == 0.0
+    assert ["no", "sphere", "vort"][int(row["label"])] in row["filename"].decode()
+
+
+def _corrupt(path, how):
+  if how == "truncated":
+    raw = open(path, "rb").read()
+    open(path, "wb").write(raw[:len(raw) // 2])
+  elif how == "not_npy":
+    open(path, "wb").write(b"not an array")
+  elif how == "wrong_shape":
+    np.save(path, np.zeros((32, 32)))
+  elif how == "wrong_dtype":
+    np.save(path, np.full((64, 64), "x"))
+  elif how == "nan":
+    image = np.zeros((64, 64))
+    image[3, 4] = np.nan
+    np.save(path, image)
+  elif how == "inf":
+    np.save(path, np.full((64, 64), np.inf))
+  elif how == "bad_mass":
+    np.save(path, np.array([np.zeros((64, 64)), -1.0], dtype=object))
+
+
+EXPECTED_PROBLEM = {"truncated": "truncated", "not_npy": "not a .npy",
+                    "wrong_shape": r"shape \(32, 32\)", "wrong_dtype": "dtype",
+                    "nan": "NaN", "inf": "infinite", "bad_mass": "axion mass"}
+
+
+@pytest.mark.parametrize("how", sorted(EXPECTED_PROBLEM))
+def test_bad_file_names_file_and_leaves_no_dataset(tmp_path, how):
+  truth = write_released(tmp_path / "raw", per_class=2)
+  bad = sorted(p for p in truth if p.startswith("axion"))[0]
+  _corrupt(str(tmp_path / "raw" / bad), how)
+  with pytest.raises(BadInputError, match=EXPECTED_PROBLEM[how]) as error:
+    _build("deeplense/model_ii", tmp_path / "data", tmp_path / "raw")
+  assert bad in str(error.value) and "expected" in str(error.value)
+  assert "skip_bad" in str(error.value)
+  assert not build.is_built(build.dataset_path(str(tmp_path / "data"),
+                                               "deeplense/model_ii"))
+  assert _no_leftovers(tmp_path / "data")
+
+
+def test_skip_bad_counts_and_reports(tmp_path):
+  truth = write_released(tmp_path / "raw", per_class=3)
+  bad = sorted(truth)[:2]  # An axion and a cdm file.
+  _corrupt(str(tmp_path / "raw" / bad[0]), "truncated")
+  _corrupt(str(tmp_path / "raw" / bad[1]), "nan")
+  result = _build("deeplense/model_ii", tmp_path / "data", tmp_path / "raw",
+                  skip_bad=True, test_fraction=0.0)
+  assert result.num_examples == {"train": 7}
+  assert result.report["skipped"] == {"unreadable": 1, "non_finite": 1}
+  assert all(any(b in line for line in result.report["skipped_files"])
+             for b in bad)
+  assert "Skipped 2 bad files" in result.summary()
+
+
+@pytest.mark.parametrize("problem", ["no_manual_dir", "missing_class",
+                                     "empty_class"])
+def test_bad_directories_are_clear_errors(tmp_path, problem):
+  raw = tmp_path / "raw"
+  write_released(raw, per_class=1)
+  if problem == "no_manual_dir":
+    raw, match = tmp_path / "nowhere", "manual_dir does not exist"
+  elif problem == "missing_class":
+    for f in os.listdir(raw / "cdm"):
+      os.remove(raw / "cdm" / f)
+    os.rmdir(raw / "cdm")
+    match = "cdm: class directory is missing"
+  else:
+    for f in os.listdir(raw / "cdm"):
+      os.remove(raw / "cdm" / f)
+    match = "cdm: class directory has no .npy files"
+  with pytest.raises(BadInputError, match=match):
+    _build("deeplense/model_ii", tmp_path / "data", raw, skip_bad=True)
+  assert _no_leftovers(tmp_path / "data")
+
+
+def test_reuse_mismatch_and_failed_overwrite_keeps_good_build(tmp_path):
+  truth = write_released(tmp_path / "raw", per_class=2)
+  first = _build("deeplense/model_ii", tmp_path / "data", tmp_path / "raw")
+  again = _build("deeplense/model_ii", tmp_path / "data", tmp_path / "raw")
+  assert first.built and not again.built
+  assert again.num_examples == first.num_examples
+  with pytest.raises(ValueError, match="seed=0 .asked 7."):
+    _build("deeplense/model_ii", tmp_path / "data", tmp_path / "raw", seed=7)
+  _corrupt(str(tmp_path / "raw" / sorted(truth)[0]), "truncated")
+  with pytest.raises(BadInputError):
+    _build("deeplense/model_ii", tmp_path / "data", tmp_path / "raw",
+           overwrite=True)
+  kept = records(first.path, "train")  # The good build is untouched.
+  assert len(kept) == first.num_examples["train"]
+  assert _no_leftovers(tmp_path / "data")
+
+
+def test_command_line(tmp_path, capsys):
+  write_released(tmp_path / "raw", per_class=1)
+  argv = ["deeplense/model_ii", f"--manual_dir={tmp_path / 'raw'}",
+          f"--data_dir={tmp_path / 'data'}", "--no_progress",
+          "--test_fraction=0"]
+  assert build.main(argv) == 0
+  assert "Built deeplense/model_ii: 3 train examples" in capsys.readouterr().out
+  assert build.main(["deeplense/model_ii", "--manual_dir=/no/such/dir",
+                     f"--data_dir={tmp_path / 'other'}", "--no_progress"]) == 1
+  assert "/no/such/dir: manual_dir does not exist" in capsys.readouterr().err
+  assert build.main(["deeplense/model_v", "--no_progress"]) == 1
+
+
+def test_lensfm_sim_is_deterministic_for_a_seed(tmp_path):
+  kwargs = dict(num_examples=5, num_test_examples=2,
+                recipe_overrides={"num_pix": 16})
+  a = _build("lensfm_sim/model_ii", tmp_path / "a", seed=0, **kwargs)
+  b = _build("lensfm_sim/model_ii", tmp_path / "b", seed=0, **kwargs)
+  c = _build("lensfm_sim/model_ii", tmp_path / "c", seed=1, **kwargs)
+  assert a.num_examples == {"train": 5, "test": 2}
+  rows_a, rows_b, rows_c = (records(r.path, "train") for r in (a, b, c))
+  assert rows_a[0].keys() >= {"image", "label", "axion_mass", "n_subhalos",
+                              "sub_mass_fraction", "theta_e"}
+  assert rows_a[0]["image"].shape == (16, 16, 1)
+  for x, y in zip(rows_a, rows_b):
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key])
+  assert not np.array_equal(rows_a[0]["image"], rows_c[0]["image"])
+  assert build.read_metadata(a.path)["build_args"]["recipe_overrides"] == {
+      "num_pix": 16}
+  with pytest.raises(ValueError, match="num_examples=5 .asked 6."):
+    _build("lensfm_sim/model_ii", tmp_path / "a", num_examples=6,
+           recipe_overrides={"num_pix": 16})
