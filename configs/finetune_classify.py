@@ -16,7 +16,7 @@ Adaptation modes (`:mode=...`, the same data, evaluation and budget):
   knn       no training: kNN on the frozen encoder's features (task 'knn').
 Label efficiency: `--config.data.labels_per_class=100` (a seeded pool of exactly 100 per
 class; `--config.data.labels_seed` picks another pool).
-On a laptop CPU (about a minute, 32x32 images; needs a runlocal pretraining run first):
+On a laptop CPU (a minute or two, 32x32 images; needs a runlocal pretraining run first):
   python -m lensfm.main --config=configs/mae_vit_b.py:runlocal --workdir=/tmp/lensfm_mae
   python -m lensfm.main --config=configs/finetune_classify.py:runlocal \
       --config.init_from=/tmp/lensfm_mae --workdir=/tmp/lensfm_cls
@@ -50,7 +50,8 @@ def get_config(arg=None):
   # Must equal the pretraining run's config.model (dtype and remat may differ).
   c.model = dict(name="vit", variant=arg.variant, pool="cls", dtype="bfloat16", remat=False)
   c.objective = dict(name="classify", num_classes=3, class_names=CLASS_NAMES,
-                     head_hidden=0, head_zero_init=True, label_smoothing=0.)
+                     head_hidden=0, head_zero_init=True, feature_norm="none",
+                     label_smoothing=0.)
 
   c.batch_size = 256
   c.total_steps = 20_000

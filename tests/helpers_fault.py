@@ -7,19 +7,23 @@ Run as a script, it is `python -m lensfm.main` with one more objective, 'fault_p
 parameters) plus hooks chosen by environment variables, because `--config` is locked
 and lensfm's config has no test fields:
   LENSFM_TEST_NAN_AT_STEP=k: the loss (hence every gradient) is NaN for the update that
-    takes the state from step k-1 to step k (the trainer's step k, 1-based);
+    takes the state from step k-1 to step k (the trainer's step k, 1-based). k is kept in
+    the objective's `extra` state, not baked into the program, so that every run, with
+    or without a NaN, compiles the same train step (one compilation for all tests);
   LENSFM_TEST_PAUSE_AT_STEP=k: at the end of step k (in `visualize`, which the trainer
-    calls on the host every `visualize_every` steps) the process writes
+    calls on the host every `visualize_every` steps) process 0 writes
     WORKDIR/paused_at_<k> and sleeps until it is killed, so a test can SIGKILL it at
     a step it chose, with no timing guesses;
-  LENSFM_TEST_SIGTERM_AT_STEP=k: at the end of step k the process sends itself SIGTERM,
-    as a scheduler would, in the middle of the trainer's step boundary.
+  LENSFM_TEST_SIGTERM_AT_STEP=k: at the end of step k process 0 (only: a scheduler may
+    preempt one host of several) sends itself SIGTERM, in the middle of the trainer's
+    step boundary (in multi-process runs it then waits 3 s, see `visualize`).
 """
 import os
 import signal
 import sys
 import time
 
+import jax
 import jax.numpy as jnp
 
 from lensfm.objectives import mae
@@ -44,18 +48,28 @@ class Objective(mae.Objective):
     self.pause_at = _env_step("LENSFM_TEST_PAUSE_AT_STEP")
     self.sigterm_at = _env_step("LENSFM_TEST_SIGTERM_AT_STEP")
 
+  def init(self, rng, batch):
+    params, extra = super().init(rng, batch)
+    return params, {**extra, "nan_at_step": jnp.asarray(self.nan_at, jnp.int32)}
+
   def loss(self, params, extra, batch, rng, step):
     loss, aux = super().loss(params, extra, batch, rng, step)
-    if self.nan_at >= 1:  # `step` is the state's step: 0 for the trainer's step 1.
-      # A product, not a `where`, so that the gradients are NaN as well as the loss.
-      loss = loss * jnp.where(step == self.nan_at - 1, jnp.nan, 1.0)
-    return loss, aux
+    # `step` is the state's step: 0 for the trainer's step 1. A product, not a `where`,
+    # so that the gradients are NaN as well as the loss.
+    return loss * jnp.where(step == extra["nan_at_step"] - 1, jnp.nan, 1.0), aux
 
   def visualize(self, params, extra, batch, rng, path):
     del params, extra, batch, rng  # No pictures: only the host-side hooks.
     step = _step_of(path)
+    if jax.process_index() != 0:
+      return
     if step == self.sigterm_at:
       os.kill(os.getpid(), signal.SIGTERM)
+      if jax.process_count() > 1:
+        # JAX's preemption service notices SIGTERM within about a second and then has
+        # every process agree on a step; waiting here (the others wait in the next
+        # collective) keeps that step within the test's few steps however fast they are.
+        time.sleep(3)
     if step == self.pause_at:
       with open(os.path.join(os.path.dirname(path), f"paused_at_{step}"), "w") as f:
         f.write(str(os.getpid()))

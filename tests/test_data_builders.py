@@ -240,6 +240,10 @@ def test_lensfm_sim_is_deterministic_for_a_seed(tmp_path):
     for key in x:
       np.testing.assert_array_equal(x[key], y[key])
   assert not np.array_equal(rows_a[0]["image"], rows_c[0]["image"])
+  # Readable by name while the builder class is registered (its features
+  # follow the stored overrides, not the recipe's default size).
+  source = tfds.data_source("lensfm_sim/model_ii", data_dir=str(tmp_path / "a"))
+  assert source["train"][0]["image"].shape == (16, 16, 1)
   assert build.read_metadata(a.path)["build_args"]["recipe_overrides"] == {
       "num_pix": 16}
   with pytest.raises(ValueError, match="num_examples=5 .asked 6."):

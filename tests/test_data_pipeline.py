@@ -207,3 +207,20 @@ def test_worker_processes_give_the_same_batches(data_dir, sharding):
   for batch in expected:
     _assert_same(_host(next(workers)), batch)
   workers.close()
+
+
+def test_explicit_axes_mesh_gets_its_own_sharding(data_dir):
+  mesh = jax.make_mesh((8,), ("data",),
+                       axis_types=(jax.sharding.AxisType.Explicit,))
+  explicit = NamedSharding(mesh, P("data"))
+  batch = next(_make(data_dir, explicit, augment="rot90"))
+  assert batch["image"].sharding == explicit
+
+
+def test_builds_deeplense_on_first_use_from_manual_dir(data_dir, tmp_path,
+                                                      sharding):
+  raw = os.path.join(data_dir, os.pardir, "raw")
+  config = _config(str(tmp_path / "fresh"), manual_dir=raw)
+  batch = next(make_input(config, global_batch_size=BATCH, sharding=sharding,
+                          seed=0))
+  assert batch["image"].shape == (BATCH, 64, 64, 1)

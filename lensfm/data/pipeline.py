@@ -32,6 +32,9 @@ thread read ahead), so `set_state` continues bit-for-bit where that was.
   name:             '<dataset>/<config>', e.g. 'deeplense/model_ii',
                     'lensfm_sim/model_ii' (built with `lensfm.data.build`).
   data_dir:         TFDS root (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
+  manual_dir:       optional, deeplense only: the released .npy files; the
+                    dataset is built from them on first use
+                    (`lensfm.data.build.ensure_built`) and reused afterwards.
   image_size, channels: must equal the dataset's image shape (a ValueError
                     names both).
   normalize:        'minmax' (default) | 'asinh' | 'standardize' (per-channel
@@ -47,6 +50,9 @@ thread read ahead), so `set_state` continues bit-for-bit where that was.
                     (default: the run seed), before the per-process slicing.
                     A class with fewer records keeps all (with a warning).
   labels_seed:      optional int, see labels_per_class.
+  shuffle_buffer:   not used: grain shuffles by index over the whole split
+                    (a full permutation per epoch), so no buffer is needed.
+  The shuffle and augmentation seed is the `seed` argument (config.seed).
 Split names: 'train', 'test', 'validation' (or a TFDS slice such as
 'train[:90%]'); 'test' falls back to 'validation' and back if the dataset has
 only the other; 'val' means 'validation'.
@@ -262,6 +268,10 @@ class GrainInput:
                num_workers: int = 0, num_batches: Optional[int] = None,
                num_examples: int = 0):
     self.sharding = sharding
+    # Host data enter the devices on an Auto-axes twin of the mesh (the same
+    # devices and layout), so the jitted `prepare` can mix them with its own
+    # arrays; its out_shardings gives the batches the caller's `sharding`.
+    self._host_sharding = transforms.auto_axes_twin(sharding)
     self.num_batches = num_batches  # None: endless.
     self.num_examples = num_examples  # Real examples of the split (global).
     self._prepare = prepare
@@ -299,8 +309,8 @@ class GrainInput:
           put(_End())
           return
         state = self._iterator.get_state()
-        arrays = {k: jax.make_array_from_process_local_data(self.sharding, v)
-                  for k, v in local.items()}
+        arrays = {k: jax.make_array_from_process_local_data(
+            self._host_sharding, v) for k, v in local.items()}
         if not put((arrays, state)):
           return
     except BaseException as error:  # pylint: disable=broad-except
@@ -315,7 +325,15 @@ class GrainInput:
     self._thread.start()
 
   def close(self) -> None:
-    """Stops the background thread (the iterator can be restarted)."""
+    """Stops the background thread and grain's worker processes; the input
+    cannot be used afterwards."""
+    self._stop_producer()
+    close_grain = getattr(self._iterator, "close", None)
+    if close_grain is not None:
+      close_grain()
+
+  def _stop_producer(self) -> None:
+    """Stops the background thread (`next` starts a new one)."""
     if self._thread is None:
       return
     self._stop.set()
@@ -344,7 +362,7 @@ class GrainInput:
       self._queue.put(item)  # Stay exhausted.
       raise StopIteration
     if isinstance(item, BaseException):
-      self.close()
+      self._stop_producer()
       raise item
     arrays, state = item
     batch = self._prepare(arrays, np.uint32(self._step))
@@ -356,7 +374,7 @@ class GrainInput:
     return {"grain": self._state["grain"], "step": self._state["step"]}
 
   def set_state(self, state: Mapping[str, Any]) -> None:
-    self.close()
+    self._stop_producer()
     self._iterator.set_state(state["grain"])
     self._step = int(state["step"])
     self._state = {"grain": state["grain"], "step": self._step}
@@ -396,6 +414,23 @@ def normalization_stats(data_config, info) -> Optional[dict]:
                      "dataset has none in metadata.json; rebuild it with "
                      "lensfm.data.build or set config.data.norm_stats.")
   return stats
+
+
+def build_if_needed(data_config, show: bool = True) -> None:
+  """Builds a deeplense dataset from config.data.manual_dir on first use.
+
+  Every process may call this: each builds into its own temporary directory
+  and the first to finish publishes (see lensfm.data.build); later runs reuse.
+  """
+  name, manual_dir = data_config.get("name", ""), data_config.get(
+      "manual_dir", "")
+  if not manual_dir or not name.startswith("deeplense/"):
+    return
+  from lensfm.data import build  # pylint: disable=g-import-not-at-top
+  result = build.ensure_built(name, data_config.get("data_dir", None) or None,
+                              manual_dir, progress=show)
+  if result.built and show:
+    print(result.summary(), flush=True)
 
 
 def make(data_config, *, global_batch_size: int,
@@ -449,6 +484,7 @@ def _plan(data_config, *, global_batch_size: int, seed: int, split: str,
   if not name:
     raise ValueError("config.data.name must name a built dataset when "
                      "config.data.source='tfds'.")
+  build_if_needed(data_config, show=process_index == 0)
   dataset_dir = find_dataset_dir(name, data_config.get("data_dir", None))
   builder = tfds.builder_from_directory(dataset_dir)
   features = builder.info.features

@@ -309,15 +309,25 @@ def example_keys(key: jax.Array, batch_size: int) -> jax.Array:
   return jax.random.split(key, batch_size)
 
 
+def auto_axes_twin(sharding):
+  """The same layout on a twin mesh whose axes are all Auto: a sharding
+  constraint inside jit needs Auto axes, and computing with Explicit axes
+  would make every op of the simulator spell out its output sharding."""
+  mesh = sharding.mesh
+  auto = jax.sharding.AxisType.Auto
+  if all(t == auto for t in getattr(mesh, "axis_types", ())):
+    return sharding
+  twin = jax.sharding.Mesh(mesh.devices, mesh.axis_names,
+                           axis_types=(auto,) * len(mesh.axis_names))
+  return jax.sharding.NamedSharding(twin, sharding.spec)
+
+
 def constrain_to(x: jax.Array, sharding) -> jax.Array:
   """Lays `x` out with `sharding` inside jit, for meshes of either axis type
-  (Explicit axes need `reshard`, Auto axes a sharding constraint)."""
+  (the jit's out_shardings then gives the outputs the caller's sharding)."""
   if sharding is None:
     return x
-  axis_types = getattr(sharding.mesh, "axis_types", ())
-  if any(t == jax.sharding.AxisType.Explicit for t in axis_types):
-    return jax.sharding.reshard(x, sharding)
-  return jax.lax.with_sharding_constraint(x, sharding)
+  return jax.lax.with_sharding_constraint(x, auto_axes_twin(sharding))
 
 
 def sharded_example_keys(key: jax.Array, batch_size: int,

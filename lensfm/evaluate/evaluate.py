@@ -10,6 +10,9 @@ the checkpoint's: giving `name` switches to that TFDS dataset ('deeplense/model_
 'lensfm_sim/model_ii', ...), and with `manual_dir` the dataset is built from the files
 there on first use (`lensfm.data.build.ensure_built`; later runs reuse the build). The
 images must have the checkpoint's size and channels (a ValueError names both).
+Super-resolution checkpoints can also be evaluated on paired files: `data.hr` and
+`data.lr` (a file, directory or glob each; .npy or FITS), paired by file name, LR of
+size image_size / scale; both are mapped by the HR image's min-max normalisation.
 
 Writes WORKDIR/summary.json (every metric of the task, see `reports`; plus the confusion
 matrix, the checkpoint, its step, the data, the device and the JAX version),
@@ -26,7 +29,7 @@ config fields:
   seed: the simulator's stream (default 0); TFDS splits do not depend on it.
   mesh: default (('data', -1), ('fsdp', 1)).
   data: overrides of the checkpoint's config.data: source, name, manual_dir,
-    data_dir, recipe ('' = keep the checkpoint's).
+    data_dir, recipe ('' = keep the checkpoint's); hr and lr for paired SR files.
   plots: write figures (default True).
 """
 import os
@@ -35,17 +38,20 @@ import time
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
+import numpy as np
 
 from lensfm import models
 from lensfm import objectives
 from lensfm.evaluate import eval_data
+from lensfm.evaluate import image_files
 from lensfm.evaluate import label_pool
 from lensfm.evaluate import reports
 from lensfm.evaluate import restore
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import sharding as sharding_lib
 
-_OVERRIDABLE = ("source", "name", "manual_dir", "data_dir", "recipe")
+_OVERRIDABLE = ("source", "name", "manual_dir", "data_dir", "recipe", "hr", "lr")
+PAIRS = "pairs"
 
 
 def merged_data_config(trained_data, overrides) -> ml_collections.ConfigDict:
@@ -58,6 +64,8 @@ def merged_data_config(trained_data, overrides) -> ml_collections.ConfigDict:
                      f"the overridable ones are {list(_OVERRIDABLE)}.")
   if "name" in given and "source" not in given:
     given["source"] = "tfds"
+  if ("hr" in given or "lr" in given) and "source" not in given:
+    given["source"] = PAIRS
   data.update(given)
   return ml_collections.ConfigDict(data)
 
@@ -72,7 +80,57 @@ def build_if_needed(data_config) -> None:
   print(result.summary(), flush=True)
 
 
+def paired_files(data_config) -> list[tuple[str, str]]:
+  """(HR path, LR path) pairs: files of `hr` and `lr` with the same name (extension aside)."""
+  if not data_config.get("hr", "") or not data_config.get("lr", ""):
+    raise ValueError("Paired super-resolution evaluation needs both config.data.hr and "
+                     "config.data.lr (a file, directory or glob each).")
+  lr_by_name = {image_files.image_name(p): p for p in image_files.expand_inputs(data_config.lr)}
+  hr = image_files.expand_inputs(data_config.hr)
+  pairs = [(p, lr_by_name[image_files.image_name(p)]) for p in hr
+           if image_files.image_name(p) in lr_by_name]
+  if not pairs:
+    raise ValueError(f"No HR file of config.data.hr={data_config.hr!r} has an LR file of the "
+                     f"same name in config.data.lr={data_config.lr!r}.")
+  if len(pairs) < len(hr):
+    print(f"Evaluating {len(pairs)} of {len(hr)} HR files (the others have no LR file of "
+          "the same name).", flush=True)
+  return pairs
+
+
+def paired_batches(data_config, objective, batch_size: int, sharding):
+  """Batches {'image': HR, 'image_lr': LR, 'mask'} from paired files. Both images of a
+  pair get the affine map that min-max normalises the HR image, so that they stay in the
+  same units (normalising each on its own would change their relative brightness)."""
+  if objective.task != "superres":
+    raise ValueError("config.data.hr/lr (paired files) are for super-resolution checkpoints; "
+                     f"this one is a {objective.task} model.")
+  method = data_config.get("normalize", "minmax")
+  if method not in ("minmax", "none"):
+    raise ValueError(f"Paired files can be evaluated for checkpoints trained with "
+                     f"normalize 'minmax' or 'none'; this one used {method!r}.")
+  size, channels = int(data_config.image_size), int(data_config.get("channels", 1))
+  pairs = paired_files(data_config)
+  for start in range(0, len(pairs), batch_size):
+    chunk = pairs[start:start + batch_size]
+    hr = np.zeros((batch_size, size, size, channels), np.float32)
+    lr = np.zeros((batch_size, size // objective.scale, size // objective.scale, channels),
+                  np.float32)
+    mask = np.arange(batch_size) < len(chunk)
+    for i, (hr_path, lr_path) in enumerate(chunk):
+      h = image_files.read_image(hr_path, size=size, channels=channels)
+      l = image_files.read_image(lr_path, size=size // objective.scale, channels=channels)
+      if method == "minmax":
+        lo, span = h.min(), max(float(h.max() - h.min()), 1e-12)
+        h, l = (h - lo) / span, (l - lo) / span
+      hr[i], lr[i] = h, l
+    yield {k: jax.device_put(v, sharding) for k, v in
+           (("image", hr), ("image_lr", lr), ("mask", mask))}
+
+
 def describe_data(data_config) -> str:
+  if data_config.get("source") == PAIRS:
+    return f"pairs:{data_config.hr}|{data_config.lr}"
   if data_config.get("source") == "tfds":
     return str(data_config.name)
   overrides = eval_data.as_dict(data_config.get("recipe_overrides", {}) or {})
@@ -104,23 +162,27 @@ def run(config, workdir: str) -> dict:
                      f"{sharding_lib.data_parallel_size(mesh)} devices of the mesh.")
   data_sharding = sharding_lib.batch_sharding(mesh)
   split = config.get("split", "test")
-  source, num_batches = eval_data.make_eval_input(
-      data_config, split=split, batch_size=batch_size, sharding=data_sharding,
-      seed=int(config.get("seed", 0)), num_examples=int(config.get("num_examples", 4096)))
-  params = jax.device_put(trained.params, NamedSharding(mesh, P()))
+  if data_config.get("source") == PAIRS:
+    source, num_batches = paired_batches(data_config, objective, batch_size, data_sharding), None
+  else:
+    source, num_batches = eval_data.make_eval_input(
+        data_config, split=split, batch_size=batch_size, sharding=data_sharding,
+        seed=int(config.get("seed", 0)), num_examples=int(config.get("num_examples", 4096)))
+  params, extra = jax.device_put((trained.params, trained.extra), NamedSharding(mesh, P()))
   with jax.set_mesh(mesh):
-    outputs, first = reports.collect(jax.jit(objective.eval_outputs), params, {}, source,
+    outputs, first = reports.collect(jax.jit(objective.eval_outputs), params, extra, source,
                                      num_batches)
-    pictures = (jax.device_get(jax.jit(objective.pictures)(params, {}, first))
+    pictures = (jax.device_get(jax.jit(objective.pictures)(params, extra, first))
                 if hasattr(objective, "pictures") else None)
   if hasattr(source, "close"):
     source.close()
   result, details = reports.summarize(objective, outputs)
 
-  summary = {**result, **reports.json_details(details),
+  summary = {**reports.json_safe(result), **reports.json_details(details),
              "task": objective.task, "checkpoint": trained.path,
              "checkpoint_step": trained.step, "data": describe_data(data_config),
-             "split": split, "device_kind": jax.devices()[0].device_kind,
+             "split": "files" if data_config.get("source") == PAIRS else split,
+             "device_kind": jax.devices()[0].device_kind,
              "jax_version": jax.__version__, "seconds": time.time() - start}
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)

@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+NPY_MAGIC = b"\x93NUMPY"
 EXTENSIONS = (".npy", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
 
 
@@ -57,6 +58,14 @@ def expand_inputs(inputs) -> list[str]:
 
 
 def _read_npy(path: str, allow_pickle: bool) -> np.ndarray:
+  try:
+    with open(path, "rb") as f:
+      magic = f.read(len(NPY_MAGIC))
+  except OSError as e:
+    raise UnreadableImage(f"{path}: cannot be read ({e}).") from None
+  if magic != NPY_MAGIC:  # Checked first, so a non-.npy file is never unpickled.
+    raise UnreadableImage(f"{path}: is not a .npy file (no NumPy magic string); expected a "
+                          "file written by np.save.")
   try:
     array = np.load(path, allow_pickle=allow_pickle)
   except ValueError as e:
@@ -112,11 +121,11 @@ def to_hwc(array: np.ndarray, path: str, size: Optional[int], channels: int) -> 
     image = np.moveaxis(array, 0, -1)
   else:
     image = None
-  expected = (f"({size}, {size})" if channels == 1 else "") + \
-      f" (H, W, {channels}) or ({channels}, H, W) with H = W = {size}"
+  expected = " or ".join(([f"({size}, {size})"] if channels == 1 else []) +
+                         [f"({size}, {size}, {channels})", f"({channels}, {size}, {size})"])
   if image is None or (size is not None and image.shape[:2] != (size, size)):
-    raise UnreadableImage(f"{path}: has shape {array.shape}; expected{expected} (the "
-                          "model's input; resample the image first).")
+    raise UnreadableImage(f"{path}: has shape {array.shape}; expected {expected} (the "
+                          "model's input size; resample the image first).")
   image = image.astype(np.float32)
   if not np.all(np.isfinite(image)):
     raise UnreadableImage(f"{path}: has {int((~np.isfinite(image)).sum())} NaN or infinite "

@@ -19,7 +19,6 @@ data, objective.class_names / num_classes (for the report), batch_size, seed, me
 knn = dict(k=20, temperature=0.07, num_train_examples=4096, num_test_examples=2048).
 Writes WORKDIR/summary.json and the ROC / confusion-matrix PNGs.
 """
-import math
 import os
 import time
 
@@ -126,7 +125,7 @@ def run(config, workdir: str) -> dict:
                           num_classes=num_classes)
   names = _Names(class_names(config, num_classes))
   result, details = reports.classification({"probs": probs, "label": test_y}, names.class_names)
-  summary = {**result, **reports.json_details(details), "task": "knn",
+  summary = {**reports.json_safe(result), **reports.json_details(details), "task": "knn",
              "bank_size": int(len(bank[1])), "k": int(knn_cfg.get("k", 20)),
              "checkpoint": config.get("init_from", "") or None,
              "device_kind": jax.devices()[0].device_kind, "jax_version": jax.__version__,

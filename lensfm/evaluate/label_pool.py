@@ -23,6 +23,7 @@ config.data fields read here, besides those of the 'sim' source:
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -58,6 +59,26 @@ def pool_key(seed: int) -> jax.Array:
   return jax.random.fold_in(base, _POOL_STREAM)
 
 
+@functools.lru_cache(maxsize=8)
+def chunk_simulator(recipe):
+  """Jitted fn(key, start) -> POOL_CHUNK examples, example i simulated with
+  fold_in(key, start + i): compiled once per recipe object in a process, whatever the
+  seed (`sim_source.get_recipe` returns one object per distinct recipe config)."""
+
+  def chunk(key, start):
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(
+        key, start + jnp.arange(POOL_CHUNK, dtype=jnp.uint32))
+    return sim_source.simulate(recipe, keys)
+
+  return jax.jit(chunk)
+
+
+# Pools drawn in this process, so that the modes of a label-efficiency study (which
+# all use the same pool) simulate it once: {(recipe, per_class, seed): pool}.
+_POOLS: dict = {}
+_MAX_CACHED_POOLS = 4
+
+
 def draw_pool(data_config, per_class: int, seed: int) -> dict[str, np.ndarray]:
   """The first `per_class` examples of each enabled class of the pool stream (numpy,
   raw recipe units, in stream order)."""
@@ -68,15 +89,18 @@ def draw_pool(data_config, per_class: int, seed: int) -> dict[str, np.ndarray]:
   recipe = sim_source.get_recipe(data_config)
   sim_source.check_image_shape(recipe.image_shape, data_config,
                                f"Simulator recipe {recipe.name!r}")
+  key = (recipe, per_class, int(seed))
+  if key not in _POOLS:
+    if len(_POOLS) >= _MAX_CACHED_POOLS:
+      _POOLS.pop(next(iter(_POOLS)))
+    _POOLS[key] = _simulate_pool(recipe, per_class, int(seed))
+  return {k: v.copy() for k, v in _POOLS[key].items()}
+
+
+def _simulate_pool(recipe, per_class: int, seed: int) -> dict[str, np.ndarray]:
   classes = enabled_class_indices(recipe)
   key = pool_key(seed)
-
-  @jax.jit
-  def chunk(start):
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(
-        key, start + jnp.arange(POOL_CHUNK, dtype=jnp.uint32))
-    return sim_source.simulate(recipe, keys)
-
+  chunk = chunk_simulator(recipe)
   kept = {c: [] for c in classes}
   parts = []
   limit = _MAX_OVERDRAW * per_class * len(classes)
@@ -86,7 +110,7 @@ def draw_pool(data_config, per_class: int, seed: int) -> dict[str, np.ndarray]:
       short = {recipe.class_names[c]: len(v) for c, v in kept.items() if len(v) < per_class}
       raise ValueError(f"After {start} simulated examples, classes {short} have fewer than "
                        f"labels_per_class={per_class} examples.")
-    out = jax.device_get(chunk(np.uint32(start)))
+    out = jax.device_get(chunk(key, np.uint32(start)))
     for i, label in enumerate(np.asarray(out["label"])):
       if int(label) in kept and len(kept[int(label)]) < per_class:
         kept[int(label)].append(len(parts) * POOL_CHUNK + i)

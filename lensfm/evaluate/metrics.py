@@ -24,8 +24,6 @@ Images (jax.numpy, so they run inside jit on device and on numpy inputs alike):
                                   next to (jax.image.resize, half-pixel centres, Keys
                                   a = -0.5), consistent with block-averaged downsampling.
 """
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -223,11 +221,3 @@ def summarize_binary(y, score, fprs=(1e-2, 1e-3)) -> dict[str, float]:
   for f in fprs:
     out[f"tpr_at_fpr_{f:g}"] = tpr_at_fpr(y, score, f)
   return out
-
-
-def weighted_mean(values, weights: Optional[np.ndarray] = None) -> float:
-  values = np.asarray(values, np.float64)
-  if weights is None:
-    return float(values.mean()) if values.size else float("nan")
-  weights = np.asarray(weights, np.float64)
-  return float((values * weights).sum() / max(weights.sum(), 1e-12))

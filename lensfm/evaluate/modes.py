@@ -5,7 +5,9 @@ step budget so that they compare fairly:
   finetune  every weight trained from the pretrained encoder (init_from), with layer-wise
             learning-rate decay (config.optim.layer_decay);
   linear    linear probe: the encoder frozen bit-for-bit (config.optim.freeze=
-            '^encoder/'), only the head trained, at 10x the learning rate, no weight decay;
+            '^encoder/'), only the head trained, at 10x the learning rate, no weight decay,
+            on standardised features (objective.feature_norm='batch', MAE's protocol);
+            for super-resolution the whole decoder trains on the frozen tokens;
   scratch   the same backbone randomly initialised (init_from ignored): the supervised
             baseline that pretraining must beat;
   resnet    ResNet-18 from scratch (GroupNorm, small stem), the CNN of the DeepLense
@@ -41,6 +43,8 @@ def apply_mode(c: ml_collections.ConfigDict, mode: str, runlocal: bool,
   if mode == "linear":
     c.optim.freeze = "^encoder/"
     c.optim.update(base_lr=c.optim.base_lr * 10, weight_decay=0.)
+    if c.objective.name in ("classify", "regress"):
+      c.objective.feature_norm = "batch"
   elif mode in ("scratch", "resnet"):
     c.init_from = ""
     c.optim.layer_decay = None
@@ -72,3 +76,18 @@ def sim_data(recipe: str, *, runlocal: bool, augment: str = "rot90,flip", **over
               image_size=32 if runlocal else 64, channels=1, normalize="minmax",
               augment=augment, prefetch=2, name="", data_dir="", labels_per_class=0,
               labels_seed=0)
+
+
+def cpu_pretrain_config(steps: int) -> ml_collections.ConfigDict:
+  """MAE pretraining of the runlocal ViT on 32x32 simulated lenses, batch 64: what the
+  CPU-scale benchmarks in experiments/ fine-tune from."""
+  from lensfm import config_args  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  c = config_args.load(os.path.join(root, "configs", "mae_vit_b.py:runlocal"))
+  c.data.image_size = 32
+  c.data.recipe_overrides = {"num_pix": 32}
+  c.update(batch_size=64, total_steps=steps, log_every=50, checkpoint_every=steps,
+           visualize_every=0, progress_bar=False)
+  c.optim.update(base_lr=1.5e-3, warmup_steps=max(steps // 10, 1))
+  return c

@@ -23,12 +23,14 @@ config fields:
   batch_size: images per forward pass (default 64; padded to a multiple of the devices).
   allow_pickle: read pickled .npy files (default False: pickles can run code).
   hdu: FITS extension to read (default -1: the first one holding an image).
-  norm_stats: {'mean': [C], 'std': [C]} when the checkpoint used normalize='standardize'
-    and its statistics cannot be recomputed (its TFDS dataset is not on this machine).
+  norm_stats: JSON '{"mean": [C values], "std": [C values]}' when the checkpoint used
+    normalize='standardize' and its statistics cannot be recomputed (its TFDS dataset is
+    not on this machine); '' (default) otherwise.
   progress_bar: default True.
   mesh: default (('data', -1), ('fsdp', 1)).
 """
 import csv
+import json
 import os
 import time
 
@@ -47,6 +49,8 @@ def normalization_stats(data_config, override=None):
   """Statistics for normalize='standardize', as the training input computed them."""
   if data_config.get("normalize", "minmax") != "standardize":
     return None
+  if isinstance(override, str):
+    override = json.loads(override) if override.strip() else None
   given = override or data_config.get("norm_stats", None)
   if given:
     return dict(given)
@@ -107,13 +111,13 @@ def run(config, workdir: str) -> dict:
   devices = sharding_lib.data_parallel_size(mesh)
   batch_size = -(-int(config.get("batch_size", 64)) // devices) * devices
   data_sharding = sharding_lib.batch_sharding(mesh)
-  params = jax.device_put(trained.params, NamedSharding(mesh, P()))
+  params, extra = jax.device_put((trained.params, trained.extra), NamedSharding(mesh, P()))
 
   @jax.jit
-  def predict(params, images):
+  def predict(params, extra, images):
     # Normalisation takes no randomness: one key serves every example.
     keys = jax.random.split(jax.random.key(0), images.shape[0])
-    return objective.predict(params, {}, jax.vmap(transform)(keys, images))
+    return objective.predict(params, extra, jax.vmap(transform)(keys, images))
 
   os.makedirs(workdir, exist_ok=True)
   output = config.get("output", "") or os.path.join(workdir, "predictions.csv")
@@ -131,7 +135,7 @@ def run(config, workdir: str) -> dict:
       n = len(names)
       padded = np.zeros((batch_size,) + images.shape[1:], np.float32)
       padded[:n] = images
-      outputs = jax.device_get(predict(params, jax.device_put(padded, data_sharding)))
+      outputs = jax.device_get(predict(params, extra, jax.device_put(padded, data_sharding)))
       outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
       rows = objective.output_rows(outputs, [image_files.image_name(p) for p in names],
                                    os.path.join(workdir, "superres"))

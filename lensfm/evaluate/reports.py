@@ -114,6 +114,13 @@ def summarize(objective, outputs) -> tuple[dict[str, float], dict[str, Any]]:
   raise ValueError(f"Objective task {objective.task!r} has no evaluation report.")
 
 
+def json_safe(result: dict) -> dict:
+  """NaN / infinite metrics (e.g. the AUC of a class absent from the data) as strings,
+  as the trainer's writer stores them, so summary.json stays strict JSON."""
+  return {k: (str(v) if isinstance(v, float) and not np.isfinite(v) else v)
+          for k, v in result.items()}
+
+
 def json_details(details) -> dict:
   """The parts of `details` worth keeping in summary.json (no curves or raw arrays)."""
   out = {}

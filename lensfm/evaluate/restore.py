@@ -2,8 +2,9 @@
 
 `lensfm.train.checkpoint.load_params(path, subtree)` reads one subtree of the
 parameters (the encoder, for `init_from`); a downstream model needs all of them (encoder
-and head), so this reads params/* the same way: only the parameters, never the optimizer
-state, as numpy arrays.
+and head) and its `extra` state (e.g. the running feature statistics of a linear probe),
+so this reads params/* and extra/* the same way: never the optimizer state, as numpy
+arrays.
 """
 import dataclasses
 import os
@@ -21,6 +22,7 @@ from lensfm.train import trainer as trainer_lib
 @dataclasses.dataclass
 class Trained:
   params: Any            # The whole params tree (numpy).
+  extra: Any             # The objective's extra state ({} if it has none).
   config: ml_collections.ConfigDict  # The config it was trained with.
   step: int
   path: str              # The checkpoint step directory.
@@ -40,11 +42,16 @@ def load_trained(path: str) -> Trained:
     tree = meta.tree if hasattr(meta, "tree") else meta
     if "params" not in tree:
       raise KeyError(f"Checkpoint {directory}/{step} holds no params (it has {sorted(tree)}).")
-    target = {"params": jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree["params"])}
+    zeros = lambda t: jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), t)
+    # An objective without extra state saved an empty dict, which has no leaves to read.
+    parts = [k for k in ("params", "extra") if k in tree and jax.tree.leaves(tree[k])]
+    target = {k: zeros(tree[k]) for k in parts}
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
     items = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         target, restore_args=restore_args, partial_restore=True)))
-  return Trained(items["state"]["params"], config, step, os.path.join(directory, str(step)))
+  state = items["state"]
+  return Trained(state["params"], state.get("extra", {}), config, step,
+                 os.path.join(directory, str(step)))
 
 
 def check_downstream(trained: Trained, what: str) -> None:

@@ -21,21 +21,23 @@ Architecture (`Model`):
                  attention: per head, invariant logits = (q_i . k_j) summed over
                    the head's irreps channels (inner products of equivariant
                    vectors are invariant) + a learned radial function of the
-                   token distance |r_ij|; values are tensor products of the
-                   value features v_j with the spherical harmonics Y(r_ij / |r_ij|)
-                   of the relative position, summed with the attention weights:
-                     out_i = Linear( sum_j a_ij  CG[v_j (x) Y(r_ij)] ).
-                   Because the tensor product is bilinear, the sum over j is
-                   taken *before* the Clebsch-Gordan contraction (one batched
-                   matmul, as cheap as attention with 9x wider values) instead of
-                   materialising N^2 messages; `tests/test_equivariant.py`
-                   checks it against `e3nn.tensor_product` on every pair.
+                   token distance |r_ij|; messages are tensor products of value
+                   features with the spherical harmonics Y(r_ij / |r_ij|) of the
+                   relative position, summed with the attention weights:
+                     out_i = Linear( sum_j a_ij [ v_j  (+)  CG[u_j (x) Y_{l>0}(r_ij)] ] ).
+                   The Y_0 = 1 path carries v_j at full width (plain attention); the
+                   l > 0 paths carry u_j, a projection to 1/geo_divisor of the
+                   channels, because they cost (sh dimension - 1) times more. Since
+                   the tensor product is bilinear, the sum over j is taken *before*
+                   the Clebsch-Gordan contraction (one batched matmul) instead of
+                   materialising N^2 messages; tests/test_equivariant.py checks it
+                   against `e3nn.tensor_product` on every pair.
                  feed-forward: Linear -> `e3nn.gate` (scalars through GELU,
                    higher-l channels scaled by sigmoid gates) -> Linear; the input
                    also carries the norms of the l > 0 channels, the path from
                    vectors back to scalars.
-               Norms are equivariant layer norms (scalars: mean/variance;
-               l > 0: divided by the RMS norm of the irrep type).
+               Norms are equivariant layer norms (0e scalars centred, then the
+               whole token divided by its RMS norm, which is invariant).
   outputs      'tokens' [B, N, D] = the final irreps array's `.array`, layout
                `model.irreps_out` (e3nn's: blocks in the order of `irreps`, each
                block [mul, 2l+1] flattened channel-major; l = 1 components are
@@ -50,17 +52,19 @@ config.model fields (name='equivariant'):
   variant:      'SIZE/PATCH' with SIZE in SIZES ('Ti', 'S', 'B'), e.g. 'S/4';
                 explicit fields below override it.
   irreps:       hidden irreps, e.g. '64x0e + 32x1o + 16x2e'; must contain 0e and
-                every multiplicity must divide by num_heads.
+                every multiplicity must divide by num_heads (used sorted by l, equal
+                irreps merged: `model.irreps_out`).
   depth, num_heads, patch_size: as in a ViT.
   mlp_ratio:    feed-forward channels = mlp_ratio x the multiplicity of each irrep (2).
   num_radial:   radial basis functions for the patch filters and the attention's
-                distance bias (8).
+                distance bias (6).
   sh_lmax:      highest l of the spherical harmonics of relative token positions
                 in the attention messages (2).
+  geo_divisor:  the l > 0 messages use each multiplicity / geo_divisor channels,
+                rounded up to a multiple of num_heads (4).
   patch_window: 'square' (every pixel of the patch; what MAE reconstructs) or
-                'disk' (a soft disk of radius p/2 inside the patch: rounder, so
-                closer to invariant at angles off the pixel grid, but the patch
-                corners are unseen).
+                'disk' (a soft disk of radius p/2 inside the patch: a round
+                footprint, but the patch corners are unseen).
   dtype:        dtype of the outputs (and so of an MAE decoder); e3nn's tensor
                 products run in float32, where equivariance holds to ~1e-6.
   remat:        rematerialise blocks in the backward pass.
@@ -77,9 +81,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# name: (irreps, depth, num_heads). Widths are chosen so that parameter counts are
-# close to the ViT of the same name at about a third of its width: irreps
-# channels carry 1, 3 or 5 components each.
+# name: (irreps, depth, num_heads). Parameters (1 band): Ti 0.38M, S 2.0M, B 6.9M,
+# about a tenth of the ViT of the same name (5.3M, 21M, 85M), at a higher cost per
+# parameter: every l > 0 channel carries 3 or 5 components and the l > 0 messages
+# (sh_lmax=2) are 8 values per token pair. Not yet tuned on an accelerator.
 SIZES = {
     "Ti": ("64x0e + 32x1o + 16x2e", 6, 4),
     "S": ("128x0e + 64x1o + 32x2e", 8, 8),
@@ -221,24 +226,31 @@ def merge_heads(x: jax.Array, irreps: e3nn.Irreps) -> list[jax.Array]:
 class EquivariantLayerNorm(nn.Module):
   """Layer norm that commutes with rotations and reflections.
 
-  0e scalars: the usual (x - mean) / std with a learned scale and bias. Other
-  irreps: each block divided by its RMS component (over channels and m) and
-  scaled per channel; no bias (a bias would pick a direction).
+  0e scalars are centred (over the scalar channels); then every component, scalar
+  or not, is divided by one RMS over the whole token (|x|^2 is invariant), and each
+  channel gets a learned scale (0e channels also a bias; elsewhere a bias would
+  pick a direction). One shared RMS, not one per l, matters: a token of empty sky
+  has tiny l > 0 parts, and normalising those on their own would blow
+  interpolation noise up to unit size.
   """
 
   @nn.compact
   def __call__(self, x: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
+    chunks = chunks_of(x)
+    scalar = [is_plain_scalar(ir) for _, ir in x.irreps]
+    num_scalars = sum(mul for (mul, _), s in zip(x.irreps, scalar) if s)
+    mean = sum(jnp.sum(c, axis=(-2, -1), keepdims=True)
+               for c, s in zip(chunks, scalar) if s) / num_scalars
+    chunks = [c - mean if s else c for c, s in zip(chunks, scalar)]
+    mean_sq = sum(jnp.sum(c**2, axis=(-2, -1), keepdims=True) for c in chunks) / x.irreps.dim
+    inv_rms = jax.lax.rsqrt(mean_sq + _EPS)
     out = []
-    for i, ((mul, ir), chunk) in enumerate(zip(x.irreps, chunks_of(x))):
-      scale = self.param(f"scale_{i}_{ir}", nn.initializers.ones, (mul, 1), jnp.float32)
-      if is_plain_scalar(ir):
-        mean = jnp.mean(chunk, axis=(-2, -1), keepdims=True)
-        var = jnp.var(chunk, axis=(-2, -1), keepdims=True)
-        bias = self.param(f"bias_{i}_{ir}", nn.initializers.zeros, (mul, 1), jnp.float32)
-        out.append((chunk - mean) * jax.lax.rsqrt(var + _EPS) * scale + bias)
-      else:
-        mean_sq = jnp.mean(chunk**2, axis=(-2, -1), keepdims=True)
-        out.append(chunk * jax.lax.rsqrt(mean_sq + _EPS) * scale)
+    for i, ((mul, ir), chunk, s) in enumerate(zip(x.irreps, chunks, scalar)):
+      y = chunk * inv_rms * self.param(f"scale_{i}_{ir}", nn.initializers.ones, (mul, 1),
+                                       jnp.float32)
+      if s:
+        y = y + self.param(f"bias_{i}_{ir}", nn.initializers.zeros, (mul, 1), jnp.float32)
+      out.append(y)
     return e3nn.from_chunks(x.irreps, out, x.shape[:-1], x.dtype)
 
 
@@ -274,22 +286,42 @@ def message_paths(irreps_in: e3nn.Irreps, irreps_sh: e3nn.Irreps, irreps_out: e3
           for ir_out in ir_in * ir_sh if ir_out in wanted]
 
 
+@functools.lru_cache(maxsize=64)
+def _block_coupling(ir_in: e3nn.Irrep, irreps_sh: e3nn.Irreps,
+                    paths: tuple) -> np.ndarray:
+  """[2 l_in + 1, sh.dim, sum of 2 l_out + 1]: every path of one input block side by
+  side, so that the block needs one contraction instead of one per path."""
+  sh_slices = irreps_sh.slices()
+  columns = []
+  for s, ir_out in paths:
+    cg = np.zeros((ir_in.dim, irreps_sh.dim, ir_out.dim))
+    cg[:, sh_slices[s]] = np.asarray(e3nn.clebsch_gordan(ir_in.l, irreps_sh[s].ir.l, ir_out.l))
+    columns.append(cg * math.sqrt(ir_out.dim))
+  return np.concatenate(columns, axis=-1).astype(np.float32)
+
+
 def contract_messages(blocks: list[jax.Array], irreps_in: e3nn.Irreps,
                       irreps_sh: e3nn.Irreps, irreps_out: e3nn.Irreps) -> e3nn.IrrepsArray:
   """Clebsch-Gordan contraction of aggregated outer products.
 
   blocks[i]: [..., mul_i, 2 l_i + 1, sh.dim] = sum_j a_ij v_j^(i) Y(r_ij)^T. Each
   allowed path (l_in, l_sh -> l_out) gives mul_i channels of l_out, normalised
-  like `e3nn.tensor_product(..., irrep_normalization='component')`.
+  like `e3nn.tensor_product(..., irrep_normalization='component')`; paths come in
+  the order of `message_paths`.
   """
-  sh_slices = irreps_sh.slices()
+  paths = message_paths(irreps_in, irreps_sh, irreps_out)
   out_irreps, out_chunks = [], []
-  for i, s, ir_out in message_paths(irreps_in, irreps_sh, irreps_out):
-    ir_in, ir_sh = irreps_in[i].ir, irreps_sh[s].ir
-    cg = e3nn.clebsch_gordan(ir_in.l, ir_sh.l, ir_out.l) * math.sqrt(ir_out.dim)
-    block = blocks[i][..., sh_slices[s]]
-    out_chunks.append(jnp.einsum("...cmn,mnk->...ck", block, jnp.asarray(cg, block.dtype)))
-    out_irreps.append((irreps_in[i].mul, ir_out))
+  for i, (mul, ir_in) in enumerate(irreps_in):
+    mine = tuple((s, ir_out) for j, s, ir_out in paths if j == i)
+    if not mine:
+      continue
+    coupling = jnp.asarray(_block_coupling(ir_in, irreps_sh, mine), blocks[i].dtype)
+    out = jnp.einsum("...cmn,mnk->...ck", blocks[i], coupling)
+    start = 0
+    for _, ir_out in mine:
+      out_chunks.append(out[..., start:start + ir_out.dim])
+      out_irreps.append((mul, ir_out))
+      start += ir_out.dim
   lead = blocks[0].shape[:-3]
   return e3nn.from_chunks(e3nn.Irreps(out_irreps), out_chunks, lead, blocks[0].dtype)
 
@@ -298,6 +330,7 @@ class EquivariantAttention(nn.Module):
   """Multi-head attention with invariant weights and tensor-product messages (see the
   module docstring)."""
   irreps: e3nn.Irreps
+  geo_irreps: e3nn.Irreps
   num_heads: int
   num_radial: int
   sh_lmax: int
@@ -314,23 +347,45 @@ class EquivariantAttention(nn.Module):
                     name="distance_bias")(basis)  # [B or 1, N, N, H]
     return jax.nn.softmax(logits + jnp.moveaxis(bias, -1, 1), axis=-1)
 
+  def projections(self, x):
+    """q, k, v (irreps) and u (geo_irreps) from one Linear, split: one matmul per l
+    to compile instead of four."""
+    parts = (self.irreps, self.irreps, self.irreps, self.geo_irreps)
+    muls = {ir: [dict((i, m) for m, i in p).get(ir, 0) for p in parts]
+            for ir in dict.fromkeys(ir for _, ir in self.irreps)}
+    fused = e3nn.flax.Linear(e3nn.Irreps([(sum(m), ir) for ir, m in muls.items()]),
+                             force_irreps_out=True, name="qkvu")(x)
+    out = [[] for _ in parts]
+    for (_, ir), chunk in zip(fused.irreps, chunks_of(fused)):
+      start = 0
+      for n, mul in enumerate(muls[ir]):
+        if mul:
+          out[n].append(chunk[..., start:start + mul, :])
+        start += mul
+    return [e3nn.from_chunks(p, c, x.shape[:-1], x.dtype) for p, c in zip(parts, out)]
+
   @nn.compact
   def __call__(self, x: e3nn.IrrepsArray, positions: jax.Array) -> e3nn.IrrepsArray:
     """x [B, N, irreps]; positions [B or 1, N, 3] (patch units)."""
-    linear = functools.partial(e3nn.flax.Linear, self.irreps, force_irreps_out=True)
-    q, k, v = linear(name="query")(x), linear(name="key")(x), linear(name="value")(x)
+    q, k, v, u = self.projections(x)
     relative = positions[:, None, :, :] - positions[:, :, None, :]  # r_ij = p_j - p_i
     _, distance = safe_unit(relative)
     attn = self.attention_weights(q, k, distance)
 
-    irreps_sh = harmonic_irreps(self.sh_lmax)
-    harmonics = direction_harmonics(irreps_sh, relative)  # [B or 1, N, N, S]
-    # sum_j a_ij v_j Y_ij^T first (one batched matmul), the Clebsch-Gordan contraction
-    # after: the same as summing N^2 tensor-product messages, without storing them.
-    weights = attn[..., None] * harmonics[:, None]  # [B, H, N, N, S]
-    aggregated = jnp.einsum("bhijs,bjhd->bihds", weights, split_heads(v, self.num_heads))
-    blocks = merge_heads(aggregated, v.irreps)
-    messages = contract_messages(blocks, v.irreps, irreps_sh, self.irreps)
+    # The Y_0 = 1 path: attention-weighted values at full width, as in any transformer.
+    plain = jnp.einsum("bhij,bjhd->bihd", attn, split_heads(v, self.num_heads))
+    plain = [b[..., 0] for b in merge_heads(plain[..., None], v.irreps)]
+    # The l > 0 paths on the narrower u: sum_j a_ij u_j Y_l(r_ij)^T first (one batched
+    # matmul), the Clebsch-Gordan contraction after: the same as summing N^2
+    # tensor-product messages, without storing them.
+    irreps_sh = harmonic_irreps(self.sh_lmax)[1:]
+    harmonics = direction_harmonics(harmonic_irreps(self.sh_lmax), relative)[..., 1:]
+    weights = attn[..., None] * harmonics[:, None]  # [B, H, N, N, S - 1]
+    aggregated = jnp.einsum("bhijs,bjhd->bihds", weights, split_heads(u, self.num_heads))
+    geometric = contract_messages(merge_heads(aggregated, u.irreps), u.irreps, irreps_sh,
+                                  self.irreps)
+    messages = e3nn.concatenate([e3nn.from_chunks(v.irreps, plain, x.shape[:-1], x.dtype),
+                                 geometric])
     return e3nn.flax.Linear(self.irreps, force_irreps_out=True, name="out")(messages)
 
 
@@ -358,6 +413,7 @@ class EquivariantFeedForward(nn.Module):
 class Block(nn.Module):
   """Pre-norm transformer block on irreps features."""
   irreps: e3nn.Irreps
+  geo_irreps: e3nn.Irreps
   num_heads: int
   mlp_ratio: int
   num_radial: int
@@ -369,11 +425,20 @@ class Block(nn.Module):
     # Plain arrays in and out, so that nn.remat can wrap the block.
     x = e3nn.IrrepsArray(self.irreps, x)
     y = EquivariantLayerNorm(name="norm1")(x)
-    x = x + EquivariantAttention(self.irreps, self.num_heads, self.num_radial, self.sh_lmax,
-                                 self.max_distance, name="attn")(y, positions)
+    x = x + EquivariantAttention(self.irreps, self.geo_irreps, self.num_heads, self.num_radial,
+                                 self.sh_lmax, self.max_distance, name="attn")(y, positions)
     y = EquivariantLayerNorm(name="norm2")(x)
     x = x + EquivariantFeedForward(self.irreps, self.mlp_ratio, name="mlp")(y)
     return x.array
+
+
+def geometric_irreps(irreps: e3nn.Irreps, divisor: int, num_heads: int) -> e3nn.Irreps:
+  """Each multiplicity / divisor, rounded up to a multiple of num_heads (the channels
+  that take part in the l > 0 messages)."""
+  if divisor < 1:
+    raise ValueError(f"config.model.geo_divisor={divisor} must be a positive integer.")
+  rounded = lambda mul: max(num_heads, -(-mul // divisor // num_heads) * num_heads)
+  return e3nn.Irreps([(rounded(mul), ir) for mul, ir in irreps])
 
 
 def patchify_pixels(images: jax.Array, patch: int) -> jax.Array:
@@ -391,8 +456,9 @@ class Model(nn.Module):
   num_heads: Optional[int] = None
   patch_size: Optional[int] = None
   mlp_ratio: int = 2
-  num_radial: int = 8
+  num_radial: int = 6
   sh_lmax: int = 2
+  geo_divisor: int = 4
   patch_window: str = "square"
   dtype: Any = "float32"
   remat: bool = False
@@ -404,14 +470,15 @@ class Model(nn.Module):
         dims[name] = getattr(self, name)
       if name not in dims:
         raise ValueError(f"Equivariant model needs `{name}` (or a `variant` such as 'S/4').")
+    # Sorted and merged ('8x0e + 4x1o + 8x0e' -> '16x0e+4x1o'): one block per irrep.
     irreps = self._checked_irreps(dims["irreps"], dims["num_heads"])
-    dims["width"] = irreps.dim
+    dims["irreps"], dims["width"] = str(irreps), irreps.dim
     return dims
 
   @staticmethod
   def _checked_irreps(irreps: str, num_heads: int) -> e3nn.Irreps:
     try:
-      parsed = e3nn.Irreps(irreps)
+      parsed = e3nn.Irreps(irreps).regroup()
     except (ValueError, AssertionError) as e:
       raise ValueError(f"config.model.irreps={irreps!r} is not an e3nn irreps string "
                        f"such as '64x0e + 32x1o + 16x2e': {e}") from None
@@ -426,7 +493,7 @@ class Model(nn.Module):
 
   @property
   def irreps_out(self) -> e3nn.Irreps:
-    """Layout of out['tokens'] (last axis)."""
+    """Layout of out['tokens'] (last axis): `irreps` sorted by l, one block per irrep."""
     return e3nn.Irreps(self.dims()["irreps"])
 
   @property
@@ -448,6 +515,7 @@ class Model(nn.Module):
       raise ValueError(f"Equivariant model expects images [B, H, W, C]; got {images.shape}.")
     d = self.dims()
     irreps = self.irreps_out
+    geo_irreps = geometric_irreps(irreps, self.geo_divisor, d["num_heads"])
     grid = self.token_grid(images.shape[1:3])
     patches = patchify_pixels(images.astype(jnp.float32), d["patch_size"])
     positions = jnp.asarray(token_positions(grid))[None]  # [1, N, 3]
@@ -463,7 +531,7 @@ class Model(nn.Module):
     max_distance = math.hypot(*grid)
     h = x.array
     for i in range(d["depth"]):
-      h = block_cls(irreps, d["num_heads"], self.mlp_ratio, self.num_radial, self.sh_lmax,
+      h = block_cls(irreps, geo_irreps, d["num_heads"], self.mlp_ratio, self.num_radial, self.sh_lmax,
                     max_distance, name=f"block{i:02d}")(h, positions)
     tokens = EquivariantLayerNorm(name="norm")(e3nn.IrrepsArray(irreps, h))
     pooled = nn.LayerNorm(name="pool_norm")(jnp.mean(invariants(tokens), axis=1))

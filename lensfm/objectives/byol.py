@@ -103,7 +103,8 @@ class Objective(base.Objective):
         views_lib.make_views(rng, images, self.views, self.views.global_crop, 2))
 
   def init(self, rng, batch):
-    params = self.online().init(rng, self.make_views(rng, batch["image"]))["params"]
+    images = views_lib.placeholder_views(batch["image"], self.views.global_crop)
+    params = self.online().init(rng, images)["params"]
     # The target starts as a copy of the online backbone and projector.
     target = jax.tree.map(jnp.copy, {"encoder": params["encoder"], "head": params["head"]})
     return params, {"target": target}
@@ -128,5 +129,5 @@ class Objective(base.Objective):
 
   def visualize(self, params, extra, batch, rng, path):
     del params, extra
-    simclr.save_views_picture(self.make_views(rng, batch["image"][:4]), 2, batch["image"][:4],
-                              path)
+    images = batch["image"]
+    simclr.save_views_picture(jax.jit(self.make_views)(rng, images), 2, images, path)

@@ -5,10 +5,15 @@ recipe and two classes, for lens finding (label 1 = lensed). The backbone sits u
 params['encoder'] (so `config.init_from` replaces it with a pretrained one), the head
 under params['head'].
 
-Adaptation modes are the optimizer's business, not this file's: full fine-tuning
-(optionally `config.optim.layer_decay`), a linear probe (`config.optim.freeze='^encoder/'`:
-the encoder then also runs without gradients, which halves the step's cost), or
-training from scratch (no `init_from`).
+Adaptation modes are mostly the optimizer's business: full fine-tuning (optionally
+`config.optim.layer_decay`), a linear probe (`config.optim.freeze='^encoder/'`: the
+encoder then also runs without gradients, which halves the step's cost), or training
+from scratch (no `init_from`). What a probe needs from this file is `feature_norm`:
+frozen self-supervised features share a large common offset and vary little from image
+to image, so a linear head on them learns slowly; MAE's linear-probe protocol
+standardises each feature first (BatchNorm without affine parameters), which is what
+feature_norm='batch' does: batch statistics in training, running statistics (kept in
+`extra`, so they are checkpointed) in evaluation.
 
 config.objective fields:
   name: 'classify'.
@@ -20,10 +25,14 @@ config.objective fields:
   head_hidden: 0 (default) for a linear head; N > 0 for one hidden GELU layer of N units.
   head_zero_init: start the output layer at zero (default True): the first logits are
     uniform, so the initial loss is log(num_classes) whatever the features' scale.
+  feature_norm: 'none' (default) or 'batch' (see above; the configs' linear mode).
+  feature_norm_momentum: of the running statistics (default 0.99; the first steps
+    average exactly, so early evaluations are not biased towards the initial values).
   label_smoothing: default 0.
 Metrics logged during training: accuracy (on the training batch).
 Evaluation API (shared by `lensfm.evaluate`): `predict(params, extra, images)` ->
-{'probs': [B, K]}; `eval_outputs(params, extra, batch)` adds the labels.
+{'probs': [B, K]}; `eval_outputs(params, extra, batch)` adds the labels;
+`output_columns()` / `output_rows(outputs, names, directory)` make the predict CSV.
 """
 import re
 from typing import Optional
@@ -35,6 +44,9 @@ import optax
 
 from lensfm.objectives import base
 from lensfm.train import sharding as sharding_lib
+
+FEATURE_NORMS = ("none", "batch")
+_EPS = 1e-6
 
 
 class Head(nn.Module):
@@ -52,15 +64,6 @@ class Head(nn.Module):
     return nn.Dense(self.num_outputs, kernel_init=init, name="out")(x)
 
 
-class EncoderWithHead(nn.Module):
-  """Backbone (params['encoder']) + a head on its pooled embedding (params['head'])."""
-  encoder: nn.Module
-  head: nn.Module
-
-  def __call__(self, images, *, train: bool = False):
-    return self.head(self.encoder(images, train=train)["pooled"])
-
-
 def masked_mean(values, mask):
   """Mean of `values` [B] over examples where mask [B] is true (0 if none)."""
   mask = mask.astype(jnp.float32)
@@ -72,29 +75,6 @@ def batch_mask(batch) -> jax.Array:
   if "mask" in batch:
     return batch["mask"]
   return jnp.ones(batch["image"].shape[:1], bool)
-
-
-class FrozenEncoderMixin:
-  """Recognises a linear probe (every encoder parameter frozen by config.optim.freeze),
-  so the forward pass can skip the encoder's backward pass."""
-
-  def _init_downstream(self, config):
-    check_labels_source(config)
-    pattern = config.get("optim", {}).get("freeze", None)
-    self._freeze = re.compile(pattern) if pattern else None
-
-  def encoder_frozen(self, encoder_params) -> bool:
-    if self._freeze is None:
-      return False
-    paths = [sharding_lib.path_to_str(p) for p, _ in
-             jax.tree_util.tree_leaves_with_path(encoder_params)]
-    return all(self._freeze.search(f"encoder/{p}") for p in paths)
-
-  def maybe_stop_encoder_gradient(self, params):
-    """(params, train flag): frozen encoders get no gradient and run in eval mode."""
-    if self.encoder_frozen(params["encoder"]):
-      return {**params, "encoder": jax.lax.stop_gradient(params["encoder"])}, False
-    return params, True
 
 
 def check_labels_source(config) -> None:
@@ -117,18 +97,105 @@ def recipe_class_names(data_config) -> Optional[tuple[str, ...]]:
   return tuple(recipe.class_names) if recipe is not None else None
 
 
-class Objective(FrozenEncoderMixin, base.Objective):
+class DownstreamMixin:
+  """What every downstream objective shares: the labels_per_class check and recognising
+  a linear probe (every encoder parameter frozen by config.optim.freeze), so the forward
+  pass can skip the encoder's backward pass."""
+
+  def _init_downstream(self, config):
+    check_labels_source(config)
+    pattern = config.get("optim", {}).get("freeze", None)
+    self._freeze = re.compile(pattern) if pattern else None
+
+  def encoder_frozen(self, encoder_params) -> bool:
+    if self._freeze is None:
+      return False
+    paths = [sharding_lib.path_to_str(p) for p, _ in
+             jax.tree_util.tree_leaves_with_path(encoder_params)]
+    return all(self._freeze.search(f"encoder/{p}") for p in paths)
+
+  def maybe_stop_encoder_gradient(self, params):
+    """(params, train flag): frozen encoders get no gradient and run in eval mode."""
+    if self.encoder_frozen(params["encoder"]):
+      return {**params, "encoder": jax.lax.stop_gradient(params["encoder"])}, False
+    return params, True
+
+
+class HeadObjective(DownstreamMixin, base.Objective):
+  """A head on the pooled embedding, with optional feature standardisation (classify,
+  regress). Subclasses set `self.head` in __init__ after `_init_head`."""
+
+  def _init_head(self, config, num_outputs: int):
+    cfg = config.objective
+    self._init_downstream(config)
+    self.feature_norm = cfg.get("feature_norm", "none") or "none"
+    if self.feature_norm not in FEATURE_NORMS:
+      raise ValueError(f"config.objective.feature_norm={self.feature_norm!r} is not one of "
+                       f"{FEATURE_NORMS}.")
+    self.momentum = float(cfg.get("feature_norm_momentum", 0.99))
+    self.head = Head(num_outputs, cfg.get("head_hidden", 0), cfg.get("head_zero_init", True))
+
+  def features(self, params, images, train=False):
+    out = self.model.apply({"params": params["encoder"]}, images, train=train)
+    return out["pooled"].astype(jnp.float32)
+
+  def init(self, rng, batch):
+    encoder_rng, head_rng = jax.random.split(rng)
+    encoder = self.model.init(encoder_rng, batch["image"])["params"]
+    features = self.features({"encoder": encoder}, batch["image"])
+    params = {"encoder": encoder, "head": self.head.init(head_rng, features)["params"]}
+    extra = {}
+    if self.feature_norm == "batch":
+      dim = features.shape[-1]
+      extra = {"feature_mean": jnp.zeros((dim,)), "feature_var": jnp.ones((dim,)),
+               "feature_count": jnp.zeros(())}
+    return params, extra
+
+  def normalized_features(self, params, extra, images, *, train=False, mask=None):
+    """(features for the head, updated extra). In training, batch statistics over the
+    real examples normalise the features and update the running ones."""
+    features = self.features(params, images, train=train)
+    if self.feature_norm == "none":
+      return features, extra
+    if mask is None:  # Evaluation: the running statistics.
+      return ((features - extra["feature_mean"]) * jax.lax.rsqrt(extra["feature_var"] + _EPS),
+              extra)
+    w = mask.astype(jnp.float32)[:, None]
+    n = jnp.maximum(w.sum(), 1.)
+    mean = (features * w).sum(0) / n
+    var = (jnp.square(features - mean) * w).sum(0) / n
+    count = extra["feature_count"]
+    m = jnp.minimum(count / (count + 1.), self.momentum)  # Exact average at first.
+    stats = jax.lax.stop_gradient((mean, var))
+    extra = {"feature_mean": m * extra["feature_mean"] + (1 - m) * stats[0],
+             "feature_var": m * extra["feature_var"] + (1 - m) * stats[1],
+             "feature_count": count + 1.}
+    return (features - mean) * jax.lax.rsqrt(var + _EPS), extra
+
+  def head_outputs(self, params, extra, images, *, train=False, mask=None):
+    """(head outputs float32, updated extra)."""
+    features, extra = self.normalized_features(params, extra, images, train=train, mask=mask)
+    return self.head.apply({"params": params["head"]}, features).astype(jnp.float32), extra
+
+  def train_outputs(self, params, extra, batch):
+    """Head outputs for a training batch, (frozen encoder: no encoder gradient)."""
+    params, train = self.maybe_stop_encoder_gradient(params)
+    return self.head_outputs(params, extra, batch["image"], train=train,
+                             mask=batch_mask(batch))
+
+
+class Objective(HeadObjective):
   """See the module docstring."""
   task = "classification"
 
   def __init__(self, config, model):
     super().__init__(config, model)
-    self._init_downstream(config)
     cfg = config.objective
     self.num_classes = int(cfg.get("num_classes", 0) or 0)
     if self.num_classes < 2:
       raise ValueError(f"config.objective.num_classes={cfg.get('num_classes', None)!r}; "
                        "expected an integer >= 2.")
+    self._init_head(config, self.num_classes)
     self.label_key = cfg.get("label_key", "label")
     self.label_smoothing = float(cfg.get("label_smoothing", 0.))
     sim_names = recipe_class_names(config.data)
@@ -141,19 +208,10 @@ class Objective(FrozenEncoderMixin, base.Objective):
       raise ValueError(f"config.objective.class_names={list(names)} has {len(names)} names "
                        f"for num_classes={self.num_classes}.")
     self.class_names = names
-    self.network = EncoderWithHead(model, Head(self.num_classes, cfg.get("head_hidden", 0),
-                                               cfg.get("head_zero_init", True)))
-
-  def init(self, rng, batch):
-    return self.network.init(rng, batch["image"])["params"], {}
-
-  def logits(self, params, images, train=False):
-    return self.network.apply({"params": params}, images, train=train)
 
   def loss(self, params, extra, batch, rng, step):
     del rng, step
-    params, train = self.maybe_stop_encoder_gradient(params)
-    logits = self.logits(params, batch["image"], train=train)
+    logits, extra = self.train_outputs(params, extra, batch)
     labels = batch[self.label_key]
     targets = optax.smooth_labels(jax.nn.one_hot(labels, self.num_classes),
                                   self.label_smoothing)
@@ -164,8 +222,8 @@ class Objective(FrozenEncoderMixin, base.Objective):
 
   # -- evaluation API ------------------------------------------------------------------
   def predict(self, params, extra, images):
-    del extra
-    return {"probs": jax.nn.softmax(self.logits(params, images).astype(jnp.float32), -1)}
+    logits, _ = self.head_outputs(params, extra, images)
+    return {"probs": jax.nn.softmax(logits, -1)}
 
   def eval_outputs(self, params, extra, batch):
     return {**self.predict(params, extra, batch["image"]), "label": batch[self.label_key]}

@@ -140,7 +140,8 @@ class Objective(base.Objective):
       if getattr(self, name) <= 0:
         raise ValueError(f"config.objective.{name}={getattr(self, name)} must be > 0.")
     if not 0. <= self.center_momentum < 1.:
-      raise ValueError(f"config.objective.center_momentum={self.center_momentum} must be in [0, 1).")
+      raise ValueError(f"config.objective.center_momentum={self.center_momentum} must be in "
+                       f"[0, 1).")
     self.momentum_base = float(cfg.get("ema_momentum", 0.996))
     self.momentum_end = float(cfg.get("ema_momentum_end", 1.0))
     byol.check_momentum(self.momentum_base, self.momentum_end)
@@ -189,8 +190,8 @@ class Objective(base.Objective):
     return jax.lax.stop_gradient(t.reshape(globals_.shape[0], 2, -1))
 
   def init(self, rng, batch):
-    globals_, _ = self.make_views(rng, batch["image"])
-    params = self.network().init(rng, views_lib.flatten_views(globals_))["params"]
+    images = views_lib.placeholder_views(batch["image"], self.views.global_crop)
+    params = self.network().init(rng, images)["params"]
     teacher = jax.tree.map(jnp.copy, params)
     return params, {"teacher": teacher, "center": jnp.zeros((self.out_dim,), jnp.float32)}
 
@@ -213,6 +214,6 @@ class Objective(base.Objective):
 
   def visualize(self, params, extra, batch, rng, path):
     del params, extra
-    images = batch["image"][:4]
-    globals_, _ = self.make_views(rng, images)
-    simclr.save_views_picture(views_lib.flatten_views(globals_), 2, images, path)
+    images = batch["image"]
+    global_views = jax.jit(lambda r, x: views_lib.flatten_views(self.make_views(r, x)[0]))
+    simclr.save_views_picture(global_views(rng, images), 2, images, path)

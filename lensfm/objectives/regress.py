@@ -22,11 +22,12 @@ config.objective fields:
     'finetune' stores the result in the run's config, so evaluation and prediction reuse
     the statistics of training whatever data they see.
   stats_examples: default 2048.
-  head_hidden, head_zero_init: as for 'classify'.
+  head_hidden, head_zero_init, feature_norm, feature_norm_momentum: as for 'classify'.
   loss: 'mse' (default) or 'huber' (delta 1 in standardised units).
 Metrics logged during training: mae_<target> in physical units.
 Evaluation API: `predict(params, extra, images)` -> {target: [B] physical units};
-`eval_outputs` adds 'true_<target>' and 'valid_<target>' for every target.
+`eval_outputs` adds 'true_<target>' and 'valid_<target>' for every target;
+`output_columns()` / `output_rows(...)` make the predict CSV.
 """
 import dataclasses
 import math
@@ -38,7 +39,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lensfm.objectives import base
 from lensfm.objectives import classify
 
 # DeepLense's axion prior (lensfm.sim.recipes.AXION_LOG10_MASS_RANGE): U(-24, -22).
@@ -144,38 +144,28 @@ def resolve_target_stats(config) -> dict[str, tuple[float, float]]:
   return stats
 
 
-class Objective(classify.FrozenEncoderMixin, base.Objective):
+class Objective(classify.HeadObjective):
   """See the module docstring."""
   task = "regression"
 
   def __init__(self, config, model):
     super().__init__(config, model)
-    self._init_downstream(config)
     cfg = config.objective
     self.targets = tuple(cfg.get("targets", ("log10_axion_mass",)))
     if not self.targets:
       raise ValueError("config.objective.targets is empty; name at least one target, e.g. "
                        "('log10_axion_mass',).")
+    self._init_head(config, len(self.targets))
     if cfg.get("loss", "mse") not in ("mse", "huber"):
       raise ValueError(f"config.objective.loss={cfg.loss!r}; expected 'mse' or 'huber'.")
     self.loss_type = cfg.get("loss", "mse")
     self.stats = resolve_target_stats(config)
     self.mean = np.asarray([self.stats[t][0] for t in self.targets], np.float32)
     self.std = np.asarray([self.stats[t][1] for t in self.targets], np.float32)
-    self.network = classify.EncoderWithHead(
-        model, classify.Head(len(self.targets), cfg.get("head_hidden", 0),
-                             cfg.get("head_zero_init", True)))
-
-  def init(self, rng, batch):
-    return self.network.init(rng, batch["image"])["params"], {}
-
-  def standardized(self, params, images, train=False):
-    return self.network.apply({"params": params}, images, train=train).astype(jnp.float32)
 
   def loss(self, params, extra, batch, rng, step):
     del rng, step
-    params, train = self.maybe_stop_encoder_gradient(params)
-    pred = self.standardized(params, batch["image"], train=train)
+    pred, extra = self.train_outputs(params, extra, batch)
     losses, metrics = [], {}
     for i, name in enumerate(self.targets):
       value, applies = read_target(batch, name)
@@ -190,8 +180,8 @@ class Objective(classify.FrozenEncoderMixin, base.Objective):
 
   # -- evaluation API ------------------------------------------------------------------
   def predict(self, params, extra, images):
-    del extra
-    values = self.standardized(params, images) * self.std + self.mean
+    standardized, _ = self.head_outputs(params, extra, images)
+    values = standardized * self.std + self.mean
     return {name: values[:, i] for i, name in enumerate(self.targets)}
 
   def eval_outputs(self, params, extra, batch):

@@ -140,8 +140,8 @@ class Objective(base.Objective):
         views_lib.make_views(rng, images, self.views, self.views.global_crop, 2))
 
   def init(self, rng, batch):
-    params = self.network().init(rng, self.make_views(rng, batch["image"]))["params"]
-    return params, {}
+    images = views_lib.placeholder_views(batch["image"], self.views.global_crop)
+    return self.network().init(rng, images)["params"], {}
 
   def loss(self, params, extra, batch, rng, step):
     del step
@@ -155,14 +155,20 @@ class Objective(base.Objective):
 
   def visualize(self, params, extra, batch, rng, path):
     del params, extra
-    save_views_picture(self.make_views(rng, batch["image"][:4]), 2, batch["image"][:4], path)
+    images = batch["image"]
+    save_views_picture(jax.jit(self.make_views)(rng, images), 2, images, path)
 
 
 def save_views_picture(flat_views, num_views: int, images, path: str) -> None:
-  """One row of inputs, then one row per view, for checking the augmentations by eye."""
+  """One row of inputs, then one row per view, for checking the augmentations by eye.
+
+  Called on every process with replicated arrays (the trainer's visualize contract);
+  only process 0 writes.
+  """
   import numpy as np  # pylint: disable=g-import-not-at-top
   from lensfm.evaluate import visualize  # Matplotlib only when pictures are asked for.
   rows = {"input": np.asarray(jax.device_get(images), np.float32)}
   for v, view in enumerate(split_views(flat_views, num_views)):
     rows[f"view {v + 1}"] = np.asarray(jax.device_get(view), np.float32)
-  visualize.save_image_rows(rows, path)
+  if jax.process_index() == 0:
+    visualize.save_image_rows(rows, path)

@@ -31,7 +31,9 @@ config.objective fields:
 Metrics logged during training: psnr, psnr_bicubic (training batch).
 Evaluation API: `predict(params, extra, lr_images)` -> {'sr': [B, H, W, C]};
 `eval_outputs(params, extra, batch)` -> per-example psnr, ssim, psnr_bicubic,
-ssim_bicubic; `pictures(params, extra, batch)` -> LR, bicubic, SR and HR images.
+ssim_bicubic; `pictures(params, extra, batch)` -> LR, bicubic, SR and HR images;
+`output_columns()` / `output_rows(outputs, names, directory)` write the SR images of
+predict mode and make its CSV rows.
 """
 from typing import Any
 
@@ -113,7 +115,7 @@ def image_range(images):
   return jnp.maximum(images.max(axis=(1, 2, 3)) - images.min(axis=(1, 2, 3)), _EPS)
 
 
-class Objective(classify.FrozenEncoderMixin, base.Objective):
+class Objective(classify.DownstreamMixin, base.Objective):
   """See the module docstring."""
   task = "superres"
 

@@ -4,10 +4,15 @@ Views are made on device inside the jitted loss, per example (vmapped) from the 
 key, so the accelerator never waits for a host pipeline and the views of example i
 depend only on (step key, i), not on how the batch is split over devices. Each view is
 
-  a centred crop (with a small jitter of its centre), resized to the view's size
-  -> the per-example augmentations of `lensfm.data.transforms` (rotation by any angle,
-     flips, sub-pixel shift, PSF blur, re-drawn noise at varied levels, normalisation,
-     intensity scaling; in the order physics applies them, see that module).
+  a centred crop (with a small jitter of its centre), rotated by any angle and shifted
+  by a sub-pixel amount, resampled once to the view's size
+  -> the lensing-safe augmentations of `lensfm.data.transforms` (rot90, flips, PSF
+     blur, re-drawn noise at varied levels, normalisation, intensity scaling), with
+     that module's building blocks and ranges and in its order (the order physics
+     applies them).
+The random choices of all views are drawn in one call (plus one normal field for the
+noise) rather than one call per augmentation as `transforms.make_transform` does:
+each random call site costs about a second of XLA compile time on CPU.
 
 Why centred crops: the lens galaxy sits at the image centre and the arcs lie within an
 Einstein radius or so of it, so a crop around the centre keeps the arcs, while the
@@ -23,14 +28,18 @@ config.objective.views fields (all optional; the objective's defaults otherwise)
   global_crop_scale: (lo, hi), the crop's side as a fraction of the image side, drawn
     uniformly per view (default (0.8, 1.0)).
   global_size: side of global views in pixels (default the image size).
-  local_crop_scale: (lo, hi) for DINO's local views (default (0.35, 0.6)).
+  local_crop_scale: (lo, hi) for DINO's local views (default (0.45, 0.7): at Model II's
+    0.101"/px the arcs lie ~8-10 px from the centre, so even the smallest crop of a
+    64 px image, 29 px wide, keeps the ring with the largest jitter. A 32 px cut-out
+    at the same pixel scale is half the field, and needs (0.8, 1.0)).
   local_size: side of local views (default half the image size).
   num_local_crops: local views per image (DINO only; default 4).
   crop_jitter: largest offset of a crop's centre from the image centre, as a fraction
-    of the image side (default 0.05, ~3 px at 64 px: the lens centre is known to a
-    pixel or so, and a few pixels of offset never push the arcs out of the crop).
+    of the image side (default 0.03, ~2 px at 64 px: the lens centre is known to a
+    pixel or so, and a couple of pixels of offset do not push the arcs out of the crop).
 """
 import dataclasses
+import math
 from typing import Any, Mapping, Optional
 
 import jax
@@ -56,6 +65,7 @@ class Crop:
 
 @dataclasses.dataclass(frozen=True)
 class ViewConfig:
+  """config.objective.views, parsed and validated (see the module docstring)."""
   augment: tuple[str, ...]
   normalize: str
   global_crop: Crop
@@ -89,8 +99,8 @@ def parse_views(views_config: Optional[Mapping[str, Any]], image_size: int,
   if unknown:
     raise ValueError(f"config.objective.views has unknown fields {unknown}; known: {_FIELDS}.")
   v = {"augment": DEFAULT_AUGMENT, "normalize": "none", "global_crop_scale": (0.8, 1.),
-       "global_size": image_size, "local_crop_scale": (0.35, 0.6),
-       "local_size": image_size // 2, "num_local_crops": 4, "crop_jitter": 0.05}
+       "global_size": image_size, "local_crop_scale": (0.45, 0.7),
+       "local_size": image_size // 2, "num_local_crops": 4, "crop_jitter": 0.03}
   v.update(defaults)
   v.update(given)
   augment = transforms.parse_augment(v["augment"])
@@ -111,43 +121,82 @@ def parse_views(views_config: Optional[Mapping[str, Any]], image_size: int,
       num_local_crops=num_local)
 
 
-def crop_and_resize(image: jax.Array, scale: jax.Array, offset: jax.Array,
-                    size: int) -> jax.Array:
-  """Bilinear crop of side `scale` * H centred at the image centre + `offset` (dy, dx),
-  in pixels, resampled to [size, size, C]; outside the image the boundary reflects."""
+# One uniform number per random choice of a view, drawn for the whole batch at once:
+# every random call site costs about a second of XLA compilation on CPU, so drawing
+# them together (plus one normal field for the noise) keeps the jitted step's compile
+# time down. Partitionable threefry makes the draws independent of the sharding.
+_CHOICES = ("crop_scale", "crop_dy", "crop_dx", "angle", "shift_dy", "shift_dx", "rot90",
+            "flip_lr", "flip_ud", "blur_sigma", "noise_level", "intensity")
+_U = {name: i for i, name in enumerate(_CHOICES)}
+
+
+def crop_and_resize(image: jax.Array, scale: jax.Array, offset: jax.Array, size: int,
+                    angle: jax.Array = 0., shift: jax.Array = (0., 0.)) -> jax.Array:
+  """One bilinear resampling: a crop of side `scale` * H centred at the image centre +
+  `offset` (dy, dx) px, rotated by `angle` (counter-clockwise, as
+  `transforms.affine_resample`) and shifted by `shift` (dy, dx) px, to [size, size, C].
+  Outside the image the edge pixels extend ('nearest'): at the corners of a rotated
+  view this repeats the sky at the image border, whereas reflecting (as
+  `transforms.affine_resample` does) mirrors the arcs themselves into the corners
+  when the ring fills much of the field, as in 32 px Model II cut-outs."""
   height, width = image.shape[:2]
   step = scale * jnp.asarray(height, jnp.float32) / size  # Input pixels per output pixel.
   grid = (jnp.arange(size, dtype=jnp.float32) - (size - 1) / 2.) * step
-  ys = grid[:, None] + (height - 1) / 2. + offset[0]
-  xs = grid[None, :] + (width - 1) / 2. + offset[1]
-  ys, xs = jnp.broadcast_arrays(ys, xs)
+  yy, xx = jnp.meshgrid(grid, grid, indexing="ij")
+  y, x = yy - shift[0], xx - shift[1]
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  # The same convention as transforms.affine_resample (rows grow downwards).
+  src_y = cos * y + sin * x + (height - 1) / 2. + offset[0]
+  src_x = -sin * y + cos * x + (width - 1) / 2. + offset[1]
 
   def resample_channel(channel):
-    return jax.scipy.ndimage.map_coordinates(channel, (ys, xs), order=1, mode="reflect")
+    return jax.scipy.ndimage.map_coordinates(channel, (src_y, src_x), order=1, mode="nearest")
 
   return jax.vmap(resample_channel, in_axes=-1, out_axes=-1)(image)
 
 
-def random_centred_crop(key: jax.Array, image: jax.Array, crop: Crop) -> jax.Array:
-  """A crop of a uniform scale in crop.scale, centre jittered by up to crop.jitter * H."""
-  if crop.is_identity(image.shape[0]):
-    return image
-  scale_key, offset_key = jax.random.split(key)
-  scale = jax.random.uniform(scale_key, (), minval=crop.scale[0], maxval=crop.scale[1])
-  max_offset = crop.jitter * image.shape[0]
-  offset = jax.random.uniform(offset_key, (2,), minval=-max_offset, maxval=max_offset)
-  return crop_and_resize(image, scale, offset, crop.size)
+def _log_uniform(u: jax.Array, low: float, high: float) -> jax.Array:
+  return jnp.exp(math.log(low) + u * (math.log(high) - math.log(low)))
 
 
-def make_view_fn(view_config: ViewConfig, crop: Crop):
-  """fn(key, image [H, W, C]) -> one augmented view [crop.size, crop.size, C]."""
-  augment = transforms.make_transform(view_config.normalize, view_config.augment)
+def _symmetric(u: jax.Array, half_width) -> jax.Array:
+  return (2. * u - 1.) * half_width
 
-  def view(key, image):
-    crop_key, augment_key = jax.random.split(key)
-    return augment(augment_key, random_centred_crop(crop_key, image, crop))
 
-  return view
+def view_from_draws(u: jax.Array, noise: Optional[jax.Array], image: jax.Array,
+                    view_config: ViewConfig, crop: Crop) -> jax.Array:
+  """One view of `image` [H, W, C] given its uniform draws `u` [len(_CHOICES)] and a
+  standard-normal field `noise` [size, size, C] (None without 'noise').
+
+  Order as in `transforms.make_transform` (physics): geometry (crop, rotation, shift
+  in one interpolation; then rot90/flips, exact) -> PSF blur -> detector noise ->
+  normalisation -> intensity scaling; ranges are transforms' constants.
+  """
+  names = set(view_config.augment)
+  h = image.shape[0]
+  scale = crop.scale[0] + (crop.scale[1] - crop.scale[0]) * u[_U["crop_scale"]]
+  offset = _symmetric(u[jnp.array([_U["crop_dy"], _U["crop_dx"]])], crop.jitter * h)
+  angle = _symmetric(u[_U["angle"]], math.pi) if "rotate" in names else 0.
+  shift = (_symmetric(u[jnp.array([_U["shift_dy"], _U["shift_dx"]])], transforms.MAX_SHIFT_PX)
+           if "shift" in names else jnp.zeros((2,)))
+  if not (crop.is_identity(h) and names.isdisjoint({"rotate", "shift"})):
+    image = crop_and_resize(image, scale, offset, crop.size, angle, shift)
+  if "rot90" in names:
+    image = transforms.rot90(image, jnp.floor(4. * u[_U["rot90"]]).astype(jnp.int32))
+  if "flip" in names:
+    image = jnp.where(u[_U["flip_lr"]] < 0.5, image[:, ::-1], image)
+    image = jnp.where(u[_U["flip_ud"]] < 0.5, image[::-1, :], image)
+  if "blur" in names:
+    image = transforms.gaussian_blur(image, u[_U["blur_sigma"]] * transforms.MAX_BLUR_SIGMA_PX)
+  if "noise" in names:
+    level = _log_uniform(u[_U["noise_level"]], transforms.MIN_NOISE_LEVEL,
+                         transforms.MAX_NOISE_LEVEL)
+    image = image + level * jnp.max(jnp.abs(image)) * noise
+  image = transforms.normalize(image, view_config.normalize)
+  if "scale" in names:
+    image = image * _log_uniform(u[_U["intensity"]], transforms.MIN_INTENSITY_SCALE,
+                                 transforms.MAX_INTENSITY_SCALE)
+  return image
 
 
 def make_views(key: jax.Array, images: jax.Array, view_config: ViewConfig, crop: Crop,
@@ -157,10 +206,20 @@ def make_views(key: jax.Array, images: jax.Array, view_config: ViewConfig, crop:
   The views of an example stay next to it (view axis second), so reshaping to
   [B * num_views, ...] for the encoder keeps each device's examples on that device.
   """
-  view = make_view_fn(view_config, crop)
-  keys = jax.random.split(key, (images.shape[0], num_views))
-  per_example = lambda ks, image: jax.vmap(view, in_axes=(0, None))(ks, image)
-  return jax.vmap(per_example)(keys, images.astype(jnp.float32))
+  b, c = images.shape[0], images.shape[-1]
+  u_key, noise_key = jax.random.split(key)
+  u = jax.random.uniform(u_key, (b, num_views, len(_CHOICES)))
+  noise = (jax.random.normal(noise_key, (b, num_views, crop.size, crop.size, c))
+           if "noise" in view_config.augment else None)
+  view = lambda u_, n_, image: view_from_draws(u_, n_, image, view_config, crop)
+  per_example = jax.vmap(view, in_axes=(0, 0 if noise is not None else None, None))
+  return jax.vmap(per_example)(u, noise, images.astype(jnp.float32))
+
+
+def placeholder_views(images: jax.Array, crop: Crop) -> jax.Array:
+  """Zeros shaped like a batch of views, for `init` (parameters depend on shapes only,
+  and compiling the view pipeline into initialisation would only cost time)."""
+  return jnp.zeros((images.shape[0], crop.size, crop.size, images.shape[-1]), jnp.float32)
 
 
 def flatten_views(views: jax.Array) -> jax.Array:

@@ -6,6 +6,7 @@ are one image's scene dict (see lensfm.sim.render), as numpy or jax arrays.
 import numpy as np
 
 from lensfm.sim import instrument as instrument_lib
+from lensfm.sim import render as render_lib
 
 
 def flatten_params(params, prefix=''):
@@ -44,12 +45,23 @@ def lens_kwargs(params, include_scale=True):
              'e2': float(lens['e2']), 'center_x': float(lens['center_x']),
              'center_y': float(lens['center_y'])},
             {'gamma1': float(p['shear']['gamma1']) * s, 'gamma2': float(p['shear']['gamma2']) * s}]
-  pm = p['point_masses']
+  pm = p.get('point_masses', {'theta_e': [], 'center_x': [], 'center_y': []})
   for theta, cx, cy in zip(pm['theta_e'], pm['center_x'], pm['center_y']):
     if theta > 0:
       models.append('POINT_MASS')
       kwargs.append({'theta_E': float(theta) * np.sqrt(s), 'center_x': float(cx),
                      'center_y': float(cy)})
+  if 'vortex' in p and float(p['vortex']['theta_e_total']) > 0:
+    # The published vortex: N POINT_MASS profiles on np.linspace(-L, L, N), as make_vortex.
+    v = p['vortex']
+    n = render_lib.VORTEX_POINTS
+    along = np.linspace(-float(v['half_length']), float(v['half_length']), n)
+    theta = float(v['theta_e_total']) / np.sqrt(n) * np.sqrt(s)
+    for t in along:
+      models.append('POINT_MASS')
+      kwargs.append({'theta_E': theta,
+                     'center_x': float(v['center_x']) + t * np.cos(float(v['angle'])),
+                     'center_y': float(v['center_y']) + t * np.sin(float(v['angle']))})
   if 'tnfw' in p:
     t = p['tnfw']
     for rs, a, rt, cx, cy in zip(t['Rs'], t['alpha_Rs'], t['r_trunc'], t['center_x'],

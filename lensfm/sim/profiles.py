@@ -5,11 +5,12 @@ broadcasting over x, y and the parameters, so it jits, vmaps and differentiates.
 Singular points (profile centres, the vortex line) are softened by tiny floors so values
 and gradients stay finite; agreement with lenstronomy is only claimed away from them.
 """
+import jax
 import jax.numpy as jnp
 
 # Radii below this (arcsec) are floored: keeps 1/r finite at a pixel that hits a centre.
 _R_FLOOR = 1e-9
-# Axis ratios closer to 1 than this use the SIS limit of the SIE formulas.
+# sqrt(1 - q^2) is floored here: below it the SIE formulas equal their SIS limit.
 _ROUND_EPS = 1e-6
 
 
@@ -49,20 +50,6 @@ def sis(x, y, theta_e, center_x=0.0, center_y=0.0):
   return theta_e * dx / r, theta_e * dy / r
 
 
-def _arctan_over(eps, t):
-  """arctan(eps t) / eps, continuous (-> t) as eps -> 0."""
-  small = eps < _ROUND_EPS
-  eps_safe = jnp.where(small, 1.0, eps)
-  return jnp.where(small, t, jnp.arctan(eps_safe * t) / eps_safe)
-
-
-def _arctanh_over(eps, t):
-  """arctanh(eps t) / eps, continuous (-> t) as eps -> 0."""
-  small = eps < _ROUND_EPS
-  eps_safe = jnp.where(small, 1.0, eps)
-  return jnp.where(small, t, jnp.arctanh(eps_safe * t) / eps_safe)
-
-
 def sie(x, y, theta_e, e1, e2, center_x=0.0, center_y=0.0):
   """Singular isothermal ellipsoid, lenstronomy 'SIE' convention.
 
@@ -71,12 +58,15 @@ def sie(x, y, theta_e, e1, e2, center_x=0.0, center_y=0.0):
   """
   q, phi, c = ellipticity_to_q_angle(e1, e2)
   b = theta_e * jnp.sqrt(q)
-  # 1 - q^2 written without cancellation: with q = (1-c)/(1+c) it is 4c / (1+c)^2.
-  eps = 2.0 * jnp.sqrt(c) / (1.0 + c)
+  # sqrt(1 - q^2) without cancellation: with q = (1-c)/(1+c), 1 - q^2 = 4c / (1+c)^2.
+  # Floored at _ROUND_EPS: arctan(eps t)/eps and arctanh(eps t)/eps are then t to float
+  # precision (their O(eps^2) terms vanish), which is the round (SIS) limit; no branches,
+  # which also keeps this cheap to compile.
+  eps = jnp.maximum(2.0 * jnp.sqrt(jnp.maximum(c, 0.25 * _ROUND_EPS**2)) / (1.0 + c), _ROUND_EPS)
   xr, yr = _rotate(x - center_x, y - center_y, phi)
   psi = _safe_norm(q * xr, yr)
-  ax = b * _arctan_over(eps, xr / psi)
-  ay = b * _arctanh_over(eps, yr / psi)
+  ax = b * jnp.arctan(eps * xr / psi) / eps
+  ay = b * jnp.arctanh(eps * yr / psi) / eps
   return _rotate(ax, ay, -phi)
 
 
@@ -94,30 +84,124 @@ def point_mass(x, y, theta_e, center_x=0.0, center_y=0.0):
   return scale * dx, scale * dy
 
 
-def point_masses(x, y, theta_e, center_x, center_y):
+def sum_over_components(profile, x, y, params, method='auto', unroll=4):
+  """Sum of `profile(x, y, **p)` over the trailing axis [N] of every array in `params`.
+
+  'broadcast' evaluates all N at once on [..., N] arrays and reduces: one fused kernel on
+  accelerators, but on CPU XLA materialises the [H, W, N] intermediates and is ~25x
+  slower than 'scan', which accumulates one component at a time (lax.scan, unrolled).
+  'auto' picks 'scan' on CPU and 'broadcast' elsewhere. Both are jit/vmap/grad-able.
+  """
+  if method == 'auto':
+    method = 'scan' if jax.default_backend() == 'cpu' else 'broadcast'
+  if method == 'broadcast':
+    ax, ay = profile(x[..., None], y[..., None], **params)
+    return ax.sum(-1), ay.sum(-1)
+  if method != 'scan':
+    raise ValueError(f'unknown method {method!r}; use auto, scan or broadcast')
+  shape = jnp.broadcast_shapes(jnp.shape(x), jnp.shape(y))
+  zeros = jnp.zeros(shape, jnp.result_type(x, y, *params.values()))
+
+  def add_one(carry, p):
+    dx, dy = profile(x, y, **p)
+    return (carry[0] + dx, carry[1] + dy), None
+
+  # Components on the leading axis for scan: [..., N] -> [N, ...].
+  stacked = {k: jnp.moveaxis(jnp.asarray(v), -1, 0) for k, v in params.items()}
+  (ax, ay), _ = jax.lax.scan(add_one, (zeros, zeros), stacked, unroll=unroll)
+  return ax, ay
+
+
+def point_masses(x, y, theta_e, center_x, center_y, method='auto'):
   """Sum of point masses; theta_e/centres have a trailing axis [N] (zero theta_e = absent).
 
-  x, y broadcast against each other (e.g. [H, W]); the sum runs over the last axis of
-  the parameters. Used for CDM subhalos and the published vortex (a string of masses).
+  x, y are the image-plane coordinates (e.g. [H, W]); the parameters are [N]. Used for
+  CDM subhalos and the published vortex (a string of point masses).
   """
-  ax, ay = point_mass(x[..., None], y[..., None], theta_e, center_x, center_y)
-  return ax.sum(-1), ay.sum(-1)
+  params = {'theta_e': theta_e, 'center_x': center_x, 'center_y': center_y}
+  params = dict(zip(params, jnp.broadcast_arrays(*params.values())))
+  return sum_over_components(point_mass, x, y, params, method)
+
+
+def _cot_pi(z):
+  """cot(pi z) for complex z, without overflow at large |Im z|.
+
+  cot(t) = i (q + 1) / (q - 1) with q = exp(2 i t); for Im z >= 0, |q| <= 1. Lower
+  half-plane by conjugate symmetry.
+  """
+  upper = jnp.imag(z) >= 0
+  zu = jnp.where(upper, z, jnp.conj(z))
+  q = jnp.exp(2j * jnp.pi * zu)
+  cot = 1j * (q + 1.0) / (q - 1.0)
+  return jnp.where(upper, cot, jnp.conj(cot))
+
+
+def _digamma_complex(z, shift_steps=10, large=10.0):
+  """psi(z) for complex z with Re z >= 0.5 (upward recurrence, then the asymptotic series)."""
+  # psi(z) = psi(z + n) - sum_{j<n} 1/(z + j): shift until |z| >= `large`.
+  acc = jnp.zeros_like(z)
+  for _ in range(shift_steps):
+    small = jnp.abs(z) < large
+    acc = acc - jnp.where(small, 1.0 / z, 0.0)
+    z = jnp.where(small, z + 1.0, z)
+  inv = 1.0 / z
+  inv2 = inv * inv
+  series = (jnp.log(z) - 0.5 * inv
+            - inv2 * (1.0 / 12.0 - inv2 * (1.0 / 120.0 - inv2 * (1.0 / 252.0 - inv2 / 240.0))))
+  return series + acc
+
+
+def _harmonic_window(a, n):
+  """sum_{k=0}^{n-1} 1 / (a - k) for complex a, = psi(a + 1) - psi(a + 1 - n).
+
+  Arguments with Re < 0.5 are reflected (psi(z) = psi(1 - z) - pi cot(pi z)); the cot
+  terms cancel exactly when both are reflected (cot has period pi) and otherwise reduce
+  to pi cot(pi a), evaluated on a's fractional part for float32 accuracy.
+  """
+  reflect_hi = jnp.real(a) + 1.0 < 0.5
+  reflect_lo = jnp.real(a) + 1.0 - n < 0.5
+  psi_hi = _digamma_complex(jnp.where(reflect_hi, -a, a + 1.0))
+  psi_lo = _digamma_complex(jnp.where(reflect_lo, n - a, a + 1.0 - n))
+  a_frac = a - jnp.round(jnp.real(a))
+  cot_term = jnp.where(reflect_lo & ~reflect_hi, jnp.pi * _cot_pi(a_frac), 0.0)
+  return psi_hi - psi_lo + cot_term
 
 
 def point_mass_string(x, y, theta_e_total, half_length, angle, num_points=100,
-                      center_x=0.0, center_y=0.0):
+                      center_x=0.0, center_y=0.0, method='sum'):
   """The published axion vortex: `num_points` equal point masses evenly on a segment.
 
   Total mass corresponds to Einstein radius theta_e_total (theta_E^2 adds linearly with
   mass), spread over [-L, L] along direction `angle` through (center_x, center_y), like
   `DeepLens.make_vortex` (np.linspace(-L, L, num_points)).
+
+  method='sum' (default) adds the N point masses (`point_masses`, scan on CPU).
+  method='digamma' sums them in closed form: with complex coordinates,
+  alpha = theta^2 / conj(z - z_k), and for evenly spaced z_k = c + u (k h - L),
+    sum_k 1/(w - (k h - L)) = [psi(a + 1) - psi(a + 1 - N)] / h,  a = (w + L) / h,
+  w = conj(u) (z - c) (the digamma recurrence). Its cost does not grow with N, but for
+  N = 100 on CPU it is ~2.5x slower than the sum (complex log/exp are costly there);
+  it agrees with lenstronomy to ~2e-6 arcsec in float32 and ~1e-13 in float64.
   """
-  s = jnp.linspace(-1.0, 1.0, num_points) * jnp.asarray(half_length)[..., None]
-  angle = jnp.asarray(angle)[..., None]
-  cx = jnp.asarray(center_x)[..., None] + s * jnp.cos(angle)
-  cy = jnp.asarray(center_y)[..., None] + s * jnp.sin(angle)
-  theta_each = jnp.asarray(theta_e_total)[..., None] / jnp.sqrt(float(num_points))
-  return point_masses(x, y, jnp.broadcast_to(theta_each, cx.shape), cx, cy)
+  if method == 'sum':
+    s = jnp.linspace(-1.0, 1.0, num_points) * jnp.asarray(half_length)[..., None]
+    angle_ = jnp.asarray(angle)[..., None]
+    cx = jnp.asarray(center_x)[..., None] + s * jnp.cos(angle_)
+    cy = jnp.asarray(center_y)[..., None] + s * jnp.sin(angle_)
+    theta_each = jnp.asarray(theta_e_total)[..., None] / jnp.sqrt(float(num_points))
+    return point_masses(x, y, jnp.broadcast_to(theta_each, cx.shape), cx, cy)
+  if method != 'digamma':
+    raise ValueError(f'unknown method {method!r}; use digamma or sum')
+  half_length = jnp.maximum(half_length, _R_FLOOR)
+  spacing = 2.0 * half_length / (num_points - 1)
+  along, across = _rotate(x - center_x, y - center_y, angle)
+  a = (along + half_length) / spacing + 1j * (across / spacing)
+  # A pixel exactly on a mass is a pole; nudge it off like the point mass's radius floor.
+  a = a + 1j * (_R_FLOOR / spacing) * (across == 0)
+  total = _harmonic_window(a, num_points) / spacing
+  theta2_each = theta_e_total * theta_e_total / num_points
+  # alpha (rotated frame) = theta^2 * conj(sum 1/(w - s_k)); rotate back to the sky.
+  return _rotate(theta2_each * jnp.real(total), -theta2_each * jnp.imag(total), -angle)
 
 
 def uniform_line_mass(x, y, theta_e_total, half_length, angle, center_x=0.0, center_y=0.0):

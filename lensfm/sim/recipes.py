@@ -16,6 +16,7 @@ Determinism: sample(key, B) == observe(noise keys, render(sample_params(param ke
 with the key split of `Recipe.sample`; `render` is the noise-free lenstronomy-equivalent
 model image that the tests compare to lenstronomy for fixed parameters.
 """
+import functools
 import inspect
 import math
 from typing import Any
@@ -36,8 +37,7 @@ LENSFIND_CLASSES = ('non_lensed', 'lensed')
 
 # DeepLense constants (deeplense/lens.py and the Model_* scripts).
 MAIN_HALO_MASS = 1e12          # Msun
-VORTEX_MASS = 3e10             # Msun, split evenly over VORTEX_POINTS point masses
-VORTEX_POINTS = 100
+VORTEX_MASS = 3e10             # Msun, split evenly over render.VORTEX_POINTS point masses
 CDM_SUBHALOS = 25
 CDM_MASS_RANGE = (1e6, 1e10)   # Msun
 CDM_SLOPE = -0.9               # dN/dm ~ m^-0.9 (the code's beta, not the docstring's -1.9)
@@ -71,17 +71,18 @@ def axion_half_length(axion_mass_ev):
   return 0.03e-22 / axion_mass_ev
 
 
-def _vortex_string(draw, unit_theta, num_points=VORTEX_POINTS, vortex_mass=VORTEX_MASS):
-  """DeepLense `make_vortex`: axion mass 10^U(-24,-22) eV, points evenly on a line at a
-  uniform angle through (0, 0). Returns (theta_e [P], x [P], y [P], axion mass)."""
+def _vortex(draw, unit_theta, vortex_mass=VORTEX_MASS):
+  """DeepLense `make_vortex`: axion mass 10^U(-24,-22) eV; `vortex_mass` in 100
+  equal point masses evenly on [-L, L] along a line at angle U(0, 2 pi) through (0, 0).
+  Returns (vortex params, axion mass)."""
   log_m = draw.uniform(*AXION_LOG10_MASS_RANGE)
   # 0.06 / (2 m) * 1e-22 computed from log10(m), so no 1e-46-sized intermediates.
   half_length = 0.03 * 10.0**(-22.0 - log_m)
   angle = draw.uniform(0.0, 2.0 * jnp.pi)
-  s = jnp.linspace(-1.0, 1.0, num_points) * half_length
-  theta_each = unit_theta * math.sqrt(vortex_mass / num_points)
-  theta = jnp.full((num_points,), theta_each, jnp.float32)
-  return theta, s * jnp.cos(angle), s * jnp.sin(angle), 10.0**log_m
+  vortex = {'theta_e_total': jnp.float32(unit_theta * math.sqrt(vortex_mass)),
+            'half_length': half_length, 'angle': angle,
+            'center_x': jnp.float32(0.0), 'center_y': jnp.float32(0.0)}
+  return vortex, 10.0**log_m
 
 
 def _cdm_point_masses(draw, unit_theta, num=CDM_SUBHALOS, slope=CDM_SLOPE,
@@ -96,10 +97,6 @@ def simapi_deflection_scale():
   """(D_LS/D_S)(z=1) / (D_LS/D_S)(z=2.5) for pyHalo's WMAP9 cosmology (~0.6343)."""
   return float(cosmology.reduced_deflection_scale(Z_LENS, Z_SOURCE, Z_SOURCE_CONVENTION,
                                                   cosmology.PYHALO_WMAP9))
-
-
-def _pad(v, n):
-  return jnp.pad(v, (0, n - v.shape[0]))
 
 
 class Recipe:
@@ -168,9 +165,46 @@ class Recipe:
     out.update(_cast_labels(labels))
     return out
 
+  # --- jitted entry points, cached across equal recipes ------------------------------
+  def jit_sample(self, key, batch_size):
+    """`sample` under a jit cache shared by all equal recipes (same name and overrides)."""
+    return _jit_sample(self, key, batch_size)
+
+  def jit_sample_params(self, key, batch_size, labels=None):
+    return _jit_sample_params(self, key, batch_size, labels)
+
+  def jit_render_batch(self, params):
+    return _jit_render_batch(self, params)
+
+  def _identity(self):
+    # Everything the traced program depends on; subclasses' extra settings live in inst.
+    return (type(self), self.num_pix, self.classes, self.noise, self.supersampling,
+            getattr(self, 'inst', None))
+
+  def __hash__(self):
+    return hash(self._identity())
+
+  def __eq__(self, other):
+    return isinstance(other, Recipe) and self._identity() == other._identity()
+
   def __repr__(self):
     return (f'{type(self).__name__}(name={self.name!r}, image_shape={self.image_shape}, '
-            f'classes={self.classes})')
+            f'classes={self.classes}, noise={self.noise})')
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _jit_sample(recipe, key, batch_size):
+  return recipe.sample(key, batch_size)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _jit_sample_params(recipe, key, batch_size, labels):
+  return recipe.sample_params(key, batch_size, labels)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jit_render_batch(recipe, params):
+  return recipe.render_batch(params)
 
 
 def _cast_labels(labels):
@@ -196,7 +230,8 @@ class DeepLenseRecipe(Recipe):
     axion      3e10 Msun in 100 equal point masses evenly spaced on [-L, L] along a line
                through (0, 0) at angle U(0, 2 pi); m_axion = 10^U(-24, -22) eV,
                L = 0.06 / (2 m) * 1e-22 arcsec.
-  All subhalo arrays have 100 slots (cdm uses the first 25), zero Einstein radius = empty.
+  Fixed shapes: 25 point-mass slots (zero Einstein radius = empty) and one vortex whose
+  Einstein radius is zero unless the class is axion.
   """
   class_names = DEEPLENSE_CLASSES
   instrument: instrument_lib.Instrument
@@ -215,19 +250,16 @@ class DeepLenseRecipe(Recipe):
     draw = priors.UniformStream(key, 128)
     src_x, src_y = draw.uniform(-SOURCE_CENTER_RANGE, SOURCE_CENTER_RANGE, (2,))
     cdm_theta, cdm_x, cdm_y, cdm_masses = _cdm_point_masses(draw, self.unit_theta)
-    vort_theta, vort_x, vort_y, axion_mass = _vortex_string(draw, self.unit_theta)
+    vortex, axion_mass = _vortex(draw, self.unit_theta)
     is_cdm = label == DEEPLENSE_CLASSES.index('cdm')
     is_axion = label == DEEPLENSE_CLASSES.index('axion')
-
-    def pick(cdm_value, vortex_value):
-      return jnp.where(is_cdm, _pad(cdm_value, VORTEX_POINTS),
-                       jnp.where(is_axion, vortex_value, 0.0))
-
+    vortex['theta_e_total'] = jnp.where(is_axion, vortex['theta_e_total'], 0.0)
     params = {
         'lens': _sie(self.theta_e_main, 0.1, 0.0),
         'shear': _shear(0.05, 0.0),
-        'point_masses': {'theta_e': pick(cdm_theta, vort_theta), 'center_x': pick(cdm_x, vort_x),
-                         'center_y': pick(cdm_y, vort_y)},
+        'point_masses': {'theta_e': jnp.where(is_cdm, cdm_theta, 0.0), 'center_x': cdm_x,
+                         'center_y': cdm_y},
+        'vortex': vortex,
         'deflection_scale': jnp.float32(self.deflection_scale),
         'source': _sersic([[self.source_amplitude()]], 0.25, 1.0, -0.1, 0.1, src_x, src_y),
         'psf_sigma': jnp.full((1,), self.inst.psf_sigma, jnp.float32),
@@ -388,15 +420,15 @@ class ModelIV(Recipe):
   def scene(self, key, label):
     draw = priors.UniformStream(key, 192)
     tnfw, n_sub, cdm_mass = self._tnfw_subhalos(draw)
-    vort_theta, vort_x, vort_y, axion_mass = _vortex_string(draw, self.unit_theta)
+    vortex, axion_mass = _vortex(draw, self.unit_theta)
     is_cdm = label == DEEPLENSE_CLASSES.index('cdm')
     is_axion = label == DEEPLENSE_CLASSES.index('axion')
     tnfw['alpha_Rs'] = jnp.where(is_cdm, tnfw['alpha_Rs'], 0.0)
+    vortex['theta_e_total'] = jnp.where(is_axion, vortex['theta_e_total'], 0.0)
     params = {
         'lens': _sie(self.theta_e_reduced),
         'shear': _shear(0.05),
-        'point_masses': {'theta_e': jnp.where(is_axion, vort_theta, 0.0),
-                         'center_x': vort_x, 'center_y': vort_y},
+        'vortex': vortex,
         'tnfw': tnfw,
         'deflection_scale': jnp.float32(self.deflection_scale),
         'source': self._source(draw),
@@ -577,8 +609,6 @@ class LensFind(Recipe):
     params = {
         'lens': _sie(theta_e, e1, e2, lens_cx, lens_cy),
         'shear': _shear(gamma * jnp.cos(2 * gamma_angle), gamma * jnp.sin(2 * gamma_angle)),
-        'point_masses': {k: jnp.zeros((0,), jnp.float32)
-                         for k in ('theta_e', 'center_x', 'center_y')},
         'deflection_scale': jnp.where(is_lensed, 1.0, 0.0).astype(jnp.float32),
         'source': _sersic(src_amp[None, None], src_r, src_n, src_e1, src_e2, src_pos[0],
                           src_pos[1]),

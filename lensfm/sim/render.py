@@ -3,8 +3,11 @@
 Scene parameters (one image; the recipes vmap over a leading batch axis):
   'lens':          SIE {'theta_e', 'e1', 'e2', 'center_x', 'center_y'} (scalars)
   'shear':         {'gamma1', 'gamma2'}
-  'point_masses':  {'theta_e', 'center_x', 'center_y'} each [N]; theta_e = 0 is absent.
-                   CDM subhalos and the published vortex (a string of point masses).
+  'point_masses':  optional {'theta_e', 'center_x', 'center_y'} each [N]; theta_e = 0 is
+                   absent (CDM subhalos).
+  'vortex':        optional {'theta_e_total', 'half_length', 'angle', 'center_x',
+                   'center_y'}: the published vortex, VORTEX_POINTS equal point masses
+                   evenly on a segment (summed in closed form); theta_e_total = 0 is absent.
   'line_mass':     optional {'theta_e_total', 'half_length', 'angle', 'center_x',
                    'center_y'}: a uniform-line vortex; theta_e_total = 0 is absent.
   'tnfw':          optional {'Rs', 'alpha_Rs', 'r_trunc', 'center_x', 'center_y'} each [M].
@@ -22,6 +25,9 @@ from lensfm.sim import instrument as instrument_lib
 from lensfm.sim import light
 from lensfm.sim import profiles
 
+# Point masses in the published vortex (DeepLens.make_vortex's `res`).
+VORTEX_POINTS = 100
+
 
 def deflection(params, x, y):
   """Total deflection (alpha_x, alpha_y) at x, y of the scene's mass components."""
@@ -30,20 +36,23 @@ def deflection(params, x, y):
                         lens['center_y'])
   sx, sy = profiles.external_shear(x, y, params['shear']['gamma1'], params['shear']['gamma2'])
   ax, ay = ax + sx, ay + sy
-  pm = params['point_masses']
-  if pm['theta_e'].shape[-1]:
+  if 'point_masses' in params and params['point_masses']['theta_e'].shape[-1]:
+    pm = params['point_masses']
     px, py = profiles.point_masses(x, y, pm['theta_e'], pm['center_x'], pm['center_y'])
     ax, ay = ax + px, ay + py
+  if 'vortex' in params:
+    v = params['vortex']
+    vx, vy = profiles.point_mass_string(x, y, v['theta_e_total'], v['half_length'], v['angle'],
+                                        VORTEX_POINTS, v['center_x'], v['center_y'])
+    ax, ay = ax + vx, ay + vy
   if 'line_mass' in params:
     lm = params['line_mass']
     lx, ly = profiles.uniform_line_mass(x, y, lm['theta_e_total'], lm['half_length'],
                                         lm['angle'], lm['center_x'], lm['center_y'])
     ax, ay = ax + lx, ay + ly
   if 'tnfw' in params and params['tnfw']['Rs'].shape[-1]:
-    t = params['tnfw']
-    tx, ty = profiles.tnfw(x[..., None], y[..., None], t['Rs'], t['alpha_Rs'], t['r_trunc'],
-                           t['center_x'], t['center_y'])
-    ax, ay = ax + tx.sum(-1), ay + ty.sum(-1)
+    tx, ty = profiles.sum_over_components(profiles.tnfw, x, y, params['tnfw'])
+    ax, ay = ax + tx, ay + ty
   scale = params.get('deflection_scale', 1.0)
   return ax * scale, ay * scale
 

@@ -1,14 +1,22 @@
 """Checkpoints through orbax: asynchronous, atomic, keep-N, resumable, and loadable.
 
 Layout: WORKDIR/config.json (the run's config), WORKDIR/checkpoints/<step>/ with items
-  state:  the train state pytree (params, opt_state, extra, step, counters),
-  data:   the input iterator's state (JSON) so a resumed run sees the same batches,
+  state:  the train state pytree (params, opt_state, extra, step, counters); every
+          process writes and reads only its own shards (orbax, collectively);
+  data:   the input iterator's state (JSON) so a resumed run sees the same batches:
+          one state when every process's is the same (the simulator's {'step': n}),
+          else {"per_process": [state of process 0, 1, ...]};
   config: the config again (JSON), so a checkpoint directory stands on its own.
-Orbax writes each step into a temporary directory and renames it when complete, so a
-crash mid-save never leaves a half checkpoint under a step's name. A finished-looking
-step whose files were damaged later (truncated, disk full) is detected on restore:
-the run falls back to the newest intact step, moves the damaged one aside (never
-deleting anything) and says so.
+The RNG state needs no item: step s draws from fold_in(base_rng, s).
+
+Orbax writes each step into `<step>.orbax-checkpoint-tmp*` and renames it when
+complete, so a process killed mid-save (SIGKILL, disk full) never leaves a half
+checkpoint under a step's name; such leftovers are removed when the next run starts
+(they never were checkpoints). A finished-looking step whose files were damaged later
+(truncated, deleted, unreadable) is detected on restore, by every process agreeing that
+it read its part: the run falls back to the newest intact step, moves the damaged one
+to WORKDIR/checkpoints_damaged/ (never deleting anything) and says which steps it
+skipped and why. Undetected: bit flips that leave a chunk decodable (no checksums).
 """
 import json
 import os
@@ -17,11 +25,14 @@ import time
 from typing import Any, Optional
 
 from absl import logging
+from etils import epath
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 _ITEMS = ("state", "data", "config")
+# Key of the data item when processes' input states differ (e.g. grain, per host).
+PER_PROCESS = "per_process"
 
 
 def _handlers():
@@ -37,12 +48,15 @@ def write_json_atomically(path: str, obj: Any) -> None:
 
 
 class Checkpointer:
-  """Saves and restores train state; only process 0 prints, all processes write."""
+  """Saves and restores train state; every process calls every method (collectives)."""
 
   def __init__(self, workdir: str, *, max_to_keep: Optional[int] = 3, async_save: bool = True):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    # cleanup_tmp_directories: a save interrupted by a crash or a full disk leaves an
+    # unfinished temporary directory that is no checkpoint and may be large.
     self._options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True)
     self._manager = self._new_manager()
 
   def _new_manager(self):
@@ -52,10 +66,18 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def save(self, step: int, state, data_state: dict, config_dict: dict, *, force: bool = False):
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state, data_state: dict, config_dict: dict):
+    """Starts saving `step` (returns once the arrays are copied off the devices).
+
+    The caller decides when to save; orbax's own policies (intervals, its preemption
+    check) are bypassed with force=True so that they never skip or add a step.
+    """
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave(data_state),
-        config=ocp.args.JsonSave(config_dict)), force=force)
+        state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave(_data_item(data_state)),
+        config=ocp.args.JsonSave(config_dict)), force=True)
 
   def wait(self):
     self._manager.wait_until_finished()
@@ -65,54 +87,112 @@ class Checkpointer:
     self._manager.close()
 
   def restore_latest_intact(self, abstract_state) -> Optional[tuple[int, Any, dict]]:
-    """Restores the newest step that reads back completely.
+    """Restores the newest step that every process reads back completely.
 
     `abstract_state` is a pytree of jax.ShapeDtypeStruct with shardings (what the
-    arrays should become). Returns (step, state, data_state) or None if no
-    checkpoint exists. Damaged steps are moved to `checkpoints_damaged/`.
+    arrays should become). Returns (step, state, this process's data state) or None
+    if no checkpoint exists. Damaged steps are moved to `checkpoints_damaged/`.
     """
-    restore_args = jax.tree.map(
-        lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
-        abstract_state)
-    damaged = []
-    restored = None
+    damaged, restored = [], None
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        items = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(abstract_state, restore_args=restore_args),
-            data=ocp.args.JsonRestore()))
-        restored = (step, items["state"], dict(items["data"] or {}))
-        break
+        restored, reason = self._read_step(step, abstract_state), None
       except Exception as e:  # pylint: disable=broad-except
         # Any failure to read a step (missing or truncated files, bad metadata, shape
         # mismatch) means that step cannot be trusted; older ones may still be fine.
-        damaged.append(step)
-        if jax.process_index() == 0:
-          logging.warning("Checkpoint step %d in %s could not be restored (%s: %s); "
-                          "trying an older one.", step, self.directory, type(e).__name__,
-                          str(e).splitlines()[0][:300])
+        restored, reason = None, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+      # Each process reads only its own shards, so one may fail where others succeed:
+      # all must agree, or they would resume from different steps.
+      if _all_processes(reason is None):
+        break
+      restored = None
+      damaged.append((step, reason or "another process could not read its part"))
     if damaged:
       self._quarantine(damaged, kept=restored[0] if restored else None)
+    if restored is not None:
+      restored = (restored[0], restored[1], _this_process_data(restored[2], restored[0]))
     return restored
 
-  def _quarantine(self, steps, kept):
+  def _read_step(self, step, abstract_state):
+    """Reads one step without orbax's end-of-restore barrier (a process that fails
+    would leave the others waiting there); `restore_latest_intact` syncs instead."""
+    path = epath.Path(self.directory) / str(step)
+    restore_args = jax.tree.map(
+        lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
+        abstract_state)
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+      state = handler.restore(path / "state", args=ocp.args.PyTreeRestore(
+          abstract_state, restore_args=restore_args))
+    finally:
+      handler.close()
+    data = ocp.JsonCheckpointHandler().restore(path / "data", args=ocp.args.JsonRestore())
+    if not isinstance(data, dict):
+      raise ValueError(f"data item is {type(data).__name__}, expected a JSON object")
+    return step, state, data
+
+  def _quarantine(self, damaged, kept):
     """Moves damaged steps aside so that new saves at those steps can happen."""
     self._manager.close()
     if jax.process_index() == 0:
       aside = os.path.join(os.path.dirname(self.directory), "checkpoints_damaged")
       os.makedirs(aside, exist_ok=True)
-      for step in steps:
+      for step, _ in damaged:
         src = os.path.join(self.directory, str(step))
         dst = os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
         if os.path.exists(src):
           shutil.move(src, dst)
-      msg = (f"Skipped damaged checkpoint step(s) {steps} (moved to {aside}); "
+      reasons = "; ".join(f"step {step}: {reason}" for step, reason in damaged)
+      msg = (f"Skipped damaged checkpoint step(s) {[s for s, _ in damaged]} in "
+             f"{self.directory} (moved to {aside}; {reasons}); "
              + (f"resuming from step {kept}." if kept is not None else "no intact checkpoint "
                 "remains, starting from scratch."))
       logging.warning(msg)
       print(f"WARNING: {msg}", flush=True)
     _sync_processes("lensfm_quarantine")
     self._manager = self._new_manager()
+
+
+def _data_item(data_state: dict) -> dict:
+  """What the 'data' item holds: the one state all processes share, or each one's."""
+  states = _gather_json(data_state)
+  if all(s == states[0] for s in states):
+    return states[0]
+  return {PER_PROCESS: states}
+
+
+def _this_process_data(item: dict, step: int) -> dict:
+  if PER_PROCESS not in item:
+    return item
+  states = item[PER_PROCESS]
+  if len(states) != jax.process_count():
+    raise ValueError(
+        f"Checkpoint step {step} holds input states of {len(states)} processes, but this "
+        f"run has {jax.process_count()}: the input cannot continue exactly. Resume with "
+        f"{len(states)} processes, or start a new workdir with config.init_from.")
+  return states[jax.process_index()]
+
+
+def _gather_json(obj) -> list:
+  """Every process's JSON-able `obj`, in process order (a collective)."""
+  if jax.process_count() == 1:
+    return [obj]
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  blob = np.frombuffer(json.dumps(obj, sort_keys=True).encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.int32(blob.size))).reshape(-1)
+  # Padded to a power of two so that growing states rarely need a new compilation.
+  padded = np.zeros(1 << int(max(sizes.max(), 1) - 1).bit_length(), np.uint8)
+  padded[:blob.size] = blob
+  blobs = np.asarray(multihost_utils.process_allgather(padded))
+  return [json.loads(bytes(b[:n]).decode()) for b, n in zip(blobs, sizes)]
+
+
+def _all_processes(ok: bool) -> bool:
+  """True where `ok` holds on every process (a collective when there are several)."""
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
 def _sync_processes(name: str):
@@ -168,6 +248,25 @@ def load_params(path: str, subtree: str = "encoder") -> tuple[Any, Any, int]:
     items = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         target, restore_args=restore_args, partial_restore=True)))
   return items["state"]["params"][subtree], config, step
+
+
+def load_state(path: str) -> tuple[Any, Any, int]:
+  """The whole train state of a checkpoint (params, opt_state, extra, step, counters)
+  as nested dicts/lists of numpy arrays, with its config and step.
+
+  For inspection and tests (e.g. that a resumed run ends exactly where an uninterrupted
+  one does); training itself resumes through `Checkpointer.restore_latest_intact`.
+  """
+  directory, step = find_checkpoint(path)
+  config = load_config(os.path.join(directory, str(step)))
+  with ocp.CheckpointManager(directory, item_handlers=_handlers()) as manager:
+    meta = manager.item_metadata(step)["state"]
+    tree = meta.tree if hasattr(meta, "tree") else meta
+    target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree)
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+    items = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        target, restore_args=restore_args)))
+  return items["state"], config, step
 
 
 def load_encoder(path: str) -> tuple[Any, Any]:

@@ -5,13 +5,22 @@ fine-tuning): the loop knows only `lensfm.objectives.base.Objective` and `lensfm
 
 config fields used here: seed, batch_size (global), total_steps, mesh, sharding_rules,
 optim (see optim.py), log_every, checkpoint_every, keep_checkpoints, visualize_every,
-nonfinite ('error' stops the run naming the step; 'skip' drops the update and counts it),
+nonfinite (a step whose loss or gradient is not finite never changes the state;
+  'error' (default) then raises NonFiniteError naming the step at the next log or
+  checkpoint step, before any later save; 'skip' continues, counting such steps in the
+  logged `nonfinite_count` and `first_nonfinite_step`),
 model, objective, data, and optionally
   init_from: a workdir or checkpoint whose encoder replaces the initial params['encoder']
     (fine-tuning); its backbone must match config.model, else a ValueError says what differs;
   evals: {name: ConfigDict(type=..., every=N, ...)}: every N steps (and at the end),
     `lensfm.evaluate.<type>.Evaluator(eval_config, trainer).run(state, step)` returns a
     dict of metrics, logged as '<name>/<metric>'.
+
+Fault tolerance: a run started again in its workdir resumes from the newest intact
+checkpoint, bit for bit (state, input position; step s's randomness is
+fold_in(base_rng, s)); SIGTERM saves at the next step boundary and returns normally
+(the process exits 0), all processes of a multi-process run agreeing on the step (see
+_PreemptionFlag); damaged checkpoints are skipped and set aside (see checkpoint.py).
 """
 import functools
 import importlib
@@ -24,6 +33,7 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from lensfm import data as data_lib
@@ -162,7 +172,8 @@ class Trainer:
     new = {"params": params, "opt_state": opt_state, "extra": extra}
     old = {k: state[k] for k in new}
     kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    first_bad = jnp.where((state["first_nonfinite_step"] < 0) & ~finite, step,
+    # Named like the loop and the logs name it: the update from state step s is step s + 1.
+    first_bad = jnp.where((state["first_nonfinite_step"] < 0) & ~finite, step + 1,
                           state["first_nonfinite_step"])
     new_state = {**kept, "step": step + 1,
                  "nonfinite_count": state["nonfinite_count"] + (~finite).astype(jnp.int32),
@@ -210,43 +221,55 @@ class Trainer:
     every = lambda n, s: bool(n) and s % n == 0
     log_every = config.get("log_every", 50)
     t_last, n_last = None, start
-    step = start
-    with jax.set_mesh(self.mesh):
-      for step in range(start + 1, total + 1):
-        batch = next(train_input)
-        state, metrics = step_fn(state, batch)
-        if t_last is None:  # Time after the first (compiling) step, not including it.
-          jax.block_until_ready(metrics)
-          t_last, n_last = time.perf_counter(), step
-        last = step == total or preempted.is_set()
-        if every(log_every, step) or last:
-          metrics = jax.device_get(metrics)
-          now = time.perf_counter()
-          if step > n_last:
-            metrics["images_per_sec"] = config.batch_size * (step - n_last) / (now - t_last)
-          t_last, n_last = now, step
-          self._check_finite(metrics)
-          writer.write(step, metrics)
-        writer.advance(step)
-        if every(config.get("checkpoint_every", 1000), step) or last:
-          self._check_finite(jax.device_get(metrics))
-          ckpt.save(step, state, train_input.get_state(), config.to_dict(), force=last)
-        for name, (every_n, evaluator) in evaluators.items():
-          if every(every_n, step) or last:
-            writer.write(step, {f"{name}/{k}": v for k, v in evaluator.run(state, step).items()})
-        if every(config.get("visualize_every", 0), step):
-          self.visualize(state, batch, step)
-        if preempted.is_set():
-          break
-    ckpt.close()
-    writer.close()
+    step, metrics = start, {}
+    try:
+      with jax.set_mesh(self.mesh):
+        for step in range(start + 1, total + 1):
+          batch = next(train_input)
+          state, metrics = step_fn(state, batch)
+          if t_last is None:  # Time after the first (compiling) step, not including it.
+            jax.block_until_ready(metrics)
+            t_last, n_last = time.perf_counter(), step
+          # Decided once per boundary, before saving: a SIGTERM that lands later in this
+          # boundary is acted on at the next one, which then saves (never a silent exit).
+          stop = preempted.should_stop(step)
+          last = step == total or stop
+          if every(log_every, step) or last:
+            metrics = jax.device_get(metrics)
+            now = time.perf_counter()
+            if step > n_last:
+              metrics["images_per_sec"] = config.batch_size * (step - n_last) / (now - t_last)
+            t_last, n_last = now, step
+            self._check_finite(metrics)
+            writer.write(step, metrics)
+          writer.advance(step)
+          if every(config.get("checkpoint_every", 1000), step) or last:
+            self._check_finite(jax.device_get(metrics))  # Never save after a fault ('error').
+            ckpt.save(step, state, train_input.get_state(), config.to_dict())
+          if stop:
+            break  # Preempted: no evaluations or pictures, the grace period is short.
+          for name, (every_n, evaluator) in evaluators.items():
+            if every(every_n, step) or last:
+              writer.write(step, {f"{name}/{k}": v for k, v in evaluator.run(state, step).items()})
+          if every(config.get("visualize_every", 0), step):
+            self.visualize(state, batch, step)
+    finally:
+      # Also on errors (NonFiniteError, a failing input): the checkpoint being written in
+      # the background is completed, not cut off half-way by the exit.
+      ckpt.close()
+      writer.close()
+      preempted.restore()
     compiles = step_fn._cache_size()  # pylint: disable=protected-access
     summary = writer.summary({"final_step": step, "preempted": preempted.is_set(),
                               "train_step_compilations": compiles})
+    final = jax.device_get(metrics)  # Already on the host: the last step is always logged.
+    if int(final.get("nonfinite_count", 0)):
+      _log(f"WARNING: skipped {int(final['nonfinite_count'])} update(s) with a non-finite loss "
+           f"or gradient, the first at step {int(final['first_nonfinite_step'])} "
+           f"(config.nonfinite='skip').")
     if preempted.is_set():
       _log(f"Received SIGTERM: saved a checkpoint at step {step} in {ckpt.directory}; "
            f"exiting. Run the same command again to continue.")
-    preempted.restore()
     return summary
 
   def visualize(self, state, batch, step):
@@ -274,16 +297,34 @@ class Trainer:
     if self.config.get("nonfinite", "error") == "error" and int(metrics["nonfinite_count"]) > 0:
       raise NonFiniteError(
           f"Non-finite loss or gradient at step {int(metrics['first_nonfinite_step'])}; the "
-          f"update was not applied and checkpoints up to that step are intact. Set "
+          f"update was not applied, no checkpoint was saved after it and earlier ones in "
+          f"{os.path.join(self.workdir, 'checkpoints')} are intact. Set "
           f"config.nonfinite='skip' to drop such updates and continue.")
 
 
 class _PreemptionFlag:
-  """SIGTERM sets a flag; the loop saves at the next step boundary and exits 0."""
+  """SIGTERM -> the loop saves at the next step boundary and exits 0; processes agree.
+
+  One process: a Python SIGTERM handler sets a flag that `should_stop` reads.
+  Several processes: SIGTERM may reach only some of them (one preempted host), yet all
+  must save the same step and stop together. `jax.distributed.initialize` starts JAX's
+  preemption service, which catches SIGTERM itself, tells every process, and has them
+  agree on one step (one past the furthest any has reached) at which
+  `reached_preemption_sync_point` is True everywhere. Until a notice arrives that is a
+  local check, so calling it at every step boundary costs no host sync. No Python
+  handler is installed then (it would replace the service's). With the service turned
+  off (jax_enable_preemption_service=False), processes OR their flags with an
+  all-gather at each boundary instead, which costs a host sync per step.
+  """
 
   def __init__(self):
-    self._set = False
+    self._signalled = False  # This process got SIGTERM (Python handler only).
+    self._stop = False  # All processes agreed to stop: sticky.
     self._previous = None
+    self._several = jax.process_count() > 1
+    self._service = self._several and jax.config.jax_enable_preemption_service
+    if self._service:
+      return
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # Not the main thread (e.g. some notebook runners): no handler.
@@ -291,14 +332,29 @@ class _PreemptionFlag:
 
   def _handle(self, signum, frame):
     del signum, frame
-    self._set = True
+    self._signalled = True
+
+  def should_stop(self, step: int) -> bool:
+    """Called once at every step boundary by every process, with the same steps."""
+    if not self._stop:
+      if not self._several:
+        self._stop = self._signalled
+      elif self._service:
+        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+        self._stop = bool(multihost_utils.reached_preemption_sync_point(step))
+      else:
+        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+        flags = multihost_utils.process_allgather(np.int32(self._signalled))
+        self._stop = bool(np.any(flags))
+    return self._stop
 
   def is_set(self) -> bool:
-    return self._set
+    return self._stop
 
   def restore(self):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
 
 
 def _log(msg: str):

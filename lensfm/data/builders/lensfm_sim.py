@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from typing import Optional
 
 import jax
@@ -94,6 +95,11 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
                num_test_examples: Optional[int] = None, seed: int = 0,
                recipe_overrides: Optional[dict] = None, skip_bad: bool = False,
                progress: bool = True, **kwargs):
+    if recipe_overrides is None:
+      # Reading an existing build (e.g. tfds.data_source with this class
+      # registered): its features depend on the overrides it was built with.
+      recipe_overrides = self._stored_build_args(kwargs).get(
+          "recipe_overrides")
     self._num_examples = num_examples
     self._num_test = num_test_examples
     self._seed = int(seed)
@@ -103,6 +109,21 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
     self.report = base.BuildReport()
     self._recipe = None
     super().__init__(**kwargs)
+
+  @classmethod
+  def _stored_build_args(cls, kwargs) -> dict:
+    config = kwargs.get("config")
+    config = getattr(config, "name", config)
+    if not config:
+      return {}
+    data_dir = kwargs.get("data_dir") or os.environ.get(
+        "TFDS_DATA_DIR", os.path.join("~", "tensorflow_datasets"))
+    path = os.path.join(os.path.expanduser(os.fspath(data_dir)), cls.name,
+                        config, str(cls.VERSION), "metadata.json")
+    if not os.path.isfile(path):
+      return {}
+    with open(path) as f:
+      return json.load(f).get("build_args", {})
 
   @property
   def recipe(self):

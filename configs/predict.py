@@ -1,0 +1,30 @@
+r"""Predictions of a fine-tuned checkpoint on your own .npy or FITS images -> CSV.
+
+  python -m lensfm.main --config=configs/predict.py --config.init_from=FINETUNED_WORKDIR \
+      --config.inputs='my_lenses/*.fits' --workdir=DIR
+`inputs` is a file, a directory, a glob, or several separated by commas. DIR/predictions.csv
+has one row per readable image: the file, then class probabilities and the predicted class
+(classification), the regressed values in physical units (regression), or the path of the
+SR image DIR/superres/<name>_sr.npy (super-resolution; give LR images). Unreadable or
+wrongly shaped files are skipped and named (console, DIR/predictions_skipped.csv).
+Images must have the model's input size (e.g. 64x64) and are normalised like its training
+data. On a laptop CPU `:runlocal` only lowers the batch size.
+"""
+from lensfm.config_args import parse_arg
+import ml_collections
+
+
+def get_config(arg=None):
+  arg = parse_arg(arg, runlocal=False)
+  c = ml_collections.ConfigDict()
+  c.task = "predict"
+  c.init_from = ""
+  c.inputs = ""
+  c.output = ""  # Default WORKDIR/predictions.csv.
+  c.batch_size = 16 if arg.runlocal else 64
+  c.allow_pickle = False  # Pickled .npy files can run code: only for files you trust.
+  c.hdu = -1  # FITS extension; -1 = the first holding an image.
+  c.norm_stats = ""  # JSON {"mean": [...], "std": [...]}, only for 'standardize' checkpoints.
+  c.progress_bar = True
+  c.mesh = (("data", -1), ("fsdp", 1))
+  return c

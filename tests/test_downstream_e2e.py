@@ -1,0 +1,202 @@
+"""End to end on CPU: pretrain (runlocal MAE) -> fine-tune from its checkpoint -> evaluate
+(simulated test split, and DeepLense-layout files built into TFDS on first use) ->
+summary.json and figures -> predictions on .npy / FITS files, with bad files named."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+from astropy.io import fits
+import numpy as np
+import pytest
+
+from lensfm import config_args
+from lensfm.evaluate import evaluate
+from lensfm.evaluate import finetune
+from lensfm.evaluate import predict
+from lensfm.train import trainer as trainer_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ("no_sub", "cdm", "axion")
+# Every stage uses this batch size and 64x64 images, so the simulator's batch function
+# compiles once for training (pretraining and fine-tuning share it) and once for eval.
+BATCH = 16
+
+
+def load(spec):
+  return config_args.load(os.path.join(ROOT, "configs", spec))
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("e2e")
+  pre = load("mae_vit_b.py:runlocal")  # 64x64 simulated Model II lenses, tiny ViT.
+  pre.update(batch_size=BATCH, total_steps=2, log_every=1, checkpoint_every=2,
+             visualize_every=0, progress_bar=False)
+  trainer_lib.run(pre, str(root / "pretrain"))
+
+  ft = load("finetune_classify.py:runlocal")
+  ft.data.image_size = 64
+  ft.data.recipe_overrides = {}  # The recipe's own 64x64, as in pretraining.
+  ft.update(init_from=str(root / "pretrain"), batch_size=BATCH, total_steps=4, log_every=2,
+            checkpoint_every=4, progress_bar=False)
+  ft.evals.val.update(every=2, num_examples=32)
+  summary = finetune.run(ft, str(root / "finetune"))
+  return root, summary
+
+
+def in_unit_interval(summary, keys):
+  for k in keys:
+    assert 0. <= summary[k] <= 1., (k, summary[k])
+
+
+def test_finetune_logs_validation_metrics_and_figures(workdirs):
+  root, summary = workdirs
+  assert summary["final_step"] == 4
+  in_unit_interval(summary, [f"val/{k}" for k in ("accuracy", "auc_macro", "auc_no_sub",
+                                                  "auc_cdm", "auc_axion")])
+  assert summary["val/num_examples"] == 32
+  plots = root / "finetune" / "plots"
+  report = json.loads((plots / "validation_report.json").read_text())
+  assert np.asarray(report["confusion_matrix"]).sum() == 32 and report["step"] == 4
+  for name in ("validation_roc.png", "validation_confusion_matrix.png"):
+    assert (plots / name).stat().st_size > 1000, name
+
+
+def test_evaluate_writes_summary_with_every_metric(workdirs):
+  root, _ = workdirs
+  c = load("evaluate.py:runlocal")
+  c.update(init_from=str(root / "finetune"), num_examples=48, batch_size=BATCH)
+  evaluate.run(c, str(root / "eval"))
+  summary = json.loads((root / "eval" / "summary.json").read_text())
+  in_unit_interval(summary, ["accuracy", "auc_macro"] + [f"auc_{k}" for k in CLASSES])
+  assert summary["num_examples"] == 48 and np.asarray(summary["confusion_matrix"]).sum() == 48
+  assert summary["auc_macro"] == pytest.approx(np.mean([summary[f"auc_{k}"] for k in CLASSES]))
+  assert summary["checkpoint_step"] == 4 and summary["split"] == "test"
+  assert summary["data"].startswith("sim:model_ii") and summary["device_kind"]
+  for name in ("roc.png", "confusion_matrix.png"):
+    assert (root / "eval" / name).stat().st_size > 1000, name
+
+
+def write_deeplense_files(directory, per_class=4):
+  """DeepLense's layout with user splits: <split>/<class>/<class>_sim_<i>.npy, 64x64;
+  axion files are pickled [image, mass_eV] as in the released data."""
+  rng = np.random.default_rng(0)
+  for split in ("train", "test"):
+    for label, name in enumerate(CLASSES):
+      os.makedirs(directory / split / name)
+      for i in range(per_class):
+        image = rng.random((64, 64)).astype(np.float32) + label
+        path = directory / split / name / f"{name}_sim_{i}.npy"
+        if name == "axion":
+          np.save(path, np.array([image, 10.**-22.5], dtype=object), allow_pickle=True)
+        else:
+          np.save(path, image)
+
+
+def test_evaluate_on_deeplense_files_builds_the_dataset_first(workdirs, tmp_path):
+  root, _ = workdirs
+  write_deeplense_files(tmp_path / "deeplense")
+  c = load("evaluate.py:runlocal")
+  c.update(init_from=str(root / "finetune"), batch_size=BATCH)
+  c.data.update(name="deeplense/model_ii", manual_dir=str(tmp_path / "deeplense"),
+                data_dir=str(tmp_path / "tfds"))
+  evaluate.run(c, str(tmp_path / "eval"))
+  summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+  assert summary["data"] == "deeplense/model_ii" and summary["num_examples"] == 12
+  in_unit_interval(summary, ["accuracy", "auc_macro"] + [f"auc_{k}" for k in CLASSES])
+  assert (tmp_path / "tfds" / "deeplense" / "model_ii").is_dir()  # Built, for reuse.
+
+
+def test_evaluate_rejects_a_pretraining_checkpoint(workdirs):
+  root, _ = workdirs
+  c = load("evaluate.py")
+  c.init_from = str(root / "pretrain")
+  with pytest.raises(ValueError, match="objective 'mae', which has no downstream head"):
+    evaluate.run(c, str(root / "unused"))
+
+
+def test_predict_writes_csv_and_names_unreadable_files(workdirs, tmp_path):
+  root, _ = workdirs
+  images = tmp_path / "images"
+  images.mkdir()
+  rng = np.random.default_rng(1)
+  for i in range(3):
+    np.save(images / f"lens{i}.npy", rng.random((64, 64)).astype(np.float32))
+  fits.PrimaryHDU(rng.random((64, 64)).astype(">f4")).writeto(images / "lens3.fits")
+  (images / "truncated.npy").write_bytes(open(images / "lens0.npy", "rb").read()[:200])
+  np.save(images / "small.npy", rng.random((32, 32)))
+  c = load("predict.py:runlocal")
+  c.update(init_from=str(root / "finetune"), inputs=str(images), progress_bar=False,
+           batch_size=4)
+  summary = predict.run(c, str(tmp_path / "out"))
+  assert summary["num_images"] == 4 and summary["num_skipped"] == 2
+  assert sorted(os.path.basename(p) for p in summary["skipped"]) == ["small.npy",
+                                                                     "truncated.npy"]
+  with open(tmp_path / "out" / "predictions.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [os.path.basename(r["file"]) for r in rows] == [f"lens{i}.{e}" for i, e in
+                                                         enumerate(["npy"] * 3 + ["fits"])]
+  for r in rows:
+    probs = [float(r[f"prob_{k}"]) for k in CLASSES]
+    assert sum(probs) == pytest.approx(1., abs=1e-4) and r["predicted_class"] in CLASSES
+  skipped = (tmp_path / "out" / "predictions_skipped.csv").read_text()
+  assert "small.npy: has shape (32, 32); expected (64, 64)" in skipped
+  assert "truncated.npy" in skipped
+
+
+def test_command_line_rejects_a_mismatched_backbone(workdirs, tmp_path):
+  root, _ = workdirs
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+  out = subprocess.run(
+      [sys.executable, "-m", "lensfm.main", "--config=configs/finetune_classify.py:runlocal",
+       f"--config.init_from={root / 'pretrain'}", "--config.model.patch_size=4",
+       f"--workdir={tmp_path / 'ft'}"], capture_output=True, text=True, env=env, cwd=ROOT,
+      timeout=120)
+  assert out.returncode != 0
+  assert "model.patch_size: checkpoint 8 vs config 4" in out.stderr, out.stderr[-2000:]
+  assert not (tmp_path / "ft" / "checkpoints").exists()
+
+
+def test_superres_evaluation_on_paired_files(tmp_path):
+  """An untrained SR model is exactly bicubic (zero-initialised residual), so on paired
+  LR/HR files its PSNR and SSIM must equal bicubic's; that pins the pairing and units."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from lensfm.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  c = load("superres.py:runlocal,mode=scratch")
+  c.batch_size = BATCH
+  trainer = trainer_lib.Trainer(c, str(tmp_path / "sr"), devices=jax.devices()[:1])
+  ckpt = ckpt_lib.Checkpointer(str(tmp_path / "sr"))
+  ckpt.save(1, trainer.init_state(), {"step": 1}, c.to_dict())
+  ckpt.close()
+
+  rng = np.random.default_rng(2)
+  (tmp_path / "hr").mkdir()
+  (tmp_path / "lr").mkdir()
+  yy, xx = np.mgrid[:32, :32]
+  for i in range(5):
+    hr = 100. * np.exp(-((yy - rng.uniform(8, 24))**2 + (xx - 16)**2) / 30.) + rng.random((32, 32))
+    np.save(tmp_path / "hr" / f"lens{i}.npy", hr.astype(np.float32))
+    if i < 4:  # lens4 has no LR partner: skipped, said so.
+      np.save(tmp_path / "lr" / f"lens{i}.npy", hr.reshape(16, 2, 16, 2).mean((1, 3)))
+  e = load("evaluate.py:runlocal")
+  e.update(init_from=str(tmp_path / "sr"), batch_size=BATCH)
+  e.data.update(hr=str(tmp_path / "hr"), lr=str(tmp_path / "lr" / "*.npy"))
+  evaluate.run(e, str(tmp_path / "eval"))
+  summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+  assert summary["num_examples"] == 4 and summary["data"].startswith("pairs:")
+  assert summary["psnr"] == pytest.approx(summary["psnr_bicubic"], abs=1e-3)
+  assert summary["ssim"] == pytest.approx(summary["ssim_bicubic"], abs=1e-5)
+  assert 0 < summary["ssim"] <= 1 and summary["psnr"] > 10
+  assert (tmp_path / "eval" / "sr_triptych.png").stat().st_size > 1000
+
+  # Predict mode on the LR files: one SR image per file, at the HR size.
+  p = load("predict.py:runlocal")
+  p.update(init_from=str(tmp_path / "sr"), inputs=str(tmp_path / "lr"), progress_bar=False)
+  out = predict.run(p, str(tmp_path / "pred"))
+  assert out["num_images"] == 4 and out["num_skipped"] == 0
+  with open(tmp_path / "pred" / "predictions.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert np.load(rows[0]["sr_file"]).shape == (32, 32, 1)
