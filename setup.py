@@ -23,6 +23,7 @@ TEST_REQUIRES = [
     "pytest>=8",
     "pytest-xdist",
     "scikit-learn",  # reference metrics
+    "scikit-image",  # reference SSIM
     "lenstronomy",   # reference simulator
 ]
 

@@ -19,8 +19,11 @@ backbone (set evals.knn.features='extra/target/encoder' for the target's); train
 metrics include embedding_std (collapse indicator), prediction_similarity and
 ema_momentum.
 
-What it should reach: see experiments/results/ssl_* for what experiments/bench_ssl.py
-measured on CPU; the full run has not been measured on an accelerator yet.
+What it should reach: in the CPU benchmark (experiments/bench_ssl.py, 150 steps of the
+runlocal setting; experiments/results/ssl_*) the loss was 0.96 at step 25 and 0.006
+at step 150, with embedding_std 0.003-0.005 (below a random encoder's 0.007: the
+embeddings concentrate), kNN accuracy 0.38 and linear-probe accuracy 0.76 (chance
+1/3). The full run has not been measured on an accelerator yet.
 """
 from lensfm.config_args import parse_arg
 import ml_collections

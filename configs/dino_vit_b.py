@@ -20,8 +20,13 @@ backbone (as DINO evaluates; features='params/encoder' for the student's); train
 metrics include embedding_std (collapse indicator), teacher_entropy (0 = one-hot
 collapse, log(out_dim) = uniform collapse), center_norm and teacher_temperature.
 
-What it should reach: see experiments/results/ssl_* for what experiments/bench_ssl.py
-measured on CPU; the full run has not been measured on an accelerator yet.
+What it should reach: not established. In the CPU benchmark (experiments/bench_ssl.py,
+150 steps of the runlocal setting; experiments/results/ssl_*) and a 300-step run at
+5x the learning rate, the teacher stayed near the uniform distribution after the first
+steps (teacher_entropy 5.3-5.4 of log(256) = 5.55) while the backbone's embedding_std
+grew, and kNN accuracy stayed near chance: DINO needs a longer schedule (or tuning of
+teacher_temp / center_momentum) than these budgets; watch teacher_entropy. The full
+run has not been measured on an accelerator yet.
 """
 from lensfm.config_args import parse_arg
 import ml_collections

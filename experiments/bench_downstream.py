@@ -102,6 +102,8 @@ def run_task(task, mode, preset, pretrained, steps, seed, root) -> dict:
   c = task_config(task, mode, preset, pretrained, steps, seed)
   start = time.time()
   train_summary = finetune.run(c, workdir)
+  if train_summary.get("preempted"):  # SIGTERM: the run saved and returned; stop here.
+    sys.exit(f"Preempted during {workdir}; run the same command again to continue.")
   train_seconds = time.time() - start
   e = config_args.load(os.path.join(ROOT, "configs", "evaluate.py" +
                                     (":runlocal" if preset == "cpu" else "")))

@@ -15,7 +15,7 @@ Presets:
   accelerator:  configs/finetune_classify.py as is (ViT-B/8, 64x64, batch 256, its
                 step budget), from the pretraining run given by --pretrained.
 "All" labels = the endless simulator stream (a fresh labelled batch every step); N
-labels per class = the seeded pool of `lensfm.evaluate.label_pool` (exactly N per class,
+labels per class = the seeded pool of `lensfm.data.sim_pool` (exactly N per class,
 the same pool for every mode). Every run is scored by the task 'evaluate' on the same
 `--test_examples` simulated test lenses (accuracy, macro and per-class ROC AUC).
 
@@ -105,6 +105,14 @@ def run_config(labels: str, mode: str, pretrained: str, preset: str, steps: int,
   return c
 
 
+def stop_if_preempted(summary: dict) -> None:
+  """The trainer turns SIGTERM into a saved checkpoint and a normal return; a study of
+  many runs must then stop instead of starting the next one."""
+  if summary.get("preempted"):
+    sys.exit("Preempted: the current run saved a checkpoint; run the same command again "
+             "to continue.")
+
+
 def evaluate_run(workdir: str, preset: str, test_examples: int, seed: int) -> dict:
   e = load("evaluate.py" + (":runlocal" if preset == "cpu" else ""))
   e.update(init_from=workdir, num_examples=test_examples, seed=seed, plots=False)
@@ -121,7 +129,7 @@ def one_run(labels, mode, pretrained, preset, steps, test_examples, seed, root) 
     c.knn.num_train_examples = 3 * 1000 if labels == "all" else c.knn.num_train_examples
     result = knn_probe.run(c, workdir)
   else:
-    finetune.run(c, workdir)
+    stop_if_preempted(finetune.run(c, workdir))
     result = evaluate_run(workdir, preset, test_examples, seed)
   row = {"labels_per_class": labels, "mode": mode, "seconds": time.time() - start,
          "steps": 0 if mode == "knn" else int(c.total_steps)}

@@ -10,7 +10,7 @@ import pytest
 from lensfm import config_args
 from lensfm.data import pipeline
 from lensfm.evaluate import finetune
-from lensfm.evaluate import label_pool
+from lensfm.data import sim_pool
 from lensfm.evaluate import restore
 from lensfm.objectives import regress
 from lensfm.objectives import superres
@@ -211,7 +211,7 @@ def fake_pool(n_per_class=4, classes=3, size=8):
 def test_pool_input_cycles_the_pool_reproducibly():
   mesh = sharding.make_mesh((("data", -1), ("fsdp", 1)), ONE_DEVICE)
   pool = fake_pool()
-  make = lambda seed: label_pool.PoolInput(pool, global_batch_size=8, sharding=sharding.batch_sharding(
+  make = lambda seed: sim_pool.PoolInput(pool, global_batch_size=8, sharding=sharding.batch_sharding(
       mesh), seed=seed, normalize="none")
   source = make(0)
   # Each image is constant: pixel value = 100 * label + pool index.
@@ -231,16 +231,16 @@ def test_pool_input_cycles_the_pool_reproducibly():
 
 def test_labels_per_class_is_exact_and_reproducible():
   data = config_args.load(os.path.join(ROOT, "configs", "finetune_classify.py:runlocal")).data
-  a = label_pool.draw_pool(data, 3, seed=0)
-  b = label_pool.draw_pool(data, 3, seed=0)
-  c = label_pool.draw_pool(data, 3, seed=1)
+  a = sim_pool.draw_pool(data, 3, seed=0)
+  b = sim_pool.draw_pool(data, 3, seed=0)
+  c = sim_pool.draw_pool(data, 3, seed=1)
   np.testing.assert_array_equal(np.bincount(a["label"], minlength=3), [3, 3, 3])
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
   assert not np.array_equal(a["image"], c["image"])
   assert a["image"].shape == (9, 32, 32, 1)
   with pytest.raises(ValueError, match="labels_per_class=0"):
-    label_pool.draw_pool(data, 0, seed=0)
+    sim_pool.draw_pool(data, 0, seed=0)
   # TFDS datasets subset by record index (lensfm.data.pipeline): exact per class too.
   labels = np.repeat([0, 1, 2], [50, 20, 30])
   picked = pipeline.labels_subset(labels, 10, seed=3)

@@ -141,7 +141,8 @@ def test_reproducible_by_seed(name):
   assert not np.array_equal(first['image'], other['image'])
 
 
-@pytest.mark.parametrize('name,classes', [('model_ii', ('cdm',)), ('model_ii', ('no_sub', 'axion'))])
+@pytest.mark.parametrize('name,classes',
+                         [('model_ii', ('cdm',)), ('model_ii', ('no_sub', 'axion'))])
 def test_classes_override_fixes_the_classes(name, classes):
   recipe, sample = _sampler(name, classes=classes)
   out = sample(jax.random.key(2), BATCH)

@@ -13,7 +13,6 @@ from lensfm import config_args
 from lensfm.models import hybrid
 from lensfm.models import resnet
 from lensfm.objectives import byol
-from lensfm.objectives import dino
 from lensfm.train import trainer as trainer_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,5 +1,6 @@
 """Lensing-aware views keep the arcs; kNN voting, the collapse indicator and the kNN
 evaluator hook."""
+import functools
 import os
 
 import jax
@@ -33,7 +34,8 @@ def test_centred_crops_keep_the_ring_and_views_differ():
   image = jnp.asarray(ring_image())[None]  # [1, 64, 64, 1]
   config = views.parse_views({"augment": ""}, 64)  # Crops only.
   for crop in (config.global_crop, config.local_crop):
-    make = lambda k: views.make_views(k, image, config, crop, 32)  # pylint: disable=cell-var-from-loop
+    make = functools.partial(views.make_views, images=image, view_config=config, crop=crop,
+                             num_views=32)
     out = compile_fast(make, jax.random.key(0))(jax.random.key(0))
     assert out.shape == (1, 32, crop.size, crop.size, 1)
     out = np.asarray(out[0, ..., 0])

@@ -23,6 +23,7 @@ Batch = dict[str, jax.Array]
 # Maps config.data.source to the module implementing `make(data_config, **kw) -> Input`.
 _SOURCES = {
     "sim": "lensfm.data.sim_source",
+    "sim_pool": "lensfm.data.sim_pool",  # A fixed labelled pool: labels_per_class on 'sim'.
     "tfds": "lensfm.data.pipeline",
 }
 

@@ -63,7 +63,6 @@ are dropped.
 """
 from __future__ import annotations
 
-import functools
 import os
 import queue
 import threading
@@ -72,7 +71,6 @@ from typing import Any, Mapping, Optional
 
 import grain
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 

@@ -44,7 +44,6 @@ from lensfm import models
 from lensfm import objectives
 from lensfm.evaluate import eval_data
 from lensfm.evaluate import image_files
-from lensfm.evaluate import label_pool
 from lensfm.evaluate import reports
 from lensfm.evaluate import restore
 from lensfm.train import checkpoint as ckpt_lib
@@ -139,7 +138,6 @@ def describe_data(data_config) -> str:
 
 def load_model(path: str, what: str):
   """(trained, objective) for a fine-tuned checkpoint."""
-  label_pool.register_source()  # Its config may name the labelled pool source.
   trained = restore.load_trained(path)
   restore.check_downstream(trained, what)
   model = models.get_model(trained.config.model)

@@ -5,7 +5,7 @@ It is `lensfm.train.trainer.run` after three preparations that only downstream r
      and its backbone must equal config.model (other width, depth, patch size, ...: a
      ValueError listing every differing field) and its channels config.data.channels.
   2. `config.data.labels_per_class` with the simulator (source 'sim') becomes the fixed
-     labelled pool of `lensfm.evaluate.label_pool` (source 'sim_pool'); the TFDS
+     labelled pool of `lensfm.data.sim_pool` (source 'sim_pool'); the TFDS
      pipeline implements labels_per_class itself.
   3. Regression target statistics are resolved once and written into the run's config
      (config.objective.target_stats), so the checkpoint carries them to evaluation and
@@ -16,7 +16,7 @@ scratch (no init_from; the same backbone, randomly initialised).
 """
 import ml_collections
 
-from lensfm.evaluate import label_pool
+from lensfm.data import sim_pool
 from lensfm.evaluate import restore
 from lensfm.train import trainer as trainer_lib
 
@@ -26,7 +26,7 @@ def prepare_config(config) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(config.to_dict())
   data = config.data
   if data.get("source", None) == "sim" and (data.get("labels_per_class", None) or 0) > 0:
-    data.source = label_pool.SOURCE_NAME
+    data.source = sim_pool.SOURCE_NAME
   if config.objective.get("name", None) == "regress":
     from lensfm.objectives import regress  # pylint: disable=g-import-not-at-top
     stats = regress.resolve_target_stats(config)
@@ -35,6 +35,5 @@ def prepare_config(config) -> ml_collections.ConfigDict:
 
 
 def run(config, workdir: str):
-  label_pool.register_source()
   restore.check_init_from(config)
   return trainer_lib.run(prepare_config(config), workdir)

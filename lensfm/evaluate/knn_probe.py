@@ -10,7 +10,7 @@ image takes the similarity-weighted vote of its k nearest bank images
 
 The bank: with the simulator and `config.data.labels_per_class = N`, exactly the N
 per class of the seeded labelled pool that fine-tuning with N labels uses
-(`label_pool`); otherwise the first `knn.num_train_examples` of the training stream.
+(`lensfm.data.sim_pool`); otherwise the first `knn.num_train_examples` of the training stream.
 The test set: the first `knn.num_test_examples` of the 'test' split (unaugmented).
 
 config fields: init_from (a checkpoint with params/encoder; '' = a randomly initialised
@@ -32,7 +32,7 @@ from lensfm.data import sim_source
 from lensfm.data import transforms
 from lensfm.evaluate import eval_data
 from lensfm.evaluate import knn
-from lensfm.evaluate import label_pool
+from lensfm.data import sim_pool
 from lensfm.evaluate import reports
 from lensfm.evaluate import restore
 from lensfm.train import checkpoint as ckpt_lib
@@ -71,9 +71,9 @@ def encoder_params(config, model, mesh):
 
 def pool_batches(config, batch_size, sharding):
   """The labelled pool, normalised, in batches (padding has mask False)."""
-  plain = label_pool.sim_config(eval_data.as_dict(config.data))
+  plain = sim_pool.sim_config(eval_data.as_dict(config.data))
   seed = config.data.get("labels_seed", None)
-  pool = label_pool.draw_pool(plain, config.data.labels_per_class,
+  pool = sim_pool.draw_pool(plain, config.data.labels_per_class,
                               config.seed if seed is None else int(seed))
   recipe = sim_source.get_recipe(plain)
   transform = transforms.make_transform(plain.get("normalize", "minmax"), (),
@@ -95,7 +95,6 @@ def pool_batches(config, batch_size, sharding):
 
 def run(config, workdir: str) -> dict:
   start = time.time()
-  label_pool.register_source()
   knn_cfg = config.get("knn", {})
   mesh = sharding_lib.make_mesh(config.get("mesh", (("data", -1), ("fsdp", 1))))
   sharding = sharding_lib.batch_sharding(mesh)

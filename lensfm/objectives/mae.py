@@ -110,6 +110,9 @@ class Objective(base.Objective):
     cfg = config.objective
     self.mask_ratio = cfg.get("mask_ratio", 0.75)
     self.norm_pix_loss = cfg.get("norm_pix_loss", True)
+    if not callable(getattr(model, "dims", None)):
+      raise ValueError(f"MAE needs a backbone that drops tokens and reports its patch size "
+                       f"(e.g. 'vit', 'hybrid', 'equivariant'); got {type(model).__module__}.")
     self.patch = model.dims()["patch_size"]
     self._decoder_dims = dict(width=cfg.get("decoder_width", 512),
                               depth=cfg.get("decoder_depth", 8),

@@ -102,7 +102,7 @@ def render(params, inst: instrument_lib.Instrument):
   from lenstronomy.Data.psf import PSF  # pylint: disable=import-outside-toplevel
   from lenstronomy.ImSim.image_model import ImageModel  # pylint: disable=import-outside-toplevel
   from lenstronomy.LensModel.lens_model import LensModel  # pylint: disable=import-outside-toplevel
-  from lenstronomy.LightModel.light_model import LightModel  # pylint: disable=import-outside-toplevel
+  from lenstronomy.LightModel import light_model  # pylint: disable=import-outside-toplevel
 
   models, kwargs_lens = lens_kwargs(params)
   lens_model = LensModel(models)
@@ -117,8 +117,8 @@ def render(params, inst: instrument_lib.Instrument):
     psf = PSF(psf_type='GAUSSIAN', fwhm=float(sigma) / instrument_lib.FWHM_TO_SIGMA,
               pixel_size=inst.pixel_scale, truncation=inst.psf_truncation)
     model = ImageModel(data, psf, lens_model_class=lens_model,
-                       source_model_class=LightModel(src_list),
-                       lens_light_model_class=LightModel(ll_list) if ll_list else None,
+                       source_model_class=light_model.LightModel(src_list),
+                       lens_light_model_class=light_model.LightModel(ll_list) if ll_list else None,
                        kwargs_numerics=numerics)
     bands.append(model.image(kwargs_lens, kwargs_src, kwargs_lens_light=kwargs_ll))
   return np.stack(bands, -1)

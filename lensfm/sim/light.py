@@ -30,8 +30,8 @@ def product_average_radius(x, y, e1, e2, center_x, center_y):
   return jnp.sqrt(xp * xp + yp * yp)
 
 
-def sersic_ellipse(x, y, amp, R_sersic, n_sersic, e1, e2, center_x=0.0, center_y=0.0,  # pylint: disable=invalid-name
-                   max_r_frac=1000.0):
+def sersic_ellipse(x, y, amp, R_sersic, n_sersic, e1, e2,  # pylint: disable=invalid-name
+                   center_x=0.0, center_y=0.0, max_r_frac=1000.0):
   """Elliptical Sersic surface brightness: amp * exp(-b_n ((R/R_sersic)^(1/n) - 1))."""
   r = jnp.maximum(product_average_radius(x, y, e1, e2, center_x, center_y), _SERSIC_SMOOTHING)
   r_sersic = jnp.maximum(R_sersic, _SERSIC_SMOOTHING)
@@ -59,6 +59,10 @@ def magnitude_to_cps(magnitude, zero_point):
   return 10.0**(-(magnitude - zero_point) / 2.5)
 
 
-def amplitude_from_magnitude(magnitude, R_sersic, n_sersic, zero_point):  # pylint: disable=invalid-name
-  """The Sersic `amp` whose total flux is the magnitude's count rate (SimAPI.magnitude2amplitude)."""
+def amplitude_from_magnitude(magnitude, R_sersic, n_sersic,  # pylint: disable=invalid-name
+                             zero_point):
+  """The Sersic `amp` whose total flux is the magnitude's count rate.
+
+  lenstronomy SimAPI.magnitude2amplitude.
+  """
   return magnitude_to_cps(magnitude, zero_point) / sersic_total_flux(1.0, R_sersic, n_sersic)

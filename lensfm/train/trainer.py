@@ -23,6 +23,7 @@ fold_in(base_rng, s)); SIGTERM saves at the next step boundary and returns norma
 _PreemptionFlag); damaged checkpoints are skipped and set aside (see checkpoint.py).
 """
 import functools
+import json
 import importlib
 import os
 import signal
@@ -69,7 +70,9 @@ def abstract_batch(config) -> dict[str, jax.ShapeDtypeStruct]:
 
 def check_same_backbone(pretrained, current, path) -> None:
   """Fails with the differing fields when a checkpoint's backbone is not config.model's."""
-  pre, cur = dict(pretrained), current.to_dict() if hasattr(current, "to_dict") else dict(current)
+  as_json = lambda c: json.loads(json.dumps(c.to_dict() if hasattr(c, "to_dict") else dict(c)))
+  # Both through JSON, as the checkpoint's copy went: tuples and lists compare equal.
+  pre, cur = as_json(pretrained), as_json(current)
   # Compute dtype and rematerialisation change speed, not parameters.
   ignore = {"dtype", "remat", "attention_impl"}
   diff = {k: (pre.get(k), cur.get(k)) for k in set(pre) | set(cur)

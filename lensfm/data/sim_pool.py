@@ -12,9 +12,8 @@ of an endless sequence of seeded permutations of the pool (a fresh permutation e
 epoch) and applies the config's augmentations and normalisation on device with fresh
 keys, as the 'sim' source does. The whole iterator state is {'step': step}.
 
-This is the data source 'sim_pool' (`register_source()` adds it to lensfm.data's
-sources; `lensfm.evaluate.finetune.run` does so and turns source='sim' +
-labels_per_class into it). Splits other than 'train' are the plain simulator streams:
+This is the data source 'sim_pool' (`lensfm.evaluate.finetune.run` turns source='sim'
++ labels_per_class into it). Splits other than 'train' are the plain simulator streams:
 evaluation always uses fresh examples.
 
 config.data fields read here, besides those of the 'sim' source:
@@ -40,14 +39,6 @@ POOL_CHUNK = 256
 _POOL_STREAM = 2**31 - 2
 # Give up if a class is this many times rarer than a uniform draw would make it.
 _MAX_OVERDRAW = 20
-
-
-def register_source() -> None:
-  """Makes `config.data.source='sim_pool'` known to `lensfm.data.make_input`."""
-  from lensfm import data as data_lib  # pylint: disable=g-import-not-at-top
-  # lensfm.data keeps its sources in a private table; see the report of issue 4 for
-  # the one-line change that would make this registration unnecessary.
-  data_lib._SOURCES.setdefault(SOURCE_NAME, __name__)  # pylint: disable=protected-access
 
 
 def enabled_class_indices(recipe) -> list[int]:
