@@ -23,7 +23,7 @@ config.data fields read here, besides those of the 'sim' source:
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -111,7 +111,7 @@ def _simulate_pool(recipe, per_class: int, seed: int) -> dict[str, np.ndarray]:
   return {k: np.concatenate([p[k] for p in parts])[order] for k in parts[0]}
 
 
-class PoolInput:
+class PoolInput(sim_source.StepIndexedInput):
   """Endless shuffled, augmented batches from a fixed pool; see the module docstring."""
 
   def __init__(self, pool: Mapping[str, np.ndarray], *, global_batch_size: int,
@@ -152,20 +152,6 @@ class PoolInput:
 
   def batch_at(self, step: int) -> dict[str, jax.Array]:
     return self._make_batch(self._pool, np.uint32(step))
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, jax.Array]:
-    batch = self.batch_at(self._step)
-    self._step += 1
-    return batch
-
-  def get_state(self) -> dict[str, Any]:
-    return {"step": self._step}
-
-  def set_state(self, state: Mapping[str, Any]) -> None:
-    self._step = int(state["step"])
 
 
 def make(data_config, *, global_batch_size: int, sharding: jax.sharding.NamedSharding,

@@ -190,7 +190,28 @@ def _recipe_cache_key(recipe):
   return getattr(recipe, "_lensfm_cache_key", ("id", id(recipe)))
 
 
-class SimInput:
+class StepIndexedInput:
+  """An `Input` whose batch is a pure function of its position: the state is the step.
+
+  Subclasses define `batch_at(step)` and set `self._step = 0`.
+  """
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, jax.Array]:
+    batch = self.batch_at(self._step)
+    self._step += 1
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    return {"step": self._step}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    self._step = int(state["step"])
+
+
+class SimInput(StepIndexedInput):
   """Endless on-device simulated batches; see the module docstring."""
 
   def __init__(self, recipe, *, global_batch_size: int,
@@ -223,20 +244,6 @@ class SimInput:
   def compilations(self) -> int:
     """How many times the batch function was compiled (should stay 1)."""
     return self._make_batch._cache_size()  # pylint: disable=protected-access
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, jax.Array]:
-    batch = self.batch_at(self._step)
-    self._step += 1
-    return batch
-
-  def get_state(self) -> dict[str, Any]:
-    return {"step": self._step}
-
-  def set_state(self, state: Mapping[str, Any]) -> None:
-    self._step = int(state["step"])
 
 
 def make(data_config, *, global_batch_size: int,

@@ -112,13 +112,7 @@ class Model(nn.Module):
   attention_impl: Optional[str] = None
 
   def dims(self) -> dict[str, int]:
-    dims = vit.parse_variant(self.variant) if self.variant else {}
-    for name in ("width", "depth", "mlp_dim", "num_heads", "patch_size"):
-      if getattr(self, name) is not None:
-        dims[name] = getattr(self, name)
-      if name not in dims:
-        raise ValueError(f"Hybrid needs `{name}` (or a `variant` such as 'B/8').")
-    return dims
+    return vit.resolve_dims(self, "Hybrid")
 
   @property
   def embed_dim(self) -> int:

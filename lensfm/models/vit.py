@@ -33,6 +33,17 @@ def parse_variant(variant: str) -> dict[str, Any]:
               patch_size=int(patch))
 
 
+def resolve_dims(model, kind: str) -> dict[str, int]:
+  """width/depth/mlp_dim/num_heads/patch_size from `model.variant`, explicit fields winning."""
+  dims = parse_variant(model.variant) if model.variant else {}
+  for name in ("width", "depth", "mlp_dim", "num_heads", "patch_size"):
+    if getattr(model, name) is not None:
+      dims[name] = getattr(model, name)
+    if name not in dims:
+      raise ValueError(f"{kind} needs `{name}` (or a `variant` such as 'B/8').")
+  return dims
+
+
 def sincos_2d(grid_h: int, grid_w: int, width: int, temperature: float = 10_000.):
   """Fixed 2-D sin-cos position embeddings, [grid_h * grid_w, width] float32."""
   if width % 4:
@@ -140,13 +151,7 @@ class Model(nn.Module):
   attention_impl: Optional[str] = None
 
   def dims(self) -> dict[str, int]:
-    dims = parse_variant(self.variant) if self.variant else {}
-    for name in ("width", "depth", "mlp_dim", "num_heads", "patch_size"):
-      if getattr(self, name) is not None:
-        dims[name] = getattr(self, name)
-      if name not in dims:
-        raise ValueError(f"ViT needs `{name}` (or a `variant` such as 'B/8').")
-    return dims
+    return resolve_dims(self, "ViT")
 
   @property
   def embed_dim(self) -> int:
