@@ -81,6 +81,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lensfm.models import vit
+
 # name: (irreps, depth, num_heads). Parameters (1 band): Ti 0.38M, S 2.0M, B 6.9M,
 # about a tenth of the ViT of the same name (5.3M, 21M, 85M), at a higher cost per
 # parameter: every l > 0 channel carries 3 or 5 components and the l > 0 messages
@@ -501,12 +503,7 @@ class Model(nn.Module):
     return sum(mul for mul, _ in self.irreps_out)
 
   def token_grid(self, image_hw: Sequence[int]) -> tuple[int, int]:
-    p = self.dims()["patch_size"]
-    h, w = image_hw
-    if h % p or w % p:
-      raise ValueError(f"Image size {h}x{w} is not divisible by the patch size {p}; "
-                       f"choose config.model.patch_size (or variant) dividing both.")
-    return h // p, w // p
+    return vit.patch_grid(image_hw, self.dims()["patch_size"])
 
   @nn.compact
   def __call__(self, images, *, train: bool = False, keep: Optional[jax.Array] = None):

@@ -44,6 +44,15 @@ def resolve_dims(model, kind: str) -> dict[str, int]:
   return dims
 
 
+def patch_grid(image_hw: Sequence[int], patch: int) -> tuple[int, int]:
+  """(rows, cols) of non-overlapping patches; a clear error if the size does not divide."""
+  h, w = image_hw
+  if h % patch or w % patch:
+    raise ValueError(f"Image size {h}x{w} is not divisible by the patch size {patch}; "
+                     f"choose config.model.patch_size (or variant) dividing both.")
+  return h // patch, w // patch
+
+
 def sincos_2d(grid_h: int, grid_w: int, width: int, temperature: float = 10_000.):
   """Fixed 2-D sin-cos position embeddings, [grid_h * grid_w, width] float32."""
   if width % 4:
@@ -158,12 +167,7 @@ class Model(nn.Module):
     return self.dims()["width"]
 
   def token_grid(self, image_hw: Sequence[int]) -> tuple[int, int]:
-    p = self.dims()["patch_size"]
-    h, w = image_hw
-    if h % p or w % p:
-      raise ValueError(f"Image size {h}x{w} is not divisible by the patch size {p}; "
-                       f"choose config.model.patch_size (or variant) dividing both.")
-    return h // p, w // p
+    return patch_grid(image_hw, self.dims()["patch_size"])
 
   @nn.compact
   def __call__(self, images, *, train: bool = False, keep: Optional[jax.Array] = None):

@@ -275,16 +275,20 @@ class Trainer:
            f"exiting. Run the same command again to continue.")
     return summary
 
+  @functools.cached_property
+  def _replicate_for_pictures(self):
+    """Jitted once per run (not per picture): params, extra and the first 4 images."""
+    n = min(4, self.config.batch_size)
+    return jax.jit(lambda p, e, im: (p, e, im[:n]), out_shardings=sharding.replicated(self.mesh))
+
   def visualize(self, state, batch, step):
     """Every process takes part (arrays span all hosts); the objective writes on process 0.
 
     Parameters and a few images are first replicated, so the objective's pictures need
     no knowledge of the mesh and its outputs are addressable on every host.
     """
-    n = min(4, self.config.batch_size)
-    replicate = jax.jit(lambda p, e, im: (p, e, im[:n]),
-                        out_shardings=sharding.replicated(self.mesh))
-    params, extra, images = replicate(state["params"], state["extra"], batch["image"])
+    params, extra, images = self._replicate_for_pictures(
+        state["params"], state["extra"], batch["image"])
     self.objective.visualize(params, extra, {"image": images},
                              jax.random.fold_in(self.base_rng, step),
                              os.path.join(self.workdir, f"visualize_{step:07d}.png"))
