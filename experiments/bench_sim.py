@@ -43,9 +43,9 @@ def cpu_seconds():
 
 
 def default_batch(recipe, on_cpu):
-  """~0.5M pixels per batch on CPU (cache-sized), ~32M on accelerators."""
+  """~0.25M pixels per batch on CPU (cache-sized; measured fastest), ~32M on accelerators."""
   pixels = recipe.num_pix**2 * recipe.num_bands
-  budget = 2**19 if on_cpu else 2**25
+  budget = 2**18 if on_cpu else 2**25
   return int(max(8, 2**round(math.log2(max(budget / pixels, 1)))))
 
 
@@ -78,19 +78,24 @@ def _model_i_noise(rng, image, exposure):
   return rng.poisson(np.clip(exposure * (image + poisson + background), 0, None))
 
 
-def time_lenstronomy(recipe, num_images, seed=0, single_plane=False):
+def time_lenstronomy(recipe, num_images, seed=0, single_plane=False, warmup=3):
   """(images/s wall, CPU s per image) of lenstronomy making `num_images` scenes (host CPU).
+
+  The first `warmup` scenes are made untimed: lenstronomy compiles some of its functions
+  with numba on first use, a one-off cost like JAX's compile (which is timed apart too).
 
   single_plane=True renders Models II/III with a plain single-plane ImageModel (the
   deflection rescaling folded into the parameters) instead of DeepLense's multi-plane
   SimAPI: lenstronomy's fastest way to the same image.
   """
-  params, _ = jax.jit(recipe.sample_params, static_argnums=1)(jax.random.key(seed), num_images)
+  params, _ = jax.jit(recipe.sample_params, static_argnums=1)(
+      jax.random.key(seed), num_images + warmup)
   params = jax.tree.map(np.asarray, params)
   rng = np.random.default_rng(seed)
   band = ref.simapi_band_kwargs(recipe.inst)
-  start, cpu_start = time.perf_counter(), cpu_seconds()
-  for i in range(num_images):
+  for i in range(num_images + warmup):
+    if i == warmup:
+      start, cpu_start = time.perf_counter(), cpu_seconds()
     p = jax.tree.map(lambda a, i=i: a[i], params)
     if recipe.name in ('model_ii', 'model_iii') and single_plane:
       image = ref.render(p, recipe.inst)[..., 0]
@@ -111,8 +116,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--recipes', default='model_ii,model_i')
   parser.add_argument('--batch', type=int, default=None,
-                      help='JAX batch size (default: ~0.5M pixels per batch on CPU, ~32M on '
-                      'accelerators, i.e. 128 / 32 for Model II / I on CPU)')
+                      help='JAX batch size (default: ~0.25M pixels per batch on CPU, ~32M on '
+                      'accelerators, i.e. 64 / 16 for Model II / I on CPU)')
   parser.add_argument('--seconds', type=float, default=10.0, help='JAX timing per recipe')
   parser.add_argument('--lenstronomy_images', type=int, default=100,
                       help='images lenstronomy makes per recipe (0 skips it)')

@@ -208,3 +208,33 @@ def test_poisson_sampler_matches_the_poisson_distribution():
     assert stats.chi2.sf(chi2, keep.sum() - 1) > 1e-3, (rate, chi2)
   odd = poisson(jax.random.key(1), jnp.array([np.nan, np.inf, 50.0, 0.0]))
   assert np.isfinite(np.asarray(odd)).all()
+
+
+def test_poisson_redraw_passes_keep_the_distribution(monkeypatch):
+  """Rows with more rejections than one re-draw pass takes (forced: M / 64 per pass)."""
+  stats = pytest.importorskip('scipy.stats')
+  monkeypatch.setattr(instrument, '_LEFTOVER_FRACTION', 64)
+  rate, n = 10.0, 40000    # PTRS accepts least at rate 10: ~10% of 40000 >> 40000 / 64
+  x = np.asarray(jax.jit(instrument.poisson, compiler_options=FAST_COMPILE)(
+      jax.random.key(3), jnp.full((n,), rate)))
+  assert x.mean() == pytest.approx(rate, abs=4 * np.sqrt(rate / n))
+  ks = np.arange(40)
+  observed = np.bincount(x.astype(int), minlength=len(ks))[:len(ks)]
+  expected = stats.poisson.pmf(ks, rate) * n
+  keep = expected > 5
+  chi2 = ((observed[keep] - expected[keep])**2 / expected[keep]).sum()
+  assert stats.chi2.sf(chi2, keep.sum() - 1) > 1e-3, chi2
+
+
+def test_poisson_draws_do_not_depend_on_the_batch():
+  """vmap over images (as the recipes do) == one call per image, even nested."""
+  keys = jax.random.split(jax.random.key(4), 6)
+  lam = jnp.asarray(np.random.default_rng(0).exponential(30.0, (6, 12, 12)), jnp.float32)
+  one_by_one = np.stack([np.asarray(instrument.poisson(k, l)) for k, l in zip(keys, lam)])
+  batched = jax.jit(jax.vmap(instrument.poisson), compiler_options=FAST_COMPILE)(keys, lam)
+  nested = jax.jit(jax.vmap(jax.vmap(instrument.poisson)), compiler_options=FAST_COMPILE)(
+      keys.reshape(2, 3), lam.reshape(2, 3, 12, 12))
+  np.testing.assert_array_equal(np.asarray(batched), one_by_one)
+  np.testing.assert_array_equal(np.asarray(nested).reshape(6, 12, 12), one_by_one)
+  shared_key = jax.vmap(instrument.poisson, in_axes=(None, 0))(keys[0], lam)
+  np.testing.assert_array_equal(np.asarray(shared_key[0]), one_by_one[0])

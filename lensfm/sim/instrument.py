@@ -174,22 +174,31 @@ def gaussian_noise(key, image, background_rms, total_exposure):
 
 # Poisson draws: jax.random.poisson runs Knuth's loop (one full-array random draw per
 # iteration, ~20+ of them) and a rejection loop over every element, ~70% of Model I's
-# cost on CPU. `poisson` draws exactly the same distribution with inversion for small
-# rates (one uniform, no random draws in its loop), vectorised PTRS rounds for large ones,
-# and the rare leftovers re-drawn on a compacted subset.
+# cost on CPU. `poisson` draws exactly the same distribution with few random numbers:
+# ONE uniform per element serves inversion where the rate is small and the first round
+# of transformed rejection (PTRS) where it is large (the two sets are disjoint, so the
+# draws stay independent), one more uniform is PTRS's second variate, and only the ~10%
+# rejected elements are compacted and re-drawn, from their row's key folded with the
+# pass and round.
+#
+# Under vmap (the recipes vmap `observe` over images) the batch is folded into rows of
+# ONE call (custom_vmap): a vmapped while loop would step every image until the slowest
+# is done. Each row (image) draws from its own key only, so vmapped draws equal
+# one-call-per-image draws exactly. Model I at 150x150 on 2 CPU cores: 5.0 -> 2.0 ms
+# per image (experiments/bench_sim.py).
 _INVERSION_MAX_RATE = 10.0
 _INVERSION_TERMS = 40        # P(X >= 40 | rate < 10) < 1e-12
-_PTRS_ROUNDS = 2             # acceptance >= 0.89 per round
+_LEFTOVER_FRACTION = 8       # a re-draw pass handles up to M / 8 rejections per row
+_FIRST_DRAW_BLOCKS = 4       # see _in_blocks
 
 
-def _ptrs_attempt(key, lam):
+def _ptrs_attempt(u, v, lam):
   """One round of Hoermann's (1993) transformed rejection (numpy's random_poisson_ptrs).
 
-  Returns (k, accepted); valid for lam >= 10.
+  u, v: independent U(0, 1) arrays shaped like lam. Returns (k, accepted); valid for
+  lam >= 10.
   """
-  k_u, k_v = jax.random.split(key)
-  u = jax.random.uniform(k_u, lam.shape, lam.dtype) - 0.5
-  v = jax.random.uniform(k_v, lam.shape, lam.dtype)
+  u = u - 0.5
   slam, loglam = jnp.sqrt(lam), jnp.log(lam)
   b = 0.931 + 2.53 * slam
   a = -0.059 + 0.02483 * b
@@ -201,44 +210,56 @@ def _ptrs_attempt(key, lam):
   reject = (k < 0) | ((us < 0.013) & (v > us))
   log_ratio = jnp.log(v) + jnp.log(inv_alpha) - jnp.log(a / (us * us) + b)
   exact = log_ratio <= -lam + k * loglam - jax.lax.lgamma(jnp.maximum(k, 0.0) + 1.0)
-  # The barrier materialises (k, accepted) once, so XLA cannot fuse (and so recompute)
-  # the random draws into each of their consumers.
-  return jax.lax.optimization_barrier((k, quick | (~reject & exact)))
+  return k, quick | (~reject & exact)
 
 
-def _finish_leftovers(key, lam, result, done, chunk):
-  """Re-draws the not-yet-accepted elements, `chunk` at a time, until all are accepted."""
-  lam_flat, res_flat, done_flat = lam.reshape(-1), result.reshape(-1), done.reshape(-1)
-  size = lam_flat.shape[0]
+def _redraw_rejected(keys, lam, draws):
+  """Fills the rejected draws (-1) of [rows, M] arrays by re-drawing them.
 
-  def not_finished(state):
-    return ~jnp.all(state[2])
+  Each pass compacts up to M / _LEFTOVER_FRACTION rejected elements per row (one
+  jnp.nonzero per row) and runs PTRS rounds on that small array until all of it is
+  accepted, with uniforms from the row's key folded with the pass and round: a row's
+  draws depend on its key and rates only, never on the other rows. Another pass runs
+  only if a row had more rejections than that. Acceptance travels inside `draws` (not
+  as a separate mask) so that XLA materialises the first round once instead of fusing
+  (recomputing) it into each consumer.
+  """
+  rows, m = lam.shape
+  chunk = max(16, m // _LEFTOVER_FRACTION)
 
-  def another_round(state):
-    r, res, fin = state
-    # Padding indices point past the end and are dropped by the scatters: a padded index
-    # aliasing a real leftover would make the scatter race and could loop forever.
-    idx = jnp.nonzero(~fin, size=chunk, fill_value=size)[0]
-    k, accepted = _ptrs_attempt(jax.random.fold_in(key, r),
-                                jnp.take(lam_flat, idx, mode='clip'))
-    res = res.at[idx].set(k, mode='drop', unique_indices=False)
-    res = jnp.where(fin, state[1], res)   # Keep earlier acceptances untouched.
-    newly = jnp.zeros_like(fin).at[idx].set(accepted, mode='drop')
-    return r + 1, res, fin | newly
+  def one_pass(state):
+    p, res = state
+    # Padding indices point past the row: the gathers fill them, the scatter drops them.
+    idx = jax.vmap(lambda r: jnp.nonzero(r < 0, size=chunk, fill_value=m)[0])(res)
+    lam_c = jnp.take_along_axis(lam, idx, axis=1, mode='fill', fill_value=100.0)
+    pass_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, p)
 
-  _, res_flat, _ = jax.lax.while_loop(not_finished, another_round,
-                                      (jnp.int32(0), res_flat, done_flat))
-  return res_flat.reshape(lam.shape)
+    def another_round(inner):
+      r, k_c = inner
+      u, v = jnp.moveaxis(jax.vmap(lambda key: jax.random.uniform(
+          jax.random.fold_in(key, r), (2, chunk), lam.dtype))(pass_keys), 1, 0)
+      k, accepted = _ptrs_attempt(u, v, lam_c)
+      return r + 1, jnp.where((k_c < 0) & accepted, k, k_c)
+
+    start = jnp.where(idx < m, -1.0, 0.0).astype(lam.dtype)
+    _, k_c = jax.lax.while_loop(lambda inner: jnp.any(inner[1] < 0), another_round,
+                                (jnp.int32(0), start))
+    res = jax.vmap(lambda r, i, k: r.at[i].set(k, mode='drop'))(res, idx, k_c)
+    return p + 1, res
+
+  _, draws = jax.lax.while_loop(lambda state: jnp.any(state[1] < 0), one_pass,
+                                (jnp.int32(1), draws))
+  return draws
 
 
-def poisson(key, lam):
-  """Exact Poisson(lam) draws (a float array of integers), cheap on CPU and accelerators."""
-  lam = jnp.asarray(lam)
-  k_inv, k_rej, k_left = jax.random.split(key, 3)
+def _first_draws(u, v, lam):
+  """Inversion where lam < 10, one PTRS round elsewhere; -1 marks a rejection.
+
+  Non-finite rates would never be accepted: their draw is 0.
+  """
   small = lam < _INVERSION_MAX_RATE
-  # Inversion: count how many CDF terms lie below one uniform.
+  # Inversion: count how many CDF terms lie below the uniform.
   lam_small = jnp.where(small, lam, 0.0)
-  u = jax.random.uniform(k_inv, lam.shape, lam.dtype)
   pmf = jnp.exp(-lam_small)
   cdf = pmf
   count = jnp.zeros_like(lam)
@@ -246,18 +267,56 @@ def poisson(key, lam):
     count = count + (u > cdf)
     pmf = pmf * lam_small / i
     cdf = cdf + pmf
-  # Transformed rejection for large rates.
-  lam_large = jnp.where(small, 100.0, lam)
-  # Non-finite rates would never be accepted: mark them done (their draw is 0).
-  result, done = jnp.zeros_like(lam), small | ~jnp.isfinite(lam)
-  for r in range(_PTRS_ROUNDS):
-    k, accepted = _ptrs_attempt(jax.random.fold_in(k_rej, r), lam_large)
-    result = jnp.where(accepted & ~done, k, result)
-    done = done | accepted
-  # ~1-2% of the elements are left after two rounds: usually one compacted pass.
-  chunk = max(16, lam.size // 32)
-  result = _finish_leftovers(k_left, lam_large, result, done, chunk)
-  return jnp.where(small, count, result)
+  k, accepted = _ptrs_attempt(u, v, jnp.where(small, 100.0, lam))
+  first_round = jnp.where(accepted, jnp.maximum(k, 0.0), -1.0)
+  return jnp.where(small, count, jnp.where(jnp.isfinite(lam), first_round, 0.0))
+
+
+def _in_blocks(fn, *arrays, num_blocks=_FIRST_DRAW_BLOCKS):
+  """fn over equal-shaped arrays, as a loop over `num_blocks` blocks of their elements.
+
+  The loop is there for XLA's sake: its inputs must be materialised, whereas a plain
+  elementwise call lets XLA fuse the whole computation of the rates (e.g. a recipe's
+  ray tracing and PSF) into the ~40-term draw, recomputing it many times per pixel
+  (4x slower Model I images, measured).
+  """
+  shape, size = arrays[0].shape, arrays[0].size
+  padded = -(-size // num_blocks) * num_blocks
+  blocks = [jnp.pad(a.reshape(-1), (0, padded - size)).reshape(num_blocks, -1) for a in arrays]
+  return jax.lax.map(lambda args: fn(*args), tuple(blocks)).reshape(-1)[:size].reshape(shape)
+
+
+@jax.custom_batching.custom_vmap
+def _poisson_rows(keys, lam):
+  """Poisson draws for lam [rows, M], row i from keys[i] (a [rows] key array)."""
+  m = lam.shape[1]
+  u, v = jnp.moveaxis(jax.vmap(lambda key: jax.random.uniform(key, (2, m), lam.dtype))(keys),
+                      1, 0)
+  draws = _in_blocks(_first_draws, u, v, lam)
+  return _redraw_rejected(keys, jnp.where(lam < _INVERSION_MAX_RATE, 100.0, lam), draws)
+
+
+@_poisson_rows.def_vmap
+def _poisson_rows_vmap(axis_size, in_batched, keys, lam):
+  """vmap folds the new batch axis into the rows (one call, one compaction)."""
+  keys_batched, lam_batched = in_batched
+  if not keys_batched:
+    keys = jnp.broadcast_to(keys, (axis_size,) + keys.shape)
+  if not lam_batched:
+    lam = jnp.broadcast_to(lam, (axis_size,) + lam.shape)
+  rows, m = lam.shape[1:]
+  out = _poisson_rows(keys.reshape(axis_size * rows), lam.reshape(axis_size * rows, m))
+  return out.reshape(axis_size, rows, m), True
+
+
+def poisson(key, lam):
+  """Exact Poisson(lam) draws (a float array of integers), cheap on CPU and accelerators.
+
+  The draws depend only on (key, lam): vmapping over keys gives exactly the draws of the
+  separate calls.
+  """
+  lam = jnp.asarray(lam)
+  return _poisson_rows(key[None], lam.reshape(1, -1)).reshape(lam.shape)
 
 
 def model_i_counts(key, image, exposure, background_rms=0.01):
