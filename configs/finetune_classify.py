@@ -50,7 +50,7 @@ def get_config(arg=None):
   # Must equal the pretraining run's config.model (dtype and remat may differ).
   c.model = dict(name="vit", variant=arg.variant, pool="cls", dtype="bfloat16", remat=False)
   c.objective = dict(name="classify", num_classes=3, class_names=CLASS_NAMES,
-                     head_hidden=0, head_zero_init=True, feature_norm="none",
+                     head_hidden=0, head_zero_init=True, feature_norm="batch",
                      label_smoothing=0.)
 
   c.batch_size = 256

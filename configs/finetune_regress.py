@@ -42,7 +42,7 @@ def get_config(arg=None):
   c.model = dict(name="vit", variant=arg.variant, pool="cls", dtype="bfloat16", remat=False)
   # target_stats: {target: (mean, std)}; empty = the simulator's prior or estimated.
   c.objective = dict(name="regress", targets=targets, target_stats={}, stats_examples=2048,
-                     head_hidden=0, head_zero_init=True, feature_norm="none",
+                     head_hidden=0, head_zero_init=True, feature_norm="batch",
                      loss="mse")
 
   c.batch_size = 256

@@ -35,7 +35,7 @@ def get_config(arg=None):
   c.data = modes.sim_data("lensfind", runlocal=arg.runlocal)
   c.model = dict(name="vit", variant=arg.variant, pool="cls", dtype="bfloat16", remat=False)
   c.objective = dict(name="classify", num_classes=2, class_names=("non_lensed", "lensed"),
-                     head_hidden=0, head_zero_init=True, feature_norm="none",
+                     head_hidden=0, head_zero_init=True, feature_norm="batch",
                      label_smoothing=0.)
 
   c.batch_size = 256

@@ -7,8 +7,7 @@ Data are simulated on the accelerator (recipe `model_ii`), so nothing is downloa
 
 On a GPU/TPU:
   python -m lensfm.main --config=configs/simclr_vit_b.py --workdir=workdirs/simclr_vit_b
-On a laptop CPU (tiny model, 32x32 images; 300 steps took 290 s on a shared,
-heavily loaded 2-core machine, of which ~2 min CPU):
+On a laptop CPU (tiny model, 32x32 images; 300 steps take about a minute on 2 cores):
   python -m lensfm.main --config=configs/simclr_vit_b.py:runlocal --workdir=/tmp/lensfm_simclr
 Other backbones with one argument: `:backbone=hybrid` (conv stem + ViT blocks) or
 `:backbone=resnet` (ResNet-50 with GroupNorm; `:backbone=resnet,depth=18`), e.g.
@@ -19,12 +18,12 @@ bank from the train split) and knn/embedding_std; the loss metrics include
 embedding_std of the training batch (collapse indicator: ~1/sqrt(D) healthy, 0
 collapsed) and contrastive_accuracy.
 
-What it should reach (measured once, CPU, `runlocal`): the NT-Xent loss falls from
-log(127) = 4.84 to ~3.5, contrastive_accuracy reaches ~0.08 (chance 1/127 = 0.008),
-and knn/knn_accuracy is 0.41 / 0.43 / 0.43 at steps 100 / 200 / 300 (chance 1/3 for
-the three Model II classes). experiments/bench_ssl.py compares it with MAE, BYOL and
-DINO (experiments/results/ssl_*); the full run has not been measured on an
-accelerator yet.
+What it should reach (measured once, CPU, `runlocal`, 63 s): the NT-Xent loss falls
+from log(127) = 4.84 to 3.2, contrastive_accuracy reaches ~0.1 (chance 1/127 = 0.008),
+and knn/knn_accuracy is 0.35 / 0.39 / 0.37 at steps 100 / 200 / 300 (chance 1/3 for
+the three Model II classes; this short run does not yet beat a random encoder's 0.43).
+experiments/bench_ssl.py compares it with MAE, BYOL and DINO (experiments/results/ssl_*);
+the full run has not been measured on an accelerator yet.
 """
 from lensfm.config_args import parse_arg
 import ml_collections
@@ -58,7 +57,7 @@ def get_config(arg=None):
 
   # No augmentation in the input: the objective makes its own views on device.
   c.data = dict(source="sim", recipe="model_ii", recipe_overrides={}, image_size=64, channels=1,
-                normalize="minmax", augment="", prefetch=2)
+                normalize="zscore", augment="", prefetch=2)
 
   c.model = backbone_config(arg.backbone, arg.variant, arg.depth, arg.runlocal)
   c.objective = dict(

@@ -53,7 +53,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "/tmp/lensfm_bench_downstream", "Run d
 _PRETRAINED = flags.DEFINE_string(
     "pretrained", None, "Pretraining workdir; default (cpu): label_efficiency.py's, "
     "pretrained now if it does not exist.")
-_PRETRAIN_STEPS = flags.DEFINE_integer("pretrain_steps", 400, "cpu: MAE steps if pretraining.")
+_PRETRAIN_STEPS = flags.DEFINE_integer("pretrain_steps", 1500, "cpu: MAE steps if pretraining.")
 _STEPS = flags.DEFINE_integer("steps", 300, "cpu: fine-tuning steps per run.")
 _TASKS = flags.DEFINE_list("tasks", ["regress", "superres", "lensfind"], "Tasks to run.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of runs, pools and test sets.")

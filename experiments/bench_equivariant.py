@@ -12,8 +12,9 @@ No pretraining here (a CPU cannot pretrain in minutes); the downstream fine-tuni
 exists (configs/finetune_equivariant.py) but this script trains its own small
 supervised loop so that the four models see identical data, steps and optimizer.
 
-Every image is min-max normalised inside the disk inscribed in the frame, its corners
-zeroed (see `aperture`). Evaluation sets (450 lenses each):
+Every image is z-score normalised per image (the configs' default), then its corners
+outside the disk inscribed in the frame are zeroed (see `aperture`). Evaluation sets
+(450 lenses each):
   test           fresh Model II lenses, as trained;
   rotated        the same lenses turned by a uniform random angle (bilinear, the
                  pipeline's transforms.affine_resample);
@@ -79,17 +80,19 @@ def aperture(images):
 
 
 def prepare(images) -> np.ndarray:
-  return np.asarray(jax.vmap(transforms.minmax)(jnp.asarray(aperture(np.asarray(images)))))
+  """The configs' default per-image normalisation (z-score), then the aperture: zeroing
+  the corners last keeps them at the same level whatever a turn brought into them."""
+  return aperture(np.asarray(jax.vmap(transforms.zscore)(jnp.asarray(images))))
 
 
 def simulate(recipe_name: str, num: int, seed: int, chunk: int = 100, **overrides):
-  """(images [num, 32, 32, 1] min-max normalised inside the aperture, labels [num])."""
+  """(images [num, 32, 32, 1] z-score normalised, inside the aperture; labels [num])."""
   recipe = recipes.get(recipe_name, num_pix=IMAGE_SIZE, **overrides)
   sample = jax.jit(lambda k: recipe.sample(k, chunk))
   images, labels = [], []
   for i in range(-(-num // chunk)):
     out = sample(jax.random.fold_in(jax.random.key(seed), i))
-    images.append(prepare(jax.vmap(transforms.minmax)(out["image"])))
+    images.append(prepare(out["image"]))
     labels.append(np.asarray(out["label"]))
   return np.concatenate(images)[:num], np.concatenate(labels)[:num]
 
@@ -113,8 +116,12 @@ class Classifier(nn.Module):
   backbone: nn.Module
 
   @nn.compact
-  def __call__(self, images):
-    pooled = self.backbone(images, train=True)["pooled"]
+  def __call__(self, images, train: bool = False):
+    pooled = self.backbone(images, train=train)["pooled"].astype(jnp.float32)
+    # Standardised features, as the downstream configs' objective.feature_norm='batch':
+    # pooled features barely vary between images, and a head on them raw stays at chance.
+    pooled = nn.BatchNorm(use_running_average=not train, use_bias=False, use_scale=False,
+                          momentum=0.9, name="feature_norm")(pooled)
     return nn.Dense(NUM_CLASSES, kernel_init=nn.initializers.zeros, name="head")(pooled)
 
 
@@ -127,45 +134,49 @@ def d4_augment(key, images):
 
 
 def train(name, images, labels, *, steps, batch_size, lr, seed):
-  """Returns (params, training images/s, final training loss)."""
+  """Returns (model, variables, training images/s, final training loss)."""
   model = Classifier(MODELS[name]())
-  params = jax.jit(model.init)(jax.random.key(seed), jnp.asarray(images[:batch_size]))["params"]
+  variables = jax.jit(model.init)(jax.random.key(seed), jnp.asarray(images[:batch_size]))
+  params, stats = variables["params"], variables["batch_stats"]
   schedule = optax.warmup_cosine_decay_schedule(0., lr, max(steps // 10, 1), steps, lr * 1e-2)
   tx = optax.chain(optax.clip_by_global_norm(1.), optax.adamw(schedule, weight_decay=0.05))
   opt_state = tx.init(params)
   augment = name in AUGMENTED
 
   @jax.jit
-  def step(params, opt_state, x, y, key):
+  def step(params, stats, opt_state, x, y, key):
     if augment:
       x = d4_augment(key, x)
     def loss_fn(p):
-      logits = model.apply({"params": p}, x)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(params)
+      logits, new = model.apply({"params": p, "batch_stats": stats}, x, train=True,
+                                mutable=["batch_stats"])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      return loss, new["batch_stats"]
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    return optax.apply_updates(params, updates), stats, opt_state, loss
 
   rng = np.random.default_rng(seed)
   losses, start = [], None
   for i in range(steps):
     idx = rng.choice(len(images), batch_size, replace=len(images) < batch_size)
-    params, opt_state, loss = step(params, opt_state, images[idx], labels[idx],
-                                   jax.random.key(seed * 100_003 + i))
+    params, stats, opt_state, loss = step(params, stats, opt_state, images[idx], labels[idx],
+                                          jax.random.key(seed * 100_003 + i))
     if i == 0:
       jax.block_until_ready(loss)
       start = time.perf_counter()  # Steady state: after the compiling first step.
     losses.append(loss)
   jax.block_until_ready(losses[-1])
   per_sec = batch_size * (steps - 1) / (time.perf_counter() - start) if steps > 1 else float("nan")
-  return model, params, per_sec, float(np.mean([float(l) for l in losses[-10:]]))
+  variables = {"params": params, "batch_stats": stats}
+  return model, variables, per_sec, float(np.mean([float(l) for l in losses[-10:]]))
 
 
 # -- evaluation ---------------------------------------------------------------------------
 
 
-def predict(model, params, images, batch_size=100):
-  fn = jax.jit(lambda x: jax.nn.softmax(model.apply({"params": params}, x)))
+def predict(model, variables, images, batch_size=100):
+  fn = jax.jit(lambda x: jax.nn.softmax(model.apply(variables, x)))
   return np.concatenate([np.asarray(fn(images[i:i + batch_size]))
                          for i in range(0, len(images), batch_size)])
 
@@ -216,9 +227,9 @@ def init_invariance_by_patch_size(images, seeds=(0, 1, 2)):
   return out
 
 
-def inference_rate(model, params, batch=64, repeats=5):
+def inference_rate(model, variables, batch=64, repeats=5):
   x = jnp.zeros((batch, IMAGE_SIZE, IMAGE_SIZE, 1))
-  fn = jax.jit(lambda x: model.apply({"params": params}, x))
+  fn = jax.jit(lambda x: model.apply(variables, x))
   jax.block_until_ready(fn(x))
   start = time.perf_counter()
   for _ in range(repeats):
@@ -294,17 +305,19 @@ def main():
   for name in args.models.split(","):
     for labels, idx in (("100/class", few), ("all", np.arange(len(pool_y)))):
       t0 = time.time()
-      model, params, train_rate, loss = train(name, pool_x[idx], pool_y[idx], steps=args.steps,
-                                              batch_size=args.batch_size, lr=args.lr,
-                                              seed=args.seed)
+      model, variables, train_rate, loss = train(
+          name, pool_x[idx], pool_y[idx], steps=args.steps, batch_size=args.batch_size,
+          lr=args.lr, seed=args.seed)
+      backbone = variables["params"]["backbone"]
       run = {"model": name, "labels": labels, "num_labels": int(len(idx)),
-             "params": int(sum(x.size for x in jax.tree.leaves(params["backbone"]))),
+             "params": int(sum(x.size for x in jax.tree.leaves(backbone))),
              "final_train_loss": loss, "train_images_per_sec": train_rate,
-             "eval": {s: classification_metrics(predict(model, params, x), y)
+             "eval": {s: classification_metrics(predict(model, variables, x), y)
                       for s, (x, y) in evals.items()}}
       if labels == "all":
-        run["invariance"] = invariance_errors(model, params, jnp.asarray(test_x[:64]))
-        run["inference_images_per_sec"] = inference_rate(model, params)
+        run["invariance"] = invariance_errors(model, variables["params"],
+                                              jnp.asarray(test_x[:64]))
+        run["inference_images_per_sec"] = inference_rate(model, variables)
       run["seconds"] = time.time() - t0
       runs.append(run)
       print(json.dumps(run), flush=True)

@@ -51,10 +51,10 @@ _PRESET = flags.DEFINE_enum("preset", "cpu", ["cpu", "accelerator"], "Scale of t
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/lensfm_label_efficiency", "Run directories.")
 _PRETRAINED = flags.DEFINE_string("pretrained", None,
                                   "Pretraining workdir; default: pretrain one (cpu preset).")
-_PRETRAIN_STEPS = flags.DEFINE_integer("pretrain_steps", 400, "cpu preset: MAE steps.")
-_STEPS = flags.DEFINE_integer("steps", 200, "cpu preset: fine-tuning steps per run.")
+_PRETRAIN_STEPS = flags.DEFINE_integer("pretrain_steps", 1500, "cpu preset: MAE steps.")
+_STEPS = flags.DEFINE_integer("steps", 500, "cpu preset: fine-tuning steps per run.")
 _LABELS = flags.DEFINE_list("labels", ["10", "100", "1000", "all"], "Labels per class.")
-_MODES = flags.DEFINE_list("modes", ["finetune", "scratch", "linear", "knn"],
+_MODES = flags.DEFINE_list("modes", ["finetune", "scratch", "resnet", "linear", "knn"],
                            "Adaptation modes (see lensfm/evaluate/modes.py).")
 _TEST = flags.DEFINE_integer("test_examples", 1024, "Simulated test lenses per run.")
 _SEED = flags.DEFINE_integer("seed", 0, "Run and label-pool seed.")

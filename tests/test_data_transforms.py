@@ -20,6 +20,17 @@ def test_minmax_maps_each_image_to_unit_range():
   assert float(jnp.abs(transforms.minmax(jnp.ones((4, 4, 1)))).max()) == 0.0
 
 
+def test_zscore_gives_each_image_zero_mean_and_unit_variance():
+  image = _image() * 7.0 - 3.0
+  out = np.asarray(transforms.normalize(image, "zscore"))
+  assert out.mean() == pytest.approx(0.0, abs=1e-5)
+  assert out.std() == pytest.approx(1.0, abs=1e-5)
+  # One statistic over all channels: the colour ratios of a multi-band image survive.
+  np.testing.assert_allclose(out, (image - image.mean()) / image.std(), atol=1e-5)
+  assert float(jnp.abs(transforms.zscore(jnp.ones((4, 4, 1)))).max()) == 0.0
+  assert transforms.DEFAULT_NORMALIZE == "zscore"
+
+
 def test_asinh_maps_peak_to_one_and_keeps_sign_and_order():
   image = _image() - 0.5
   out = transforms.asinh_stretch(image)
@@ -40,7 +51,7 @@ def test_standardize_uses_per_channel_statistics():
 
 def test_normalize_errors_are_clear():
   with pytest.raises(ValueError, match="not one of"):
-    transforms.normalize(_image(), "zscore")
+    transforms.normalize(_image(), "zscore_per_band")
   with pytest.raises(ValueError, match="statistics"):
     transforms.normalize(_image(), "standardize")
 

@@ -201,6 +201,14 @@ def test_missing_or_wrong_channel_checkpoint_fails_clearly(pretrained, tmp_path)
     restore.check_init_from(c)
 
 
+def test_init_from_with_another_normalisation_fails_clearly(pretrained):
+  c = downstream_config(init_from=pretrained[0])
+  c.data.normalize = "minmax"
+  with pytest.raises(ValueError, match="normalize='zscore' images, but this run has "
+                     "config.data.normalize='minmax'"):
+    restore.check_init_from(c)
+
+
 def fake_pool(n_per_class=4, classes=3, size=8):
   labels = np.repeat(np.arange(classes), n_per_class).astype(np.int32)
   images = (labels[:, None, None, None] * 100 + np.arange(len(labels))[:, None, None, None]

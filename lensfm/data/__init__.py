@@ -8,7 +8,7 @@ from `config.data`, so a new source never touches the trainer.
 `config.data` fields common to every source:
   source: 'sim' (on-device simulation, endless) or 'tfds' (ArrayRecord via grain).
   image_size, channels: what the model sees (checked against what the source gives).
-  normalize: 'minmax' | 'asinh' | 'standardize' | 'none'.
+  normalize: 'zscore' (default) | 'minmax' | 'asinh' | 'standardize' | 'none'.
 Source-specific fields are documented in the source's module.
 """
 from __future__ import annotations

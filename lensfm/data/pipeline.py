@@ -37,7 +37,7 @@ thread read ahead), so `set_state` continues bit-for-bit where that was.
                     (`lensfm.data.build.ensure_built`) and reused afterwards.
   image_size, channels: must equal the dataset's image shape (a ValueError
                     names both).
-  normalize:        'minmax' (default) | 'asinh' | 'standardize' (per-channel
+  normalize:        'zscore' (default) | 'minmax' | 'asinh' | 'standardize' (per-channel
                     train-split statistics stored at build time, or
                     `norm_stats`) | 'none'.
   norm_stats:       optional {'mean': [C], 'std': [C]} overriding the stored
@@ -401,7 +401,7 @@ def make_prepare(*, sharding, seed: int, split: str, normalize: str, augment,
 
 
 def normalization_stats(data_config, info) -> Optional[dict]:
-  if data_config.get("normalize", "minmax") != "standardize":
+  if data_config.get("normalize", transforms.DEFAULT_NORMALIZE) != "standardize":
     return None
   given = data_config.get("norm_stats", None)
   if given:
@@ -450,7 +450,7 @@ def make(data_config, *, global_batch_size: int,
   training = base_split(split) == "train"
   prepare = make_prepare(
       sharding=sharding, seed=seed, split=split,
-      normalize=data_config.get("normalize", "minmax"),
+      normalize=data_config.get("normalize", transforms.DEFAULT_NORMALIZE),
       augment=(transforms.parse_augment(data_config.get("augment", ""))
                if training else ()),
       stats=normalization_stats(data_config, plan["info"]))

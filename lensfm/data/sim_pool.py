@@ -115,8 +115,8 @@ class PoolInput(sim_source.StepIndexedInput):
   """Endless shuffled, augmented batches from a fixed pool; see the module docstring."""
 
   def __init__(self, pool: Mapping[str, np.ndarray], *, global_batch_size: int,
-               sharding: jax.sharding.NamedSharding, seed: int, normalize: str = "minmax",
-               augment=(), stats=None):
+               sharding: jax.sharding.NamedSharding, seed: int,
+               normalize: str = transforms.DEFAULT_NORMALIZE, augment=(), stats=None):
     self.global_batch_size = int(global_batch_size)
     self.sharding = sharding
     self.size = len(pool["label"])
@@ -166,7 +166,7 @@ def make(data_config, *, global_batch_size: int, sharding: jax.sharding.NamedSha
   pool = draw_pool(plain, per_class or 0, seed if labels_seed is None else int(labels_seed))
   recipe = sim_source.get_recipe(plain)
   return PoolInput(pool, global_batch_size=global_batch_size, sharding=sharding, seed=seed,
-                   normalize=plain.get("normalize", "minmax"),
+                   normalize=plain.get("normalize", transforms.DEFAULT_NORMALIZE),
                    augment=transforms.parse_augment(plain.get("augment", "")),
                    stats=sim_source.normalization_stats(plain, recipe))
 

@@ -22,7 +22,7 @@ number of devices or processes.
   image_size, channels: must equal the recipe's image shape (H = W =
                     image_size, C = channels); a mismatch is a ValueError naming
                     both.
-  normalize:        'minmax' (default) | 'asinh' | 'standardize' | 'none' (see
+  normalize:        'zscore' (default) | 'minmax' | 'asinh' | 'standardize' | 'none' (see
                     `transforms`). 'standardize' uses per-channel statistics of
                     `STATS_EXAMPLES` simulated images drawn with a fixed key
                     (the same for every seed), or `norm_stats` if given.
@@ -144,7 +144,7 @@ def simulated_statistics(recipe, num_examples: int = STATS_EXAMPLES) -> dict:
 
 def normalization_stats(data_config, recipe) -> Optional[dict]:
   """Statistics for 'standardize' (None for the other normalisations)."""
-  if data_config.get("normalize", "minmax") != "standardize":
+  if data_config.get("normalize", transforms.DEFAULT_NORMALIZE) != "standardize":
     return None
   given = data_config.get("norm_stats", None)
   if given:
@@ -216,7 +216,7 @@ class SimInput(StepIndexedInput):
 
   def __init__(self, recipe, *, global_batch_size: int,
                sharding: jax.sharding.NamedSharding, seed: int, split: str,
-               normalize: str = "minmax", augment=(),
+               normalize: str = transforms.DEFAULT_NORMALIZE, augment=(),
                stats: Optional[Mapping] = None):
     self.recipe = recipe
     self.global_batch_size = int(global_batch_size)
@@ -258,7 +258,7 @@ def make(data_config, *, global_batch_size: int,
     import warnings  # pylint: disable=g-import-not-at-top
     warnings.warn("jax_threefry_partitionable is off: each process will "
                   "simulate the full global batch, not only its shard.")
-  normalize = data_config.get("normalize", "minmax")
+  normalize = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)
   augment = transforms.parse_augment(data_config.get("augment", ""))
   if split_id(split) != SPLIT_IDS["train"]:
     augment = ()  # Evaluation data are never augmented.

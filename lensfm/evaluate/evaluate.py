@@ -42,6 +42,7 @@ import numpy as np
 
 from lensfm import models
 from lensfm import objectives
+from lensfm.data import transforms
 from lensfm.evaluate import eval_data
 from lensfm.evaluate import image_files
 from lensfm.evaluate import reports
@@ -99,15 +100,16 @@ def paired_files(data_config) -> list[tuple[str, str]]:
 
 def paired_batches(data_config, objective, batch_size: int, sharding):
   """Batches {'image': HR, 'image_lr': LR, 'mask'} from paired files. Both images of a
-  pair get the affine map that min-max normalises the HR image, so that they stay in the
-  same units (normalising each on its own would change their relative brightness)."""
+  pair get the affine map that normalises the HR image (z-score or min-max), so that they
+  stay in the same units (normalising each on its own would change their relative
+  brightness)."""
   if objective.task != "superres":
     raise ValueError("config.data.hr/lr (paired files) are for super-resolution checkpoints; "
                      f"this one is a {objective.task} model.")
-  method = data_config.get("normalize", "minmax")
-  if method not in ("minmax", "none"):
+  method = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)
+  if method not in ("zscore", "minmax", "none"):
     raise ValueError(f"Paired files can be evaluated for checkpoints trained with "
-                     f"normalize 'minmax' or 'none'; this one used {method!r}.")
+                     f"normalize 'zscore', 'minmax' or 'none'; this one used {method!r}.")
   size, channels = int(data_config.image_size), int(data_config.get("channels", 1))
   pairs = paired_files(data_config)
   for start in range(0, len(pairs), batch_size):
@@ -121,6 +123,9 @@ def paired_batches(data_config, objective, batch_size: int, sharding):
       l = image_files.read_image(lr_path, size=size // objective.scale, channels=channels)
       if method == "minmax":
         lo, span = h.min(), max(float(h.max() - h.min()), 1e-12)
+        h, l = (h - lo) / span, (l - lo) / span
+      elif method == "zscore":
+        lo, span = h.mean(), max(float(h.std()), 1e-12)
         h, l = (h - lo) / span, (l - lo) / span
       hr[i], lr[i] = h, l
     yield {k: jax.device_put(v, sharding) for k, v in

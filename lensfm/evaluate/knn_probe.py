@@ -76,7 +76,7 @@ def pool_batches(config, batch_size, sharding):
   pool = sim_pool.draw_pool(plain, config.data.labels_per_class,
                               config.seed if seed is None else int(seed))
   recipe = sim_source.get_recipe(plain)
-  transform = transforms.make_transform(plain.get("normalize", "minmax"), (),
+  transform = transforms.make_transform(plain.get("normalize", transforms.DEFAULT_NORMALIZE), (),
                                         sim_source.normalization_stats(plain, recipe))
   normalize = jax.jit(lambda x: jax.vmap(transform)(
       jax.random.split(jax.random.key(0), x.shape[0]), x), out_shardings=sharding)

@@ -47,7 +47,7 @@ from lensfm.train import sharding as sharding_lib
 
 def normalization_stats(data_config, override=None):
   """Statistics for normalize='standardize', as the training input computed them."""
-  if data_config.get("normalize", "minmax") != "standardize":
+  if data_config.get("normalize", transforms.DEFAULT_NORMALIZE) != "standardize":
     return None
   if isinstance(override, str):
     override = json.loads(override) if override.strip() else None
@@ -104,7 +104,7 @@ def run(config, workdir: str) -> dict:
                                           allow_pickle=bool(config.get("allow_pickle", False)),
                                           hdu=None if hdu < 0 else hdu)
   transform = transforms.make_transform(
-      data_config.get("normalize", "minmax"), (),
+      data_config.get("normalize", transforms.DEFAULT_NORMALIZE), (),
       normalization_stats(data_config, config.get("norm_stats", None)))
 
   mesh = sharding_lib.make_mesh(config.get("mesh", (("data", -1), ("fsdp", 1))))

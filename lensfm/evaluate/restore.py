@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lensfm.data import transforms
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import trainer as trainer_lib
 
@@ -76,3 +77,11 @@ def check_init_from(config) -> None:
   if have != want:
     raise ValueError(f"Checkpoint {path} was trained on images with {have} channel(s), but "
                      f"config.data.channels={want}.")
+  # An encoder only knows the input scale it was trained on: fine-tuning it on images
+  # normalised otherwise starts from features it never learned to make.
+  have = pre.data.get("normalize", transforms.DEFAULT_NORMALIZE)
+  want = config.data.get("normalize", transforms.DEFAULT_NORMALIZE)
+  if have != want:
+    raise ValueError(f"Checkpoint {path} was trained on config.data.normalize={have!r} "
+                     f"images, but this run has config.data.normalize={want!r}; pass "
+                     f"--config.data.normalize={have} (or pretrain with {want!r}).")

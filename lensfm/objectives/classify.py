@@ -8,12 +8,15 @@ under params['head'].
 Adaptation modes are mostly the optimizer's business: full fine-tuning (optionally
 `config.optim.layer_decay`), a linear probe (`config.optim.freeze='^encoder/'`: the
 encoder then also runs without gradients, which halves the step's cost), or training
-from scratch (no `init_from`). What a probe needs from this file is `feature_norm`:
-frozen self-supervised features share a large common offset and vary little from image
-to image, so a linear head on them learns slowly; MAE's linear-probe protocol
-standardises each feature first (BatchNorm without affine parameters), which is what
+from scratch (no `init_from`). What every mode needs from this file is `feature_norm`:
+pooled features share a large common offset and vary little from image to image (frozen
+self-supervised features; a GroupNorm ResNet's mean-pooled, per-image-normalised maps),
+so a head on them learns slowly or not at all; MAE's linear-probe protocol standardises
+each feature first (BatchNorm without affine parameters), which is what
 feature_norm='batch' does: batch statistics in training, running statistics (kept in
-`extra`, so they are checkpointed) in evaluation.
+`extra`, so they are checkpointed) in evaluation. The downstream configs use it in every
+mode: measured on 32x32 Model II lenses, 300 steps from scratch, a runlocal ResNet went
+from chance (accuracy 0.34) to 0.77 with it, a runlocal ViT from 0.65 to 0.69.
 
 config.objective fields:
   name: 'classify'.
@@ -25,7 +28,7 @@ config.objective fields:
   head_hidden: 0 (default) for a linear head; N > 0 for one hidden GELU layer of N units.
   head_zero_init: start the output layer at zero (default True): the first logits are
     uniform, so the initial loss is log(num_classes) whatever the features' scale.
-  feature_norm: 'none' (default) or 'batch' (see above; the configs' linear mode).
+  feature_norm: 'none' (default) or 'batch' (see above; what the configs use).
   feature_norm_momentum: of the running statistics (default 0.99; the first steps
     average exactly, so early evaluations are not biased towards the initial values).
   label_smoothing: default 0.

@@ -14,8 +14,9 @@ Network (an ESPCN-style head, residual over bicubic):
 So the untrained network is exactly bicubic interpolation, and everything it learns is a
 correction to it.
 
-Units: the network sees the LR image min-max normalised per image (what a user's own
-LR file gets in predict mode) and predicts in those units; predictions are mapped back
+Units: the network sees the LR image z-score normalised per image (zero mean, unit
+variance, as the encoder was pretrained; what a user's own LR file gets in predict
+mode) and predicts in those units; predictions are mapped back
 with the same affine map before the loss and the metrics, which are computed in the
 units of the (normalised) HR batch. PSNR and SSIM use each HR image's own range
 (max - min; 1 for min-max normalised data).
@@ -25,7 +26,7 @@ config.objective fields:
   scale: 2 or 4 (default 2). config.data.image_size is the HR size; the encoder sees
     image_size / scale, which its patch size must divide.
   lr_blur_sigma: extra Gaussian blur before downsampling, HR pixels (default 0).
-  lr_normalize: min-max normalise each LR image for the network (default True).
+  lr_normalize: z-score normalise each LR image for the network (default True).
   decoder_features (F, default 32), decoder_depth (default 2).
   loss: 'mse' (default; what PSNR measures) or 'l1'.
 Metrics logged during training: psnr, psnr_bicubic (training batch).
@@ -103,11 +104,11 @@ class SuperResolver(nn.Module):
     return self.decoder(tokens, lr)
 
 
-def minmax_affine(images):
-  """Per-image (lo, scale) so that (x - lo) / scale is in [0, 1]; shapes [B, 1, 1, 1]."""
-  lo = images.min(axis=(1, 2, 3), keepdims=True)
-  scale = jnp.maximum(images.max(axis=(1, 2, 3), keepdims=True) - lo, _EPS)
-  return lo, scale
+def zscore_affine(images):
+  """Per-image (mean, std) so that (x - mean) / std has zero mean and unit variance;
+  shapes [B, 1, 1, 1]."""
+  mean = images.mean(axis=(1, 2, 3), keepdims=True)
+  return mean, jnp.maximum(images.std(axis=(1, 2, 3), keepdims=True), _EPS)
 
 
 def image_range(images):
@@ -155,9 +156,9 @@ class Objective(classify.DownstreamMixin, base.Objective):
     return self.downsample(jnp.asarray(batch["image"], jnp.float32))
 
   def super_resolve(self, params, lr, train=False):
-    """SR of `lr` in the units of `lr` (the network runs on min-max normalised LR)."""
+    """SR of `lr` in the units of `lr` (the network runs on z-score normalised LR)."""
     if self.lr_normalize:
-      lo, scale = minmax_affine(lr)
+      lo, scale = zscore_affine(lr)
     else:
       lo, scale = jnp.zeros(()), jnp.ones(())
     out = self.network(lr.shape).apply({"params": params}, (lr - lo) / scale, train=train)
