@@ -199,7 +199,7 @@ def test_poisson_sampler_matches_the_poisson_distribution():
   draws = np.asarray(poisson(jax.random.key(0), lam)).reshape(len(rates), n)
   assert (draws == np.round(draws)).all() and draws.min() >= 0
   for rate, x in zip(rates, draws):
-    assert x.mean() == pytest.approx(rate, abs=4 * np.sqrt(rate / n))
+    assert x.mean() == pytest.approx(float(rate), abs=float(4 * np.sqrt(rate / n)))
     ks = np.arange(int(rate + 8 * np.sqrt(rate) + 8))
     observed = np.bincount(x.astype(int), minlength=len(ks))[:len(ks)]
     expected = stats.poisson.pmf(ks, rate) * n
@@ -217,7 +217,7 @@ def test_poisson_redraw_passes_keep_the_distribution(monkeypatch):
   rate, n = 10.0, 40000    # PTRS accepts least at rate 10: ~10% of 40000 >> 40000 / 64
   x = np.asarray(jax.jit(instrument.poisson, compiler_options=FAST_COMPILE)(
       jax.random.key(3), jnp.full((n,), rate)))
-  assert x.mean() == pytest.approx(rate, abs=4 * np.sqrt(rate / n))
+  assert x.mean() == pytest.approx(float(rate), abs=float(4 * np.sqrt(rate / n)))
   ks = np.arange(40)
   observed = np.bincount(x.astype(int), minlength=len(ks))[:len(ks)]
   expected = stats.poisson.pmf(ks, rate) * n
