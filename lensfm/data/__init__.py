@@ -24,6 +24,7 @@ Batch = dict[str, jax.Array]
 _SOURCES = {
     "sim": "lensfm.data.sim_source",
     "sim_pool": "lensfm.data.sim_pool",  # A fixed labelled pool: labels_per_class on 'sim'.
+    "sim_mixture": "lensfm.data.sim_mixture",  # Same-lens views, instrument mixture.
     "tfds": "lensfm.data.pipeline",
 }
 
