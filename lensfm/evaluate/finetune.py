@@ -1,9 +1,9 @@
 """Task 'finetune': the training loop around a supervised objective, for downstream tasks.
 
 It is `lensfm.train.trainer.run` after three preparations that only downstream runs need:
-  1. `config.init_from` is checked before anything compiles: the checkpoint must exist
-     and its backbone must equal config.model (other width, depth, patch size, ...: a
-     ValueError listing every differing field) and its channels config.data.channels.
+  1. The config adopts `config.init_from`'s backbone and input grid (any checkpoint, or
+     a shipped one such as 'lensfm:tiny'; `restore.adopt_init_from`), which is then
+     checked before anything compiles.
   2. `config.data.labels_per_class` with the simulator (source 'sim') becomes the fixed
      labelled pool of `lensfm.data.sim_pool` (source 'sim_pool'); the TFDS
      pipeline implements labels_per_class itself.
@@ -35,5 +35,6 @@ def prepare_config(config) -> ml_collections.ConfigDict:
 
 
 def run(config, workdir: str):
+  config = restore.adopt_init_from(config)
   restore.check_init_from(config)
   return trainer_lib.run(prepare_config(config), workdir)

@@ -10,6 +10,7 @@ import dataclasses
 import os
 from typing import Any
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -63,6 +64,49 @@ def check_downstream(trained: Trained, what: str) -> None:
         f"{what}: checkpoint {trained.path} was trained with objective {name!r}, which has "
         "no downstream head. Give a fine-tuned workdir (objective 'classify', 'regress' or "
         "'superres'), or fine-tune this one first with --config.init_from.")
+
+
+# Input-grid fields a pretrained encoder fixes for whatever fine-tunes it.
+GRID_FIELDS = ("image_size", "pixel_scale", "channels", "normalize")
+# Adaptation modes that train a fresh network (init_from only lends its backbone/grid).
+FRESH_MODES = ("scratch", "resnet")
+
+
+def adopt_init_from(config) -> ml_collections.ConfigDict:
+  """A copy of a downstream config that takes init_from's backbone and input grid.
+
+  `--config.init_from=lensfm:tiny` (or any checkpoint) then just works with any downstream
+  config: config.model becomes the checkpoint's backbone (the config's compute dtype and
+  remat are kept) and config.data its grid (GRID_FIELDS). With config.mode 'scratch' the
+  same backbone is trained from random weights (init_from is cleared after adopting);
+  'resnet' keeps its ResNet-18 and adopts only the grid.
+  """
+  path = config.get("init_from", "")
+  if not path:
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())
+  pre = ckpt_lib.load_config(path)  # FileNotFoundError naming the path if missing.
+  mode = config.get("mode", "finetune")
+  changed = []
+  if mode != "resnet":
+    model = pre.model.to_dict()
+    for keep in ("dtype", "remat", "attention_impl"):
+      if keep in config.model:
+        model[keep] = config.model[keep]
+    if model != config.model.to_dict():
+      changed.append(f"model={model}")
+    config.model = model
+  for field in GRID_FIELDS:
+    if field in pre.data and config.data.get(field, None) != pre.data[field]:
+      changed.append(f"data.{field}={pre.data[field]!r}")
+      config.data[field] = pre.data[field]
+  if mode in FRESH_MODES:
+    config.init_from = ""
+    config.backbone_from = path
+  if changed:
+    logging.info("Adopted from %s: %s", path, ", ".join(changed))
+    print(f"Adopted from {path}: {', '.join(changed)}", flush=True)
+  return config
 
 
 def check_init_from(config) -> None:

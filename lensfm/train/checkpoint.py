@@ -201,9 +201,36 @@ def _sync_processes(name: str):
     multihost_utils.sync_global_devices(name)
 
 
+# Named checkpoints shipped inside the package: 'lensfm:tiny' -> lensfm/weights/tiny/.
+NAMED_PREFIX = "lensfm:"
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "weights")
+
+
+def named_checkpoints() -> list[str]:
+  """Names of the checkpoints shipped in lensfm/weights/ ('tiny', ...)."""
+  if not os.path.isdir(WEIGHTS_DIR):
+    return []
+  return sorted(d for d in os.listdir(WEIGHTS_DIR)
+                if os.path.isdir(os.path.join(WEIGHTS_DIR, d, "checkpoints")))
+
+
+def resolve(path: str) -> str:
+  """'lensfm:NAME' -> the shipped checkpoint's directory; any other path unchanged."""
+  if not str(path).startswith(NAMED_PREFIX):
+    return path
+  name = str(path)[len(NAMED_PREFIX):]
+  if name not in named_checkpoints():
+    raise FileNotFoundError(f"No named checkpoint {path!r}: lensfm ships "
+                            f"{[NAMED_PREFIX + n for n in named_checkpoints()]} (in "
+                            f"{WEIGHTS_DIR}).")
+  return os.path.join(WEIGHTS_DIR, name)
+
+
 def find_checkpoint(path: str) -> tuple[str, int]:
-  """Resolves a workdir, a checkpoints/ dir or a step dir to (checkpoints dir, step)."""
-  path = os.path.abspath(os.path.expanduser(path))
+  """Resolves 'lensfm:NAME', a workdir, a checkpoints/ dir or a step dir to
+  (checkpoints dir, step)."""
+  path = os.path.abspath(os.path.expanduser(resolve(path)))
   if not os.path.isdir(path):
     raise FileNotFoundError(f"Checkpoint path {path} does not exist (expected a workdir, "
                             f"its checkpoints/ directory or a checkpoints/<step> directory).")
@@ -270,6 +297,50 @@ def load_state(path: str) -> tuple[Any, Any, int]:
 
 
 def load_encoder(path: str) -> tuple[Any, Any]:
-  """Public entry for downstream tasks: (encoder params, pretraining config)."""
+  """Public entry for downstream tasks: (encoder params, pretraining config).
+
+  `path` is a workdir, a checkpoint directory or a shipped name such as 'lensfm:tiny'.
+  """
   params, config, _ = load_params(path, "encoder")
   return params, config
+
+
+def export_encoder(path: str, out_dir: str, *, max_file_bytes: int = 16 * 2**20) -> str:
+  """Writes the encoder of checkpoint `path` (params/encoder only, no optimizer state)
+  as a checkpoint of its own in out_dir (out_dir/checkpoints/<step>, loadable like any
+  workdir) with every data file at most `max_file_bytes`, plus out_dir/config.json.
+
+  Written to a temporary directory next to out_dir and moved into place when complete;
+  other files in out_dir (e.g. a model card) are kept.
+  """
+  encoder, config, step = load_params(path, "encoder")
+  out_dir = os.path.abspath(out_dir)
+  tmp = f"{out_dir}.tmp-{os.getpid()}"
+  if os.path.exists(tmp):
+    shutil.rmtree(tmp)
+  os.makedirs(tmp)
+  chunk = max(max_file_bytes // 4, 1 << 20)
+  save_args = jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=chunk), encoder)
+  with ocp.CheckpointManager(os.path.join(tmp, "checkpoints"), item_handlers=_handlers(),
+                             options=ocp.CheckpointManagerOptions(create=True)) as manager:
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeSave({"params": {"encoder": encoder}},
+                                  save_args={"params": {"encoder": save_args}},
+                                  ocdbt_target_data_file_size=max_file_bytes // 2),
+        data=ocp.args.JsonSave({}), config=ocp.args.JsonSave(config.to_dict())), force=True)
+    manager.wait_until_finished()
+  write_json_atomically(os.path.join(tmp, "config.json"), config.to_dict())
+  too_big = [(f, os.path.getsize(os.path.join(d, f))) for d, _, files in os.walk(tmp)
+             for f in files if os.path.getsize(os.path.join(d, f)) > max_file_bytes]
+  if too_big:
+    shutil.rmtree(tmp)
+    raise ValueError(f"Exported files exceed {max_file_bytes} bytes: {too_big}.")
+  os.makedirs(out_dir, exist_ok=True)
+  old = os.path.join(out_dir, "checkpoints")
+  if os.path.exists(old):
+    shutil.move(old, f"{tmp}.old")
+  os.replace(os.path.join(tmp, "checkpoints"), old)
+  os.replace(os.path.join(tmp, "config.json"), os.path.join(out_dir, "config.json"))
+  shutil.rmtree(tmp)
+  shutil.rmtree(f"{tmp}.old", ignore_errors=True)
+  return out_dir
