@@ -14,8 +14,8 @@ Super-resolution checkpoints can also be evaluated on paired files: `data.hr` an
 `data.lr` (a file, directory or glob each; .npy or FITS), paired by file name, LR of
 size image_size / scale; both are mapped by the HR image's min-max normalisation.
 
-Writes WORKDIR/summary.json (every metric of the task, see `objectives.reports`; plus the confusion
-matrix, the checkpoint, its step, the data, the device and the JAX version),
+Writes WORKDIR/summary.json (every metric of the task, see `objectives.reports`; plus
+the confusion matrix, the checkpoint, its step, the data, the device and the JAX version),
 WORKDIR/config.json and the task's PNG figures in WORKDIR (ROC curves, confusion matrix,
 regression scatter, SR triptychs).
 
