@@ -15,7 +15,7 @@ from absl import flags
 from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from lensfm.train import checkpoint  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lensfm.train import loading  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Pretraining workdir or checkpoints/<step>.")
 _NAME = flags.DEFINE_string("name", None, "Ship as lensfm:<name> (lensfm/weights/<name>).")
@@ -28,8 +28,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file at INFO.
   if not _WORKDIR.value or bool(_NAME.value) == bool(_OUT.value):
     raise app.UsageError("Give --workdir and exactly one of --name or --out.")
-  out = _OUT.value or os.path.join(checkpoint.WEIGHTS_DIR, _NAME.value)
-  checkpoint.export_encoder(_WORKDIR.value, out, max_file_bytes=_MAX_FILE_MIB.value * 2**20)
+  out = _OUT.value or os.path.join(loading.WEIGHTS_DIR, _NAME.value)
+  loading.export_encoder(_WORKDIR.value, out, max_file_bytes=_MAX_FILE_MIB.value * 2**20)
   sizes = [os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(out) for f in files]
   print(f"Wrote {out}: {len(sizes)} files, {sum(sizes) / 2**20:.2f} MiB, largest "
         f"{max(sizes) / 2**20:.2f} MiB.")

@@ -1,4 +1,4 @@
-"""Checkpoints through orbax: asynchronous, atomic, keep-N, resumable, and loadable.
+"""Checkpoints through orbax: asynchronous, atomic, keep-N and resumable.
 
 Layout: WORKDIR/config.json (the run's config), WORKDIR/checkpoints/<step>/ with items
   state:  the train state pytree (params, opt_state, extra, step, counters); every
@@ -7,7 +7,8 @@ Layout: WORKDIR/config.json (the run's config), WORKDIR/checkpoints/<step>/ with
           one state when every process's is the same (the simulator's {'step': n}),
           else {"per_process": [state of process 0, 1, ...]};
   config: the config again (JSON), so a checkpoint directory stands on its own.
-The RNG state needs no item: step s draws from fold_in(base_rng, s).
+The RNG state needs no item: step s draws from fold_in(base_rng, s). Reading a
+checkpoint's parameters for other uses (init_from, evaluation) is `loading`'s job.
 
 Orbax writes each step into `<step>.orbax-checkpoint-tmp*` and renames it when
 complete, so a process killed mid-save (SIGKILL, disk full) never leaves a half
@@ -30,12 +31,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-_ITEMS = ("state", "data", "config")
 # Key of the data item when processes' input states differ (e.g. grain, per host).
 PER_PROCESS = "per_process"
 
 
-def _handlers():
+def item_handlers():
   return {"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
           "config": ocp.JsonCheckpointHandler()}
 
@@ -61,7 +61,7 @@ class Checkpointer:
 
   def _new_manager(self):
     return ocp.CheckpointManager(self.directory, options=self._options,
-                                 item_handlers=_handlers())
+                                 item_handlers=item_handlers())
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -199,148 +199,3 @@ def _sync_processes(name: str):
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
-
-
-# Named checkpoints shipped inside the package: 'lensfm:tiny' -> lensfm/weights/tiny/.
-NAMED_PREFIX = "lensfm:"
-WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "weights")
-
-
-def named_checkpoints() -> list[str]:
-  """Names of the checkpoints shipped in lensfm/weights/ ('tiny', ...)."""
-  if not os.path.isdir(WEIGHTS_DIR):
-    return []
-  return sorted(d for d in os.listdir(WEIGHTS_DIR)
-                if os.path.isdir(os.path.join(WEIGHTS_DIR, d, "checkpoints")))
-
-
-def resolve(path: str) -> str:
-  """'lensfm:NAME' -> the shipped checkpoint's directory; any other path unchanged."""
-  if not str(path).startswith(NAMED_PREFIX):
-    return path
-  name = str(path)[len(NAMED_PREFIX):]
-  if name not in named_checkpoints():
-    raise FileNotFoundError(f"No named checkpoint {path!r}: lensfm ships "
-                            f"{[NAMED_PREFIX + n for n in named_checkpoints()]} (in "
-                            f"{WEIGHTS_DIR}).")
-  return os.path.join(WEIGHTS_DIR, name)
-
-
-def find_checkpoint(path: str) -> tuple[str, int]:
-  """Resolves 'lensfm:NAME', a workdir, a checkpoints/ dir or a step dir to
-  (checkpoints dir, step)."""
-  path = os.path.abspath(os.path.expanduser(resolve(path)))
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"Checkpoint path {path} does not exist (expected a workdir, "
-                            f"its checkpoints/ directory or a checkpoints/<step> directory).")
-  base = os.path.basename(path.rstrip("/"))
-  if base.isdigit() and os.path.isdir(os.path.join(path, "state")):
-    return os.path.dirname(path), int(base)
-  for directory in (os.path.join(path, "checkpoints"), path):
-    if os.path.isdir(directory):
-      steps = [int(d) for d in os.listdir(directory)
-               if d.isdigit() and os.path.isdir(os.path.join(directory, d, "state"))]
-      if steps:
-        return directory, max(steps)
-  raise FileNotFoundError(f"No checkpoint found under {path} (looked for checkpoints/<step>/state).")
-
-
-def load_config(path: str):
-  """The ConfigDict a checkpoint (or workdir) was trained with."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  directory, step = find_checkpoint(path)
-  with open(os.path.join(directory, str(step), "config", "metadata")) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
-def load_params(path: str, subtree: str = "encoder") -> tuple[Any, Any, int]:
-  """Loads `params[subtree]` (default: the backbone) from a checkpoint as numpy arrays.
-
-  `path` is a workdir, its checkpoints/ dir or a checkpoints/<step> dir. Returns
-  (params, config, step). Only the requested parameters are read from disk, not the
-  optimizer state, so loading a ViT-H encoder costs its own size in memory.
-  """
-  directory, step = find_checkpoint(path)
-  config = load_config(os.path.join(directory, str(step)))
-  with ocp.CheckpointManager(directory, item_handlers=_handlers()) as manager:
-    meta = manager.item_metadata(step)["state"]
-    tree = meta.tree if hasattr(meta, "tree") else meta
-    if subtree not in tree.get("params", {}):
-      raise KeyError(f"Checkpoint {directory}/{step} has no params/{subtree}; it has "
-                     f"{sorted(tree.get('params', {}))}.")
-    target = {"params": {subtree: jax.tree.map(lambda m: np.zeros(m.shape, m.dtype),
-                                               tree["params"][subtree])}}
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-    items = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        target, restore_args=restore_args, partial_restore=True)))
-  return items["state"]["params"][subtree], config, step
-
-
-def load_state(path: str) -> tuple[Any, Any, int]:
-  """The whole train state of a checkpoint (params, opt_state, extra, step, counters)
-  as nested dicts/lists of numpy arrays, with its config and step.
-
-  For inspection and tests (e.g. that a resumed run ends exactly where an uninterrupted
-  one does); training itself resumes through `Checkpointer.restore_latest_intact`.
-  """
-  directory, step = find_checkpoint(path)
-  config = load_config(os.path.join(directory, str(step)))
-  with ocp.CheckpointManager(directory, item_handlers=_handlers()) as manager:
-    meta = manager.item_metadata(step)["state"]
-    tree = meta.tree if hasattr(meta, "tree") else meta
-    target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree)
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-    items = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        target, restore_args=restore_args)))
-  return items["state"], config, step
-
-
-def load_encoder(path: str) -> tuple[Any, Any]:
-  """Public entry for downstream tasks: (encoder params, pretraining config).
-
-  `path` is a workdir, a checkpoint directory or a shipped name such as 'lensfm:tiny'.
-  """
-  params, config, _ = load_params(path, "encoder")
-  return params, config
-
-
-def export_encoder(path: str, out_dir: str, *, max_file_bytes: int = 16 * 2**20) -> str:
-  """Writes the encoder of checkpoint `path` (params/encoder only, no optimizer state)
-  as a checkpoint of its own in out_dir (out_dir/checkpoints/<step>, loadable like any
-  workdir) with every data file at most `max_file_bytes`, plus out_dir/config.json.
-
-  Written to a temporary directory next to out_dir and moved into place when complete;
-  other files in out_dir (e.g. a model card) are kept.
-  """
-  encoder, config, step = load_params(path, "encoder")
-  out_dir = os.path.abspath(out_dir)
-  tmp = f"{out_dir}.tmp-{os.getpid()}"
-  if os.path.exists(tmp):
-    shutil.rmtree(tmp)
-  os.makedirs(tmp)
-  chunk = max(max_file_bytes // 4, 1 << 20)
-  save_args = jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=chunk), encoder)
-  with ocp.CheckpointManager(os.path.join(tmp, "checkpoints"), item_handlers=_handlers(),
-                             options=ocp.CheckpointManagerOptions(create=True)) as manager:
-    manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeSave({"params": {"encoder": encoder}},
-                                  save_args={"params": {"encoder": save_args}},
-                                  ocdbt_target_data_file_size=max_file_bytes // 2),
-        data=ocp.args.JsonSave({}), config=ocp.args.JsonSave(config.to_dict())), force=True)
-    manager.wait_until_finished()
-  write_json_atomically(os.path.join(tmp, "config.json"), config.to_dict())
-  too_big = [(f, os.path.getsize(os.path.join(d, f))) for d, _, files in os.walk(tmp)
-             for f in files if os.path.getsize(os.path.join(d, f)) > max_file_bytes]
-  if too_big:
-    shutil.rmtree(tmp)
-    raise ValueError(f"Exported files exceed {max_file_bytes} bytes: {too_big}.")
-  os.makedirs(out_dir, exist_ok=True)
-  old = os.path.join(out_dir, "checkpoints")
-  if os.path.exists(old):
-    shutil.move(old, f"{tmp}.old")
-  os.replace(os.path.join(tmp, "checkpoints"), old)
-  os.replace(os.path.join(tmp, "config.json"), os.path.join(out_dir, "config.json"))
-  shutil.rmtree(tmp)
-  shutil.rmtree(f"{tmp}.old", ignore_errors=True)
-  return out_dir
