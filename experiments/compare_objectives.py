@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from lensfm import config_args  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lensfm.tasks import finetune  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lensfm.train import loading  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _PRETRAINED = flags.DEFINE_string("pretrained", None, "name=path,... (path 'random': none).")
 _MODES = flags.DEFINE_list("modes", ["linear", "finetune"], "Adaptation modes.")
@@ -42,6 +43,8 @@ def run_one(path: str, mode: str, backbone_from: str, workdir: str) -> dict:
     c.mode, c.init_from = "scratch", backbone_from
   else:
     c.init_from = path
+  # Model II rendered directly at the encoder's grid size (0.101"/px, its own scale).
+  c.data.recipe_overrides = {"num_pix": int(loading.load_config(backbone_from).data.image_size)}
   c.data.labels_per_class = _LABELS.value
   c.total_steps = _STEPS.value
   c.evals.val.update(every=_STEPS.value, num_examples=_VAL.value)
