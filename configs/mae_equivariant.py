@@ -1,4 +1,4 @@
-r"""Masked-autoencoder pretraining of the rotation-equivariant transformer (issue 6).
+r"""Masked-autoencoder pretraining of the rotation-equivariant transformer.
 
 The backbone (`lensfm/models/equivariant.py`) turns each 4x4 patch into irreps
 features ('128x0e + 64x1o + 32x2e' for 'S/4': scalars, vectors and rank-2 parts of

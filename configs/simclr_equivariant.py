@@ -1,4 +1,4 @@
-r"""SimCLR pretraining of the rotation-equivariant transformer (issue 6).
+r"""SimCLR pretraining of the rotation-equivariant transformer.
 
 The pooled embedding of `lensfm/models/equivariant.py` is invariant to 90-degree
 turns and mirrors exactly and to other angles approximately, so the views' rotations

@@ -30,6 +30,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lensfm import errors
+
 _ITEMS = ("state", "data", "config")
 # Key of the data item when processes' input states differ (e.g. grain, per host).
 PER_PROCESS = "per_process"
@@ -205,7 +207,7 @@ def find_checkpoint(path: str) -> tuple[str, int]:
   """Resolves a workdir, a checkpoints/ dir or a step dir to (checkpoints dir, step)."""
   path = os.path.abspath(os.path.expanduser(path))
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"Checkpoint path {path} does not exist (expected a workdir, "
+    raise errors.MissingFileError(f"Checkpoint path {path} does not exist (expected a workdir, "
                             f"its checkpoints/ directory or a checkpoints/<step> directory).")
   base = os.path.basename(path.rstrip("/"))
   if base.isdigit() and os.path.isdir(os.path.join(path, "state")):
@@ -216,7 +218,8 @@ def find_checkpoint(path: str) -> tuple[str, int]:
                if d.isdigit() and os.path.isdir(os.path.join(directory, d, "state"))]
       if steps:
         return directory, max(steps)
-  raise FileNotFoundError(f"No checkpoint found under {path} (looked for checkpoints/<step>/state).")
+  raise errors.MissingFileError(f"No checkpoint found under {path} (looked for "
+                                "checkpoints/<step>/state).")
 
 
 def load_config(path: str):

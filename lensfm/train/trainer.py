@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from lensfm import data as data_lib
+from lensfm import errors
 from lensfm import models
 from lensfm import objectives
 from lensfm.train import checkpoint as ckpt_lib
@@ -78,9 +79,19 @@ def check_same_backbone(pretrained, current, path) -> None:
   diff = {k: (pre.get(k), cur.get(k)) for k in set(pre) | set(cur)
           if k not in ignore and pre.get(k) != cur.get(k)}
   if diff:
-    raise ValueError(f"Checkpoint {path} has a different backbone: "
-                     + ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}"
-                                 for k, (a, b) in sorted(diff.items())))
+    raise errors.UserError(f"Checkpoint {path} has a different backbone: "
+                           + ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}"
+                                       for k, (a, b) in sorted(diff.items()))
+                           + "." + _runlocal_hint(pre, cur))
+
+
+def _runlocal_hint(pretrained: dict, current: dict) -> str:
+  """A tiny explicit backbone (variant None) against a named variant: a runlocal run."""
+  if pretrained.get("variant", "") is None and current.get("variant", None) is not None:
+    return (" The checkpoint looks like a `:runlocal` run (a tiny backbone without a "
+            "variant): fine-tune it with `:runlocal` too, e.g. "
+            "--config=configs/finetune_classify.py:runlocal.")
+  return ""
 
 
 def check_config(config, mesh) -> None:
