@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from lensfm import config_args
+from lensfm import main as lensfm_main
 from lensfm.train import checkpoint
 from lensfm.train import trainer as trainer_lib
+from helpers_runs import run_main
+import test_writer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
@@ -43,6 +46,7 @@ def test_runlocal_checkpoints_resumes_and_loads(tmp_path, capsys):
   for name in ("config.json", "summary.json", "visualize_0000003.png", "visualize_0000006.png"):
     assert os.path.exists(os.path.join(workdir, name)), name
   assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+  assert test_writer.tensorboard_images(workdir) == {"visualize": [3, 6]}
   steps = [m["step"] for m in read_metrics(workdir)]
   assert steps == [2, 4, 6]
   assert all(np.isfinite(m["loss"]) for m in read_metrics(workdir))
@@ -58,6 +62,10 @@ def test_runlocal_checkpoints_resumes_and_loads(tmp_path, capsys):
   again = trainer_lib.run(small_runlocal(9), workdir)
   assert "Run already finished" in capsys.readouterr().out
   assert again["final_step"] == 9
+  report = lensfm_main.outputs_report(workdir)
+  for shown in (os.path.join(workdir, "checkpoints", "9"), os.path.join(workdir, "summary.json"),
+                "visualize_0000009.png", f"tensorboard --logdir {workdir}"):
+    assert shown in report, report
 
   # A fresh process loads the encoder (and the config) from the workdir.
   code = ("import numpy as np, jax; from lensfm.train.checkpoint import load_encoder;"
@@ -79,11 +87,6 @@ def test_runlocal_checkpoints_resumes_and_loads(tmp_path, capsys):
     checkpoint.load_params(workdir, "classifier")
   with pytest.raises(FileNotFoundError, match="does not exist"):
     checkpoint.load_encoder(str(tmp_path / "nowhere"))
-
-
-def run_main(*args, timeout=120):
-  return subprocess.run([sys.executable, "-m", "lensfm.main", *args], capture_output=True,
-                        text=True, env=ENV, cwd=ROOT, timeout=timeout)
 
 
 def test_wrong_config_field_and_arg_fail_by_name(tmp_path):

@@ -244,6 +244,7 @@ class Trainer:
           if t_last is None:  # Time after the first (compiling) step, not including it.
             jax.block_until_ready(metrics)
             t_last, n_last = time.perf_counter(), step
+            writer.start_clock(step)
           # Decided once per boundary, before saving: a SIGTERM that lands later in this
           # boundary is acted on at the next one, which then saves (never a silent exit).
           stop = preempted.should_stop(step)
@@ -266,7 +267,7 @@ class Trainer:
             if every(every_n, step) or last:
               writer.write(step, {f"{name}/{k}": v for k, v in evaluator.run(state, step).items()})
           if every(config.get("visualize_every", 0), step):
-            self.visualize(state, batch, step)
+            writer.write_pictures(step, {"visualize": self.visualize(state, batch, step)})
     finally:
       # Also on errors (NonFiniteError, a failing input): the checkpoint being written in
       # the background is completed, not cut off half-way by the exit.
@@ -292,17 +293,19 @@ class Trainer:
     n = min(4, self.config.batch_size)
     return jax.jit(lambda p, e, im: (p, e, im[:n]), out_shardings=sharding.replicated(self.mesh))
 
-  def visualize(self, state, batch, step):
+  def visualize(self, state, batch, step) -> str:
     """Every process takes part (arrays span all hosts); the objective writes on process 0.
 
     Parameters and a few images are first replicated, so the objective's pictures need
-    no knowledge of the mesh and its outputs are addressable on every host.
+    no knowledge of the mesh and its outputs are addressable on every host. Returns the
+    PNG's path (the file exists only if the objective draws pictures).
     """
     params, extra, images = self._replicate_for_pictures(
         state["params"], state["extra"], batch["image"])
+    path = os.path.join(self.workdir, f"visualize_{step:07d}.png")
     self.objective.visualize(params, extra, {"image": images},
-                             jax.random.fold_in(self.base_rng, step),
-                             os.path.join(self.workdir, f"visualize_{step:07d}.png"))
+                             jax.random.fold_in(self.base_rng, step), path)
+    return path
 
   def make_evaluators(self) -> dict[str, tuple[int, Any]]:
     evaluators = {}
