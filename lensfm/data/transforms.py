@@ -32,6 +32,8 @@ Normalisations (`normalize(image, method, stats)`):
   'standardize': (x - mean) / std with per-channel dataset statistics
                  (`stats = {'mean': [C], 'std': [C]}`).
   'none':        unchanged.
+`denormalize(values, image, method, stats)` maps values in the normalised units of
+`image` (e.g. its super-resolved version) back to the units `image` came in.
 
 Augmentations (names used by `config.data.augment`), all of which keep the
 physics of a lens (the class and the label keys do not change under them):
@@ -135,6 +137,29 @@ def normalize(image: jax.Array, method: str,
   if method == "standardize":
     return standardize(image, stats["mean"], stats["std"])
   return image
+
+
+def denormalize(values: jax.Array, image: jax.Array, method: str,
+                stats: Optional[Mapping] = None) -> jax.Array:
+  """Inverse of `normalize(image, method, stats)` applied to `values`, which are in the
+  normalised units of `image` (any spatial size: statistics are per image or dataset)."""
+  check_normalize(method, stats)
+  image = jnp.asarray(image, jnp.float32)
+  values = jnp.asarray(values, jnp.float32)
+  if method == "zscore":
+    mean = jnp.mean(image)
+    std = jnp.sqrt(jnp.mean(jnp.square(image - mean)))
+    return values * jnp.maximum(std, _EPS) + mean
+  if method == "minmax":
+    lo, hi = jnp.min(image), jnp.max(image)
+    return values * jnp.maximum(hi - lo, _EPS) + lo
+  if method == "asinh":
+    peak = jnp.maximum(jnp.max(jnp.abs(image)), _EPS)
+    return jnp.sinh(values * math.asinh(1.0 / ASINH_SOFTENING)) * ASINH_SOFTENING * peak
+  if method == "standardize":
+    mean = jnp.asarray(stats["mean"], jnp.float32)
+    return values * jnp.maximum(jnp.asarray(stats["std"], jnp.float32), _EPS) + mean
+  return values
 
 
 # -- geometry ----------------------------------------------------------------------
