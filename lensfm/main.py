@@ -1,15 +1,14 @@
 r"""lensfm's entry point: `python -m lensfm.main --config=configs/NAME.py[:ARGS] --workdir=DIR`.
 
 `--config.field=value` overrides a field of the (locked) config; a misspelt field
-fails with an error naming it. `config.task` picks what runs. Mistakes in what was
-asked for (a misspelt field, a missing file, a checkpoint that does not fit) print one
-line and exit with status 2; `--verbosity=1` also prints their traceback.
+fails with an error naming it. `config.task` picks what runs (`lensfm.tasks.TASKS`).
+Mistakes in what was asked for (a misspelt field, a missing file, a checkpoint that
+does not fit) print one line and exit with status 2; `--verbosity=1` also prints their
+traceback.
 """
 import ast
 import functools
 import glob
-import importlib
-import importlib.util
 import os
 import re
 import sys
@@ -22,6 +21,8 @@ from ml_collections import config_flags
 
 from lensfm import config_args
 from lensfm import errors
+from lensfm import tasks
+from lensfm.train import distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARGS]).",
                                           lock_config=True)
@@ -30,106 +31,8 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0 for multi-process runs.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
-
-# config.task -> module with `run(config, workdir) -> dict`.
-# Pretraining and fine-tuning are the same loop around different objectives; the
-# fine-tuning task first checks init_from and resolves labelled pools and target stats.
-TASKS = {
-    "pretrain": "lensfm.train.trainer",
-    "finetune": "lensfm.evaluate.finetune",
-    "evaluate": "lensfm.evaluate.evaluate",
-    "predict": "lensfm.evaluate.predict",
-    "knn": "lensfm.evaluate.knn_probe",
-}
-TASK_SUMMARIES = {
-    "pretrain": "train an objective (self-supervised pretraining, or any objective) from scratch",
-    "finetune": "train a downstream head (and the encoder) from a pretraining run's init_from",
-    "evaluate": "score a fine-tuned run on a dataset: summary.json, ROC/scatter/triptych PNGs",
-    "predict": "a fine-tuned run on your own .npy/FITS images -> predictions.csv",
-    "knn": "kNN classification on a pretrained encoder's frozen features",
-}
 _USAGE = __doc__
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def distributed_settings(coordinator_address=None, num_processes=None, process_id=None,
-                         environ=None) -> Optional[dict]:
-  """How this process joins a multi-process run: kwargs for jax.distributed.initialize.
-
-  Returns None for a single-process run (one host, any number of its devices). In order:
-    1. --coordinator_address / --num_processes / --process_id, each defaulting to the
-       environment variable JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID
-       (any host, any launcher); --num_processes=1 forces a single process;
-    2. a SLURM job step with several tasks (`srun`): JAX reads SLURM's variables;
-    3. a Cloud TPU VM (a pod slice, or one host): JAX reads the TPU metadata, as
-       JAX recommends on every TPU worker (--num_processes=1 opts out).
-  Multi-process runs must initialise before anything touches the devices.
-  """
-  env = os.environ if environ is None else environ
-  address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS") or None
-  count = num_processes if num_processes is not None else _env_int(env, "JAX_NUM_PROCESSES")
-  index = process_id if process_id is not None else _env_int(env, "JAX_PROCESS_ID")
-  if count == 1 and not address:
-    return None
-  if address or count is not None or index is not None:
-    in_slurm = _in_slurm_step(env)
-    if not in_slurm and (not address or count is None or index is None):
-      raise app.UsageError(
-          f"Multi-process run outside SLURM needs all of --coordinator_address (got "
-          f"{address!r}), --num_processes (got {count!r}) and --process_id (got {index!r}), "
-          f"or the variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID.")
-    if count is not None and index is not None and not 0 <= index < count:
-      raise app.UsageError(f"--process_id={index} must be in [0, --num_processes={count}).")
-    return {k: v for k, v in dict(coordinator_address=address, num_processes=count,
-                                  process_id=index).items() if v is not None}
-  if _in_slurm_step(env):
-    return {}
-  if _on_cloud_tpu_vm(env):
-    return {}
-  return None
-
-
-def _env_int(env, name) -> Optional[int]:
-  value = env.get(name, "")
-  if not value:
-    return None
-  try:
-    return int(value)
-  except ValueError:
-    raise app.UsageError(f"Environment variable {name}={value!r} must be an integer.") from None
-
-
-def _in_slurm_step(env) -> bool:
-  # SLURM_STEP_NODELIST exists only inside `srun`: an sbatch script's own shell (one
-  # process, even when the job has many tasks) must not wait for peers that never come.
-  return "SLURM_STEP_NODELIST" in env and int(env.get("SLURM_NTASKS", "1") or 1) > 1
-
-
-def _on_cloud_tpu_vm(env) -> bool:
-  """TPU hosts (GKE sets the worker list; TPU VMs have libtpu and TPU device files)."""
-  if env.get("TPU_WORKER_HOSTNAMES") or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
-    return True
-  platforms = env.get("JAX_PLATFORMS", "")
-  if (platforms and "tpu" not in platforms.split(",")) or not importlib.util.find_spec("libtpu"):
-    return False
-  return bool(glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"))
-
-
-def initialize_distributed():
-  """Joins JAX's multi-controller runtime when the run has several processes.
-
-  Every process then runs the same program on its own devices: it reads only its
-  slice of each batch, process 0 alone writes logs and files, and checkpoints are
-  written collectively. JAX's preemption service starts too (see trainer.py: SIGTERM
-  on any process makes all of them save the same step and exit).
-  """
-  settings = distributed_settings(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  if settings is None:
-    return
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.distributed.initialize(**settings)
-  logging.info("Process %d of %d; %d local of %d devices.", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 def _first_docstring_line(path: str) -> str:
@@ -140,6 +43,11 @@ def _first_docstring_line(path: str) -> str:
   except (OSError, SyntaxError):
     return ""
   return doc.strip().split("\n\n")[0].replace("\n", " ")
+
+
+def _task_summary(module) -> str:
+  summary = (module.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+  return summary.split(": ", 1)[1] if summary.startswith("Task '") else summary
 
 
 def help_text() -> str:
@@ -153,8 +61,8 @@ def help_text() -> str:
   lines += [f"  {os.path.basename(p):<{width}}  {_first_docstring_line(p)}" for p in paths]
   if not paths:
     lines.append("  (no configs/ directory here; run from the lensfm repository)")
-  lines += ["", "Tasks (config.task):"]
-  lines += [f"  {name:<9} {TASK_SUMMARIES.get(name, '')}" for name in TASKS]
+  lines += ["", "Tasks (config.task; each module's docstring, lensfm/tasks/NAME.py, says more):"]
+  lines += [f"  {name:<9} {_task_summary(module)}" for name, module in tasks.TASKS.items()]
   return "\n".join(lines).replace("%", "%%") + "\n"
 
 
@@ -240,16 +148,16 @@ def main(argv):
     raise errors.UserError("--workdir=DIR is required (where checkpoints, metrics and "
                            "pictures go).")
   task = config.get("task", "pretrain")
-  if task not in TASKS:
-    raise errors.UserError(f"config.task={task!r} is not one of {sorted(TASKS)}."
-                           + errors.did_you_mean(task, TASKS))
+  if task not in tasks.TASKS:
+    raise errors.UserError(f"config.task={task!r} is not one of {sorted(tasks.TASKS)}."
+                           + errors.did_you_mean(task, tasks.TASKS))
   if not flags.FLAGS["verbosity"].present:
     # Orbax and JAX log every save at INFO; the progress bar and our messages suffice.
     logging.set_verbosity(logging.WARNING)
-  initialize_distributed()
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   logging.info("Config:\n%s", config)
   workdir = os.path.expanduser(_WORKDIR.value)
-  importlib.import_module(TASKS[task]).run(config, workdir)
+  tasks.TASKS[task].run(config, workdir)
   report = outputs_report(workdir)
   if report:
     print(report, flush=True)
@@ -269,7 +177,8 @@ def outputs_report(workdir: str) -> str:
     lines.append(f"  table:       {path}")
   pictures = found("*.png") + found("*/*.png")
   if pictures:
-    lines.append(f"  pictures:    {len(pictures)} PNG(s), the latest {max(pictures, key=os.path.getmtime)}")
+    latest = max(pictures, key=os.path.getmtime)
+    lines.append(f"  pictures:    {len(pictures)} PNG(s), the latest {latest}")
   if os.path.isdir(os.path.join(workdir, "tensorboard")):
     lines.append(f"  TensorBoard: tensorboard --logdir {workdir}")
   return "\n".join([f"Outputs in {workdir}:"] + lines) if lines else ""

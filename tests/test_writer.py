@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
+from lensfm.objectives import pictures
 from lensfm.train import writer as writer_lib
 
 
@@ -40,9 +41,8 @@ def tensorboard_images(workdir) -> dict[str, list[int]]:
 
 
 def test_pictures_reach_tensorboard_as_images(tmp_path):
-  from lensfm.evaluate import visualize  # pylint: disable=g-import-not-at-top
   path = str(tmp_path / "rows.png")
-  visualize.save_image_rows({"input": np.random.rand(2, 8, 8, 1)}, path)
+  pictures.save_image_rows({"input": np.random.rand(2, 8, 8, 1)}, path)
   writer_lib.log_pictures(str(tmp_path), 7, {"eval/rows": path, "missing": str(tmp_path / "x.png")})
   assert tensorboard_images(tmp_path) == {"eval/rows": [7]}
   assert not os.path.exists(tmp_path / "metrics.jsonl")
