@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensfm.data import transforms
+from lensfm import errors
 from lensfm.sim import recipes
 
 # Fixed ids so that the streams of the usual splits never change; other split
@@ -95,8 +96,8 @@ def get_recipe(data_config):
   """The recipe named by `config.data.recipe` with its overrides."""
   name = data_config.get("recipe", None)
   if not name:
-    raise ValueError("config.data.recipe must name a simulator recipe when "
-                     "config.data.source='sim'.")
+    raise errors.UserError("config.data.recipe must name a simulator recipe when "
+                           "config.data.source='sim'.")
   return recipe_by_name(name, data_config.get("recipe_overrides", None))
 
 

@@ -62,6 +62,8 @@ from typing import Callable, Mapping, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from lensfm import errors
+
 NORMALIZATIONS = ("zscore", "minmax", "asinh", "standardize", "none")
 DEFAULT_NORMALIZE = "zscore"
 AUGMENTATIONS = ("rot90", "flip", "rotate", "shift", "noise", "blur", "scale")
@@ -112,8 +114,8 @@ def standardize(image: jax.Array, mean, std) -> jax.Array:
 def check_normalize(method: str, stats: Optional[Mapping] = None) -> None:
   """Raises a clear ValueError for an unknown method or missing statistics."""
   if method not in NORMALIZATIONS:
-    raise ValueError(f"config.data.normalize={method!r} is not one of "
-                     f"{NORMALIZATIONS}.")
+    raise errors.UserError(f"config.data.normalize={method!r} is not one of "
+                           f"{NORMALIZATIONS}.")
   if method == "standardize" and (
       not stats or "mean" not in stats or "std" not in stats):
     raise ValueError("normalize='standardize' needs dataset statistics "
@@ -294,8 +296,8 @@ def parse_augment(augment) -> tuple[str, ...]:
   names = tuple(n for n in names if n)
   unknown = [n for n in names if n not in AUGMENTATIONS]
   if unknown:
-    raise ValueError(f"config.data.augment has unknown augmentations {unknown}; "
-                     f"known: {AUGMENTATIONS}.")
+    raise errors.UserError(f"config.data.augment has unknown augmentations {unknown}; "
+                           f"known: {AUGMENTATIONS}.")
   return names
 
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lensfm import errors
 from lensfm.models import vit
 from lensfm.objectives import base
 from lensfm.objectives import pictures
@@ -39,7 +40,7 @@ def unpatchify(patches: jax.Array, patch: int, grid: tuple[int, int], channels: 
 
 def num_kept(num_tokens: int, mask_ratio: float) -> int:
   if not 0. <= mask_ratio < 1.:
-    raise ValueError(f"config.objective.mask_ratio={mask_ratio} must be in [0, 1).")
+    raise errors.UserError(f"config.objective.mask_ratio={mask_ratio} must be in [0, 1).")
   return max(1, int(round(num_tokens * (1. - mask_ratio))))
 
 

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lensfm import errors
 from lensfm.objectives import classify
 from lensfm.objectives import reports
 
@@ -123,8 +124,8 @@ def resolve_target_stats(config, training_batches=None) -> dict[str, tuple[float
     if n in given:
       mean, std = (float(x) for x in given[n])
       if not std > 0:
-        raise ValueError(f"config.objective.target_stats[{n!r}] = {given[n]!r}; the std "
-                         "must be positive.")
+        raise errors.UserError(f"config.objective.target_stats[{n!r}] = {given[n]!r}; the std "
+                               "must be positive.")
       stats[n] = (mean, std)
     elif n in KNOWN_STATS:
       stats[n] = KNOWN_STATS[n]
@@ -157,11 +158,11 @@ class Objective(classify.HeadObjective):
     cfg = config.objective
     self.targets = tuple(cfg.get("targets", ("log10_axion_mass",)))
     if not self.targets:
-      raise ValueError("config.objective.targets is empty; name at least one target, e.g. "
-                       "('log10_axion_mass',).")
+      raise errors.UserError("config.objective.targets is empty; name at least one target, e.g. "
+                             "('log10_axion_mass',).")
     self._init_head(config, len(self.targets))
     if cfg.get("loss", "mse") not in ("mse", "huber"):
-      raise ValueError(f"config.objective.loss={cfg.loss!r}; expected 'mse' or 'huber'.")
+      raise errors.UserError(f"config.objective.loss={cfg.loss!r}; expected 'mse' or 'huber'.")
     self.loss_type = cfg.get("loss", "mse")
     self.stats = resolve_target_stats(config)
     self.mean = np.asarray([self.stats[t][0] for t in self.targets], np.float32)

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensfm.data import transforms
+from lensfm import errors
 from lensfm.objectives import base
 from lensfm.objectives import classify
 from lensfm.objectives import metrics
@@ -127,18 +128,18 @@ class Objective(classify.DownstreamMixin, base.DownstreamObjective):
     cfg = config.objective
     self.scale = int(cfg.get("scale", 2))
     if self.scale not in (2, 4):
-      raise ValueError(f"config.objective.scale={cfg.get('scale')!r}; expected 2 or 4.")
+      raise errors.UserError(f"config.objective.scale={cfg.get('scale')!r}; expected 2 or 4.")
     self.blur_sigma = float(cfg.get("lr_blur_sigma", 0.))
     self.lr_normalize = bool(cfg.get("lr_normalize", True))
     self.loss_type = cfg.get("loss", "mse")
     if self.loss_type not in ("mse", "l1"):
-      raise ValueError(f"config.objective.loss={self.loss_type!r}; expected 'mse' or 'l1'.")
+      raise errors.UserError(f"config.objective.loss={self.loss_type!r}; expected 'mse' or 'l1'.")
     self.features = int(cfg.get("decoder_features", 32))
     self.depth = int(cfg.get("decoder_depth", 2))
     size = config.data.image_size
     if size % self.scale:
-      raise ValueError(f"config.data.image_size={size} (the HR size) is not divisible by "
-                       f"config.objective.scale={self.scale}.")
+      raise errors.UserError(f"config.data.image_size={size} (the HR size) is not divisible by "
+                             f"config.objective.scale={self.scale}.")
     model.token_grid((size // self.scale,) * 2)  # Fails clearly if the patch does not fit.
 
   def network(self, lr_shape) -> SuperResolver:

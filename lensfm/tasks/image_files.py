@@ -18,11 +18,13 @@ from typing import Optional
 
 import numpy as np
 
+from lensfm import errors
+
 NPY_MAGIC = b"\x93NUMPY"
 EXTENSIONS = (".npy", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
 
 
-class UnreadableImage(ValueError):
+class UnreadableImage(errors.UserError):
   """A file that cannot be used as an input image; the message names the file."""
 
 
@@ -37,7 +39,7 @@ def expand_inputs(inputs) -> list[str]:
   else:
     specs = [str(s) for s in inputs]
   if not specs:
-    raise ValueError("No input images given (config.inputs is empty); give a file, a "
+    raise errors.UserError("No input images given (config.inputs is empty); give a file, a "
                      "directory or a glob such as 'images/*.fits'.")
   paths = []
   for spec in specs:
@@ -45,14 +47,14 @@ def expand_inputs(inputs) -> list[str]:
     if os.path.isdir(spec):
       found = sorted(os.path.join(spec, f) for f in os.listdir(spec) if is_image_file(f))
       if not found:
-        raise FileNotFoundError(f"Directory {spec} holds no {'/'.join(EXTENSIONS)} files.")
+        raise errors.MissingFileError(f"Directory {spec} holds no {'/'.join(EXTENSIONS)} files.")
     elif os.path.isfile(spec):
       found = [spec]
     else:
       found = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
       if not found:
-        raise FileNotFoundError(f"Input {spec!r} is not a file or directory and matches no "
-                                "files.")
+        raise errors.MissingFileError(f"config.inputs: {spec!r} is not a file or directory "
+                                      "and matches no files.")
     paths += found
   return list(dict.fromkeys(paths))  # Drop duplicates, keep the order.
 

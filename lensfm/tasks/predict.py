@@ -43,6 +43,7 @@ from tqdm import tqdm
 from lensfm.data import pipeline
 from lensfm.data import sim_source
 from lensfm.data import transforms
+from lensfm import errors
 from lensfm.tasks import image_files
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import loading
@@ -65,7 +66,7 @@ def normalization_stats(data_config, override=None):
     path = pipeline.find_dataset_dir(data_config.name, data_config.get("data_dir", None))
     return pipeline.normalization_stats(data_config, tfds.builder_from_directory(path).info)
   except (FileNotFoundError, ValueError) as e:
-    raise ValueError(f"The checkpoint normalises with 'standardize' using the statistics of "
+    raise errors.UserError(f"The checkpoint normalises with 'standardize' using the statistics of "
                      f"{data_config.get('name')!r}, which cannot be read here ({e}). Set "
                      "config.norm_stats={'mean': [...], 'std': [...]}.") from None
 
@@ -89,7 +90,7 @@ def read_batches(paths, batch_size, read, skipped, progress):
 
 def run(config, workdir: str) -> dict:
   if not config.get("init_from", ""):
-    raise ValueError("config.init_from must name the fine-tuned workdir (or checkpoint).")
+    raise errors.UserError("config.init_from must name the fine-tuned workdir (or checkpoint).")
   start = time.time()
   paths = image_files.expand_inputs(config.get("inputs", ""))
   trained, objective = loading.load_downstream(config.init_from, "predict")
@@ -148,7 +149,7 @@ def run(config, workdir: str) -> dict:
     print(f"Skipped {len(skipped)} of {len(paths)} files (listed in "
           f"{os.path.join(workdir, 'predictions_skipped.csv')}).", flush=True)
   if not num_written:
-    raise ValueError(f"None of the {len(paths)} input files could be read; first problems: "
+    raise errors.UserError(f"None of the {len(paths)} input files could be read; first problems: "
                      + "; ".join(r for _, r in skipped[:3]))
   ckpt_lib.write_json_atomically(os.path.join(workdir, "predict_summary.json"), summary)
   print(f"Wrote {num_written} predictions to {output}.", flush=True)

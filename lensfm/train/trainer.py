@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 from lensfm import data as data_lib
+from lensfm import errors
 from lensfm import models
 from lensfm import objectives
 from lensfm.train import checkpoint as ckpt_lib
@@ -70,12 +71,12 @@ def abstract_batch(config) -> dict[str, jax.ShapeDtypeStruct]:
 def check_config(config, mesh) -> None:
   dp = sharding.data_parallel_size(mesh)
   if config.batch_size % dp:
-    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
-                     f"{dp} devices of the mesh's data axes {sharding.DATA_AXES}.")
+    raise errors.UserError(f"config.batch_size={config.batch_size} must be divisible by the "
+                           f"{dp} devices of the mesh's data axes {sharding.DATA_AXES}.")
   if config.get("nonfinite", "error") not in ("error", "skip"):
-    raise ValueError(f"config.nonfinite={config.nonfinite!r}; expected 'error' or 'skip'.")
+    raise errors.UserError(f"config.nonfinite={config.nonfinite!r}; expected 'error' or 'skip'.")
   if config.total_steps <= 0:
-    raise ValueError(f"config.total_steps={config.total_steps} must be positive.")
+    raise errors.UserError(f"config.total_steps={config.total_steps} must be positive.")
 
 
 class Trainer:
@@ -183,8 +184,8 @@ class Trainer:
     builds the evaluators of config.evals (once the run is known not to be finished)."""
     config, workdir = self.config, self.workdir
     if config.get("evals", None) and make_evaluators is None:
-      raise ValueError(f"config.evals {sorted(config.evals)} need evaluators; run the "
-                       "config through its task (lensfm.tasks), which builds them.")
+      raise errors.UserError(f"config.evals {sorted(config.evals)} need evaluators; run the "
+                             "config through its task (lensfm.tasks), which builds them.")
     total = config.total_steps
     if jax.process_index() == 0:
       os.makedirs(workdir, exist_ok=True)
