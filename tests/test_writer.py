@@ -41,8 +41,8 @@ def tensorboard_images(workdir) -> dict[str, list[int]]:
 
 
 def test_pictures_reach_tensorboard_as_images(tmp_path):
-  path = str(tmp_path / "rows.png")
+  path = str(tmp_path / "val_rows.png")
   pictures.save_image_rows({"input": np.random.rand(2, 8, 8, 1)}, path)
-  writer_lib.log_pictures(str(tmp_path), 7, {"eval/rows": path, "missing": str(tmp_path / "x.png")})
-  assert tensorboard_images(tmp_path) == {"eval/rows": [7]}
+  writer_lib.log_pictures(str(tmp_path), 7, [path, str(tmp_path / "missing.png")])
+  assert tensorboard_images(tmp_path) == {"val_rows": [7]}
   assert not os.path.exists(tmp_path / "metrics.jsonl")

@@ -33,7 +33,7 @@ Metrics logged during training: psnr, psnr_bicubic (training batch).
 Downstream interface (`base.DownstreamObjective`): `predict(params, extra, lr_images)` ->
 {'sr': [B, H, W, C]}; `eval_outputs` -> per-example psnr, ssim, psnr_bicubic,
 ssim_bicubic; `pictures` -> LR, bicubic, SR and HR images for the triptychs; predict
-writes each SR image to a file named in its CSV row.
+writes each SR image, in the units of its input LR file, to a file named in its CSV row.
 """
 import os
 from typing import Any
@@ -121,6 +121,7 @@ def image_range(images):
 class Objective(classify.DownstreamMixin, base.DownstreamObjective):
   """See the module docstring."""
   task = "superres"
+  answers_suspicious_inputs = True  # The SR of a constant image is that constant.
 
   def __init__(self, config, model):
     super().__init__(config, model)
@@ -224,6 +225,9 @@ class Objective(classify.DownstreamMixin, base.DownstreamObjective):
   def input_size(self, image_size: int) -> int:
     return image_size // self.scale  # predict takes LR images.
 
+  def outputs_in_input_units(self, outputs, denormalize):
+    return {**outputs, "sr": denormalize(outputs["sr"])}
+
   def output_columns(self) -> list[str]:
     return ["sr_file"]
 
@@ -233,6 +237,7 @@ class Objective(classify.DownstreamMixin, base.DownstreamObjective):
     rows = []
     for name, image in zip(names, np.asarray(outputs["sr"])):
       path = os.path.join(directory, f"{name}_sr.npy")
-      np.save(path, image.astype(np.float32))
+      np.save(f"{path}.tmp.npy", image.astype(np.float32))
+      os.replace(f"{path}.tmp.npy", path)  # A crash never leaves half an image there.
       rows.append([path])
     return rows

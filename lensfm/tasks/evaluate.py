@@ -51,6 +51,7 @@ from lensfm.tasks import image_files
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import loading
 from lensfm.train import sharding as sharding_lib
+from lensfm.train import writer as writer_lib
 
 _OVERRIDABLE = ("source", "name", "manual_dir", "data_dir", "recipe", "hr", "lr")
 PAIRS = "pairs"
@@ -183,6 +184,7 @@ def run(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     if config.get("plots", True):
       summary["plots"] = objective.plots(result, details, pictures, common.figure_path(workdir))
+      writer_lib.log_pictures(workdir, trained.step, summary["plots"])
     ckpt_lib.write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
     ckpt_lib.write_json_atomically(os.path.join(workdir, "summary.json"), summary)
     print(format_summary(summary), flush=True)

@@ -37,11 +37,12 @@ def read_png(path: str) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def log_pictures(workdir: str, step: int, paths: dict[str, str]) -> None:
-  """The pictures of a run without a MetricWriter (evaluation) into WORKDIR/tensorboard."""
+def log_pictures(workdir: str, step: int, paths) -> None:
+  """PNG files of a run without a MetricWriter (evaluation, figures at the end of
+  fine-tuning) into WORKDIR/tensorboard, each under its file name (e.g. 'val_roc')."""
   writer = MetricWriter(workdir, 0, start_step=step, progress=False, metrics_file=False)
   try:
-    writer.write_pictures(step, paths)
+    writer.write_pictures(step, {os.path.splitext(os.path.basename(p))[0]: p for p in paths})
   finally:
     writer.close()
 
