@@ -79,10 +79,12 @@ def regression_scatter(pred, true, name: str, path: str, *, unit: str = "",
   return path
 
 
-def sr_triptych(pictures: dict[str, np.ndarray], path: str, max_images: int = 6, *,
+def sr_triptych(images: dict[str, np.ndarray], path: str, max_images: int = 6, *,
                 with_bicubic: bool = False) -> str:
-  """Rows LR, SR, HR (with_bicubic: a bicubic row between LR and SR)."""
+  """Rows LR, SR, HR (with_bicubic: a bicubic row between LR and SR), each lens on its
+  HR image's colour scale in every row."""
   order = [k for k in ("LR", "bicubic", "SR", "HR")
-           if k in pictures and (with_bicubic or k != "bicubic")]
-  pictures.save_image_rows({k: np.asarray(pictures[k])[:max_images] for k in order}, path)
+           if k in images and (with_bicubic or k != "bicubic")]
+  pictures.save_image_rows({k: np.asarray(images[k])[:max_images] for k in order}, path,
+                           scale_from="HR" if "HR" in images else None)
   return path
