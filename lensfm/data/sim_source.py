@@ -108,7 +108,7 @@ def check_image_shape(shape, data_config, what: str) -> None:
   channels = data_config.get("channels", 1)
   expected = (size, size, channels)
   if tuple(int(s) for s in shape) != expected:
-    raise ValueError(
+    raise errors.UserError(
         f"{what} makes images of shape {tuple(shape)} (H, W, C), but "
         f"config.data.image_size={size} and config.data.channels={channels} "
         f"ask for {expected}. Change the config or the source (e.g. "
