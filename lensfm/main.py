@@ -52,8 +52,8 @@ def _task_summary(module) -> str:
 
 def help_text() -> str:
   """What `--help` shows before the flags: the configs (with summaries) and the tasks."""
-  directory = next((d for d in (os.path.join(os.getcwd(), "configs"), os.path.join(_REPO, "configs"))
-                    if os.path.isdir(d)), None)
+  candidates = (os.path.join(os.getcwd(), "configs"), os.path.join(_REPO, "configs"))
+  directory = next((d for d in candidates if os.path.isdir(d)), None)
   lines = [_USAGE.rstrip(), "", "Configs (--config=configs/NAME.py[:ARGS]; each file's docstring",
            "gives its commands, its ARGS and what it should reach):"]
   paths = config_args.config_files(directory) if directory else []
@@ -103,7 +103,7 @@ def parse_flags(argv):
 
 def _innermost_user_message(error: BaseException) -> str:
   """A UserError's own message when it caused `error` (config files' arg errors come
-  back wrapped, with a traceback in the text), else the error's first lines."""
+  back wrapped, with a traceback in the text), else the error's own message."""
   seen = error
   while seen is not None:
     if isinstance(seen, errors.UserError) and "Traceback" not in str(seen):
