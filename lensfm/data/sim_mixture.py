@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lensfm import errors
 from lensfm.data import sim_source
 from lensfm.data import transforms
 from lensfm.sim import same_lens
@@ -53,10 +54,10 @@ def simulator(data_config) -> same_lens.SameLens:
   size = data_config.get("image_size", None)
   scale = data_config.get("pixel_scale", None)
   if not size or not scale:
-    raise ValueError(f"config.data.source='{SOURCE_NAME}' needs config.data.image_size and "
+    raise errors.UserError(f"config.data.source='{SOURCE_NAME}' needs config.data.image_size and "
                      f"config.data.pixel_scale (got {size!r} and {scale!r}).")
   if data_config.get("channels", 1) != 1:
-    raise ValueError(f"config.data.source='{SOURCE_NAME}' makes single-band images; "
+    raise errors.UserError(f"config.data.source='{SOURCE_NAME}' makes single-band images; "
                      f"config.data.channels={data_config.get('channels')} must be 1.")
   return same_lens.SameLens(
       field_of_view=float(size) * float(scale),
@@ -122,10 +123,10 @@ def make(data_config, *, global_batch_size: int, sharding, seed: int,
          split: str = "train") -> MixtureInput:
   views = int(data_config.get("views", 1))
   if views not in (1, 2):
-    raise ValueError(f"config.data.views={views}: expected 1 or 2 observations per lens.")
+    raise errors.UserError(f"config.data.views={views}: expected 1 or 2 observations per lens.")
   normalize = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)
   if normalize == "standardize":
-    raise ValueError(f"config.data.normalize='standardize' is not available for "
+    raise errors.UserError(f"config.data.normalize='standardize' is not available for "
                      f"source '{SOURCE_NAME}'; use 'zscore' (per image).")
   transforms.check_normalize(normalize)
   return MixtureInput(simulator(data_config), views=views,

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lensfm import errors
 from lensfm.objectives import base
 from lensfm.sim import same_lens
 
@@ -41,7 +42,7 @@ def parse_latents(value) -> tuple[str, ...]:
       else tuple(value)
   unknown = [n for n in names if n not in same_lens.LATENT_NAMES]
   if unknown or not names:
-    raise ValueError(f"config.objective latents {list(names)}: unknown {unknown}; valid: "
+    raise errors.UserError(f"config.objective latents {list(names)}: unknown {unknown}; valid: "
                      f"{list(same_lens.LATENT_NAMES)}.")
   return names
 
@@ -63,7 +64,7 @@ class SimHead(nn.Module):
 def check_batch(batch) -> None:
   missing = [k for k in ("latents", "latent_mask", "label") if k not in batch]
   if missing:
-    raise ValueError(f"The simulation-supervised loss needs batches with {missing}: use "
+    raise errors.UserError(f"The simulation-supervised loss needs batches with {missing}: use "
                      f"config.data.source='sim_mixture'.")
 
 

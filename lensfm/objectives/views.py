@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 
 from lensfm.data import transforms
+from lensfm import errors
 
 DEFAULT_AUGMENT = "rotate,flip,shift,blur,noise,scale"
 SOURCES = ("augment", "same_lens")
@@ -85,16 +86,16 @@ def _scale_range(value, key: str) -> tuple[float, float]:
   try:
     lo, hi = (float(v) for v in value)
   except (TypeError, ValueError):
-    raise ValueError(f"config.objective.views.{key}={value!r}: expected (lo, hi).") from None
+    raise errors.UserError(f"config.objective.views.{key}={value!r}: expected (lo, hi).") from None
   if not 0. < lo <= hi <= 1.:
-    raise ValueError(f"config.objective.views.{key}={value!r}: expected 0 < lo <= hi <= 1 "
-                     f"(fractions of the image side).")
+    raise errors.UserError(f"config.objective.views.{key}={value!r}: expected 0 < lo <= hi <= 1 "
+                           f"(fractions of the image side).")
   return lo, hi
 
 
 def _positive_int(value, key: str) -> int:
   if int(value) != value or value < 1:
-    raise ValueError(f"config.objective.views.{key}={value!r}: expected a positive integer.")
+    raise errors.UserError(f"config.objective.views.{key}={value!r}: expected a positive integer.")
   return int(value)
 
 
@@ -105,23 +106,26 @@ def parse_views(views_config: Optional[Mapping[str, Any]], image_size: int,
                else (views_config or {}))
   unknown = sorted(set(given) - set(_FIELDS))
   if unknown:
-    raise ValueError(f"config.objective.views has unknown fields {unknown}; known: {_FIELDS}.")
-  v = {"source": "augment", "augment": DEFAULT_AUGMENT, "normalize": "none", "global_crop_scale": (0.8, 1.),
+    raise errors.UserError(
+        f"config.objective.views has unknown fields {unknown}; known: {_FIELDS}.")
+  v = {"source": "augment", "augment": DEFAULT_AUGMENT, "normalize": "none",
+       "global_crop_scale": (0.8, 1.),
        "global_size": image_size, "local_crop_scale": (0.45, 0.7),
        "local_size": image_size // 2, "num_local_crops": 4, "crop_jitter": 0.03}
   v.update(defaults)
   v.update(given)
   if v["source"] not in SOURCES:
-    raise ValueError(f"config.objective.views.source={v['source']!r} is not one of {SOURCES}.")
+    raise errors.UserError(
+        f"config.objective.views.source={v['source']!r} is not one of {SOURCES}.")
   augment = transforms.parse_augment(v["augment"])
   transforms.check_normalize(v["normalize"])
   jitter = float(v["crop_jitter"])
   if not 0. <= jitter <= 0.25:
-    raise ValueError(f"config.objective.views.crop_jitter={jitter}: expected a fraction of "
-                     f"the image side in [0, 0.25] (larger offsets would lose the arcs).")
+    raise errors.UserError(f"config.objective.views.crop_jitter={jitter}: expected a fraction of "
+                           f"the image side in [0, 0.25] (larger offsets would lose the arcs).")
   num_local = int(v["num_local_crops"])
   if num_local < 0:
-    raise ValueError(f"config.objective.views.num_local_crops={num_local} must be >= 0.")
+    raise errors.UserError(f"config.objective.views.num_local_crops={num_local} must be >= 0.")
   return ViewConfig(
       source=v["source"], augment=augment, normalize=v["normalize"],
       global_crop=Crop(_positive_int(v["global_size"], "global_size"),
@@ -244,7 +248,7 @@ def make_views_of(key: jax.Array, images: jax.Array, view_config: ViewConfig,
 def observations(batch, view_config: ViewConfig) -> jax.Array:
   """The two observations [B, 2, H, W, C] of each lens ('same_lens' views)."""
   if "image_pair" not in batch:
-    raise ValueError("config.objective.views.source='same_lens' needs batches with "
+    raise errors.UserError("config.objective.views.source='same_lens' needs batches with "
                      "'image_pair': use config.data.source='sim_mixture' with "
                      "config.data.views=2.")
   del view_config
@@ -255,7 +259,7 @@ def global_views(key: jax.Array, batch, view_config: ViewConfig, num_views: int 
   """[B, num_views, s, s, C]: augmentations of 'image', or the same-lens observations."""
   if view_config.source == "same_lens":
     if num_views != 2:
-      raise ValueError(f"same_lens views come in pairs; {num_views} global views asked.")
+      raise errors.UserError(f"same_lens views come in pairs; {num_views} global views asked.")
     return make_views_of(key, observations(batch, view_config), view_config,
                          view_config.global_crop)
   return make_views(key, batch["image"], view_config, view_config.global_crop, num_views)

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lensfm import errors
 from lensfm.sim import cosmology
 from lensfm.sim import instrument as instrument_lib
 from lensfm.sim import light
@@ -137,11 +138,11 @@ class SameLens:
   def __post_init__(self):
     unknown = [f for f in self.families if f not in FAMILIES]
     if unknown or not self.families:
-      raise ValueError(f'same_lens families {list(self.families)}: unknown {unknown}; '
+      raise errors.UserError(f'same_lens families {list(self.families)}: unknown {unknown}; '
                        f'valid: {list(FAMILIES)}.')
     bad = [c for c in self.classes if c not in CLASSES]
     if bad or not self.classes:
-      raise ValueError(f'same_lens classes {list(self.classes)}: unknown {bad}; valid: '
+      raise errors.UserError(f'same_lens classes {list(self.classes)}: unknown {bad}; valid: '
                        f'{list(CLASSES)}.')
 
   # --- static geometry ------------------------------------------------------------------
