@@ -59,6 +59,8 @@ def test_downstream_config_adopts_the_backbone_and_grid(mode):
   pre = loading.load_config("lensfm:tiny")
   assert adopted.data.image_size == pre.data.image_size
   assert adopted.data.pixel_scale == pre.data.pixel_scale
+  # The runlocal recipe (shrunk to 32 px) now renders the adopted 4.85" field at 0.101"/px.
+  assert adopted.data.recipe_overrides.num_pix == pre.data.image_size
   if mode == "resnet":
     assert adopted.model.name == "resnet"
   else:

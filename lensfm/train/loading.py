@@ -31,6 +31,7 @@ import orbax.checkpoint as ocp
 from lensfm import errors
 from lensfm import models
 from lensfm import objectives
+from lensfm.data import sim_source
 from lensfm.data import transforms
 from lensfm.objectives import base
 from lensfm.train import checkpoint as ckpt_lib
@@ -178,6 +179,18 @@ def export_encoder(path: str, out_dir: str, *, max_file_bytes: int = 16 * 2**20)
   return out_dir
 
 
+def _fit_resized_recipe(data_config) -> None:
+  """A simulator recipe shrunk for speed (recipe_overrides.num_pix, e.g. runlocal) renders
+  the adopted grid's whole field of view at its own pixel scale."""
+  overrides = data_config.get("recipe_overrides", None)
+  if data_config.get("source", None) not in ("sim", "sim_pool") or not overrides or \
+      "num_pix" not in overrides or "pixel_scale" not in data_config:
+    return
+  recipe = sim_source.recipe_by_name(data_config.recipe, overrides)
+  scale = getattr(getattr(recipe, "inst", None), "pixel_scale", data_config.pixel_scale)
+  overrides.num_pix = int(round(data_config.image_size * data_config.pixel_scale / scale))
+
+
 # Input-grid fields a pretrained encoder fixes for whatever fine-tunes it.
 GRID_FIELDS = ("image_size", "pixel_scale", "channels", "normalize")
 # Adaptation modes that train a fresh network (init_from only lends its backbone/grid).
@@ -212,6 +225,7 @@ def adopt_init_from(config) -> ml_collections.ConfigDict:
     if field in pre.data and config.data.get(field, None) != pre.data[field]:
       changed.append(f"data.{field}={pre.data[field]!r}")
       config.data[field] = pre.data[field]
+  _fit_resized_recipe(config.data)
   if mode in FRESH_MODES:
     config.init_from = ""
     config.backbone_from = path
