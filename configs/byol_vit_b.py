@@ -85,6 +85,7 @@ def get_config(arg=None):
   c.visualize_every = 2_000
   c.nonfinite = "error"
   c.progress_bar = True
+  c.watchdog_seconds = 1800  # No step boundary for this long: say where, exit non-zero (0 = off).
 
   if arg.runlocal:
     c.data.image_size = 32

@@ -124,6 +124,14 @@ def metrics(workdir) -> list[dict]:
     return [json.loads(line) for line in f]
 
 
+def tensorboard_steps(workdir, tag="loss") -> list[int]:
+  """The steps of `tag` as TensorBoard shows them (purged events left out)."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  events = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
+  events.Reload()
+  return [e.step for e in events.Scalars(tag)]
+
+
 def summary(workdir) -> dict:
   with open(os.path.join(workdir, "summary.json")) as f:
     return json.load(f)
