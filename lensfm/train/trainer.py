@@ -27,6 +27,7 @@ watchdog.DEFAULT_WATCHDOG_SECONDS, 0 = off): a process that reaches no step boun
 for that long (an evaluation or a save included) says where it is stuck and exits
 with watchdog.WATCHDOG_EXIT_CODE (see watchdog.py).
 """
+import collections
 import functools
 import json
 import importlib
@@ -54,6 +55,18 @@ from lensfm.train import writer as writer_lib
 
 # Step s uses fold_in(base_rng, s); initialisation takes a stream no step reaches.
 _INIT_STREAM = 2**31 - 1
+
+# How many train steps the host may dispatch ahead of the devices. Two keep the device
+# busy (the next step is always queued) and bound what the host queues. Unbounded
+# run-ahead deadlocks multi-process CPU runs with several devices per process: XLA's
+# CPU client (xla/pjrt/cpu/cpu_client.cc, PjRtCpuExecutable::Execute) dispatches each
+# local device's share of a program from its own thread pool, and that dispatch blocks
+# on a per-device limit of 32 queued programs (max_inflight_computations); once the host
+# is ~16 steps (sim batch + step each) ahead, every pool thread waits there and none is
+# left to run the queued programs (whose cross-process collectives then wait forever).
+# Upstream: CPU collectives with several local devices per process are fragile
+# (openxla/xla#16430) and a stuck collective never times out (jax-ml/jax#38503).
+MAX_STEPS_IN_FLIGHT = 2
 
 
 class NonFiniteError(FloatingPointError):
@@ -234,13 +247,17 @@ class Trainer:
     log_every = config.get("log_every", 50)
     t_last, n_last = None, start
     step, metrics = start, {}
-    watchdog.beat(start, f"running step {start + 1} (the first: compiling)")
+    in_flight = collections.deque()  # An output of each step still running.
     try:
       with jax.set_mesh(self.mesh):
         for step in range(start + 1, total + 1):
           batch = next(train_input)
           state, metrics = step_fn(state, batch)
-          watchdog.beat(step, f"running step {step + 1} (step {step} dispatched)")
+          in_flight.append(metrics["loss"])
+          if len(in_flight) > MAX_STEPS_IN_FLIGHT:  # See MAX_STEPS_IN_FLIGHT.
+            jax.block_until_ready(in_flight.popleft())
+          watchdog.beat(step, f"running step {step + 1} (step {step} dispatched, step "
+                              f"{step - len(in_flight)} done)")
           if t_last is None:  # Time after the first (compiling) step, not including it.
             jax.block_until_ready(metrics)
             t_last, n_last = time.perf_counter(), step

@@ -1,6 +1,7 @@
 """Runs that fail loudly instead of hanging, and stop signals that save.
 
-Watchdog: a thread that, when the training loop reaches no step boundary for
+Watchdog: a thread that, once the first step is dispatched (compiling it is not
+timed), when the training loop reaches no step boundary for
 `config.watchdog_seconds` (0 = off), prints which process is stuck where (the step,
 what it was doing, every thread's Python stack) and ends the process with exit code
 WATCHDOG_EXIT_CODE. It watches the host, so it works alike on CPU, GPU and TPU, and
@@ -44,7 +45,7 @@ class Watchdog:
     self._process = process
     self._exit = exit_fn
     self._last = time.monotonic()
-    self._step, self._doing = 0, "starting"
+    self._step, self._doing = None, "starting"
     self._stop_requested_at: Optional[float] = None
     self._done = threading.Event()
     self._thread = None
@@ -71,6 +72,9 @@ class Watchdog:
 
   def _watch(self):
     while not self._done.is_set():
+      if self._step is None:  # Not armed yet: the first beat starts the clock.
+        self._done.wait(1.0)
+        continue
       deadline, length = self._allowed()
       left = deadline - time.monotonic()
       if left <= 0:
