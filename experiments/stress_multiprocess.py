@@ -28,7 +28,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from lensfm.train import checkpoint  # pylint: disable=wrong-import-position
+from lensfm.train import loading  # pylint: disable=wrong-import-position
 
 
 def free_port() -> int:
@@ -54,7 +54,7 @@ def command(workdir, overrides) -> list[str]:
 
 
 def flat_params(workdir) -> dict:
-  state, _, step = checkpoint.load_state(workdir)
+  state, _, step = loading.read_state(workdir)
   flat = {}
 
   def walk(prefix, node):
