@@ -132,11 +132,13 @@ def main():
   parser.add_argument("--load_procs", type=int, default=2, help="busy-looping processes")
   parser.add_argument("--total_steps", type=int, default=None)
   parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+  parser.add_argument("--watchdog_seconds", type=int, default=300,
+                      help="config.watchdog_seconds of every run (a hang exits 124)")
   parser.add_argument("--workdir", default=None)
   parser.add_argument("--out", default=os.path.join(ROOT, "experiments", "results",
                                                    "stress_multiprocess_cpu"))
   args = parser.parse_args()
-  overrides = {}
+  overrides = {"watchdog_seconds": args.watchdog_seconds}
   if args.total_steps:
     overrides["total_steps"] = args.total_steps
   base = args.workdir or tempfile.mkdtemp(prefix="lensfm_stress_")
