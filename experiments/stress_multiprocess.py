@@ -135,6 +135,8 @@ def main():
   parser.add_argument("--watchdog_seconds", type=int, default=300,
                       help="config.watchdog_seconds of every run (a hang exits 124)")
   parser.add_argument("--workdir", default=None)
+  parser.add_argument("--reuse_reference", action="store_true",
+                      help="reuse the reference run of an earlier call with this --workdir")
   parser.add_argument("--out", default=os.path.join(ROOT, "experiments", "results",
                                                    "stress_multiprocess_cpu"))
   args = parser.parse_args()
@@ -147,7 +149,14 @@ def main():
 
   ref_dir = os.path.join(base, "reference")
   os.makedirs(ref_dir, exist_ok=True)
-  ref_seconds = run_reference(ref_dir, overrides, cache_dir, args.timeout)
+  seconds_file = os.path.join(ref_dir, "seconds")
+  if args.reuse_reference and os.path.exists(seconds_file):  # Same --workdir, same flags.
+    with open(seconds_file) as f:
+      ref_seconds = float(f.read())
+  else:
+    ref_seconds = run_reference(ref_dir, overrides, cache_dir, args.timeout)
+    with open(seconds_file, "w") as f:
+      f.write(str(ref_seconds))
   expected, expected_step = flat_params(os.path.join(ref_dir, "w"))
   print(f"reference (1 process x 8 devices): step {expected_step}, {ref_seconds:.0f} s",
         flush=True)
@@ -174,7 +183,13 @@ def main():
     result["ok"] = ok
     results.append(result)
     print(json.dumps(result), flush=True)
+    summary = write_results(args, overrides, ref_seconds, expected_step, results)
+  return 0 if summary["all_ok"] else 1
 
+
+def write_results(args, overrides, ref_seconds, expected_step, results) -> dict:
+  """JSON + markdown table, rewritten after every run (an interrupted stress run keeps
+  what it measured)."""
   import jax  # pylint: disable=g-import-not-at-top
   summary = {
       "command": " ".join(sys.argv),
@@ -186,6 +201,7 @@ def main():
       "final_step": expected_step, "load_procs": args.load_procs,
       "runs": results, "all_ok": all(r["ok"] for r in results),
       "passed": sum(r["ok"] for r in results), "total": len(results),
+      "planned": args.runs,
   }
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out + ".json", "w") as f:
@@ -201,12 +217,11 @@ def main():
     lines.append(f"| {r['run']} | {'yes' if r['under_load'] else 'no'} | {r['exit_codes']} "
                  f"| {r['seconds']} | {r.get('final_step', '-')} | "
                  f"{'-' if diff is None else f'{diff:.2e}'} | {'yes' if r['ok'] else 'NO'} |")
-  lines += ["", f"{summary['passed']} of {summary['total']} runs finished with the "
-            f"reference's parameters."]
+  lines += ["", f"{summary['passed']} of {summary['total']} runs (of {args.runs} planned) "
+            f"finished with the reference's parameters."]
   with open(args.out + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
-  return 0 if summary["all_ok"] else 1
+  return summary
 
 
 if __name__ == "__main__":

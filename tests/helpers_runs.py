@@ -77,7 +77,7 @@ def output(log_path) -> str:
     return f.read()
 
 
-def run(cmd, env, log_path, timeout=300) -> tuple[int, str]:
+def run(cmd, env, log_path, timeout=600) -> tuple[int, str]:
   """Runs to the end; returns (exit code, stdout and stderr)."""
   proc = launch(cmd, env, log_path)
   try:
