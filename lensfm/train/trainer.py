@@ -45,6 +45,7 @@ from lensfm import data as data_lib
 from lensfm import models
 from lensfm import objectives
 from lensfm.train import checkpoint as ckpt_lib
+from lensfm.train import distributed
 from lensfm.train import loading
 from lensfm.train import optim
 from lensfm.train import sharding
@@ -241,6 +242,12 @@ class Trainer:
       with jax.set_mesh(self.mesh):
         for step in range(start + 1, total + 1):
           batch = next(train_input)
+          if step == start + 1 and jax.process_count() > 1:
+            # Compiled first, then started together: a process that compiles slower
+            # (a loaded host) would reach the first collective after gloo's 30 s
+            # connection timeout.
+            step_fn.lower(state, batch).compile()
+            distributed.barrier(f"lensfm_first_step_{start + 1}")
           state, metrics = step_fn(state, batch)
           in_flight.append(metrics["loss"])
           if len(in_flight) > MAX_STEPS_IN_FLIGHT:  # See MAX_STEPS_IN_FLIGHT.
