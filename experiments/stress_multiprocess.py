@@ -130,6 +130,8 @@ def main():
   parser.add_argument("--load_runs", type=int, default=5,
                       help="how many of the last runs have the load generator beside them")
   parser.add_argument("--load_procs", type=int, default=2, help="busy-looping processes")
+  parser.add_argument("--alternate_load", action="store_true",
+                      help="load generator beside every second run instead of the last ones")
   parser.add_argument("--total_steps", type=int, default=None)
   parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
   parser.add_argument("--watchdog_seconds", type=int, default=300,
@@ -163,7 +165,7 @@ def main():
 
   results = []
   for k in range(args.runs):
-    loaded = k >= args.runs - args.load_runs
+    loaded = (k % 2 == 1) if args.alternate_load else k >= args.runs - args.load_runs
     load = start_load(args.load_procs) if loaded else []
     workdir = os.path.join(base, f"run{k}")
     os.makedirs(workdir, exist_ok=True)
