@@ -18,7 +18,8 @@ and lensfm's config has no test fields:
     preempt one host of several) sends itself SIGTERM, in the middle of the trainer's
     step boundary (in multi-process runs it then waits 3 s, see `visualize`);
   LENSFM_TEST_SIGINT_AT_STEP=k: the same with SIGINT (Ctrl-C), sent
-    LENSFM_TEST_SIGINT_COUNT times (default 1; 2 = a second Ctrl-C);
+    LENSFM_TEST_SIGINT_COUNT times (default 1; 2 = a second Ctrl-C, sent once the
+    checkpoint of the last even step is complete, so the abort cannot cut it off);
   LENSFM_TEST_PAUSE_PROCESS=i: the process that pauses (default 0), e.g. one stuck
     rank of several for the watchdog.
 """
@@ -73,6 +74,8 @@ class Objective(mae.Objective):
     if jax.process_index() != 0:
       return
     if step == self.sigint_at:
+      if self.sigint_count > 1:  # The last save (in the background) is complete first.
+        _wait_for_checkpoint(os.path.dirname(path), step - step % 2)
       for _ in range(self.sigint_count):
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.5)
@@ -90,6 +93,13 @@ class Objective(mae.Objective):
       f.write(str(os.getpid()))
     while True:  # Until the test (or the watchdog) ends this process.
       time.sleep(1)
+
+
+def _wait_for_checkpoint(workdir, step, timeout=300):
+  deadline = time.time() + timeout
+  target = os.path.join(workdir, "checkpoints", str(step))
+  while not os.path.isdir(target) and time.time() < deadline:
+    time.sleep(0.2)
 
 
 def main():

@@ -100,7 +100,7 @@ def test_two_process_runs_never_hang(reference_40, tmp_path):
   cache_dir = tmp_path / "xla_cache"  # Filled by run 1's process 0, read by both after.
   for attempt in range(3):
     workdir = tmp_path / f"run{attempt}"
-    results = run_two_processes(workdir, tmp_path / f"run{attempt}", timeout=300,
+    results = run_two_processes(workdir, tmp_path / f"run{attempt}", timeout=900,
                                 overrides=NO_SYNC_RUN,
                                 cache_dir=cache_dir if attempt else None)
     for i, (code, out) in enumerate(results):
@@ -124,7 +124,7 @@ def reference_40(tmp_path_factory):
 
 def test_a_stuck_rank_makes_every_process_exit_by_the_watchdog(tmp_path):
   # Process 1 stops in Python after step 2; process 0 then waits in step 3's collective.
-  results = run_two_processes(tmp_path / "run", tmp_path / "stuck", timeout=300,
+  results = run_two_processes(tmp_path / "run", tmp_path / "stuck", timeout=900,
                               overrides=dict(watchdog_seconds=20),
                               LENSFM_TEST_PAUSE_AT_STEP=2, LENSFM_TEST_PAUSE_PROCESS=1)
   for i, (code, out) in enumerate(results):
