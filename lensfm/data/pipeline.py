@@ -78,6 +78,7 @@ import tensorflow_datasets as tfds
 from lensfm.data import build
 from lensfm.data import sim_source
 from lensfm.data import transforms
+from lensfm import errors
 
 _SPLIT_FALLBACKS = {"test": ("validation",), "validation": ("test",),
                     "val": ("validation", "test"), "eval": ("test",
@@ -96,8 +97,8 @@ def find_dataset_dir(name: str, data_dir: Optional[str]) -> str:
   """<data_dir>/<dataset>/<config>/<newest version>, or a clear error."""
   data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
   if name.count("/") != 1:
-    raise ValueError(f"config.data.name={name!r}; expected '<dataset>/<config>'"
-                     ", e.g. 'deeplense/model_ii'.")
+    raise errors.UserError(f"config.data.name={name!r}; expected '<dataset>/<config>'"
+                           ", e.g. 'deeplense/model_ii'.")
   config_dir = os.path.join(data_dir, name)
   versions = []
   if os.path.isdir(config_dir):
@@ -471,8 +472,8 @@ def _plan(data_config, *, global_batch_size: int, seed: int, split: str,
   local_batch = global_batch_size // process_count
   name = data_config.get("name", None)
   if not name:
-    raise ValueError("config.data.name must name a built dataset when "
-                     "config.data.source='tfds'.")
+    raise errors.UserError("config.data.name must name a built dataset when "
+                           "config.data.source='tfds'.")
   build_if_needed(data_config, show=process_index == 0)
   dataset_dir = find_dataset_dir(name, data_config.get("data_dir", None))
   builder = tfds.builder_from_directory(dataset_dir)

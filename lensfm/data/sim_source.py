@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensfm.data import transforms
+from lensfm import errors
 from lensfm.sim import recipes
 
 # Fixed ids so that the streams of the usual splits never change; other split
@@ -95,8 +96,8 @@ def get_recipe(data_config):
   """The recipe named by `config.data.recipe` with its overrides."""
   name = data_config.get("recipe", None)
   if not name:
-    raise ValueError("config.data.recipe must name a simulator recipe when "
-                     "config.data.source='sim'.")
+    raise errors.UserError("config.data.recipe must name a simulator recipe when "
+                           "config.data.source='sim'.")
   return recipe_by_name(name, data_config.get("recipe_overrides", None))
 
 
@@ -107,7 +108,7 @@ def check_image_shape(shape, data_config, what: str) -> None:
   channels = data_config.get("channels", 1)
   expected = (size, size, channels)
   if tuple(int(s) for s in shape) != expected:
-    raise ValueError(
+    raise errors.UserError(
         f"{what} makes images of shape {tuple(shape)} (H, W, C), but "
         f"config.data.image_size={size} and config.data.channels={channels} "
         f"ask for {expected}. Change the config or the source (e.g. "
