@@ -104,6 +104,8 @@ def read_state(path: str, select=None) -> tuple[Any, Any, int]:
   """(state, config, step): the parts of the train state that `select(tree)` keeps (a
   subtree of the checkpoint's metadata tree; default all of it), as numpy arrays."""
   directory, step = find_checkpoint(path)
+  # A damaged file is named (ChecksumError) rather than silently read.
+  ckpt_lib.verify_checksums(os.path.join(directory, str(step)))
   config = load_config(os.path.join(directory, str(step)))
   with ocp.CheckpointManager(directory, item_handlers=ckpt_lib.item_handlers()) as manager:
     meta = manager.item_metadata(step)["state"]
