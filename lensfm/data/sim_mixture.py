@@ -120,7 +120,10 @@ class MixtureInput(sim_source.StepIndexedInput):
 
 
 def make(data_config, *, global_batch_size: int, sharding, seed: int,
-         split: str = "train") -> MixtureInput:
+         split: str = "train", single_pass: bool = False) -> MixtureInput:
+  """The 'sim_mixture' source; endless whatever `single_pass` (evaluations take a fixed
+  number of batches)."""
+  del single_pass
   views = int(data_config.get("views", 1))
   if views not in (1, 2):
     raise errors.UserError(f"config.data.views={views}: expected 1 or 2 observations per lens.")
