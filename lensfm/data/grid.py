@@ -40,6 +40,7 @@ given, or estimated per channel from the image border (median and 1.4826 x MAD).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Union
 
@@ -241,3 +242,72 @@ def needs_mapping(image_shape, src_scale: float, dst_size: int, dst_scale: float
   """False when an image of this shape and scale already is on the destination grid."""
   return not (tuple(image_shape[:2]) == (dst_size, dst_size)
               and abs(float(src_scale) - float(dst_scale)) <= 1e-9 * float(dst_scale))
+
+
+# -- the model grid of a config, and the per-example mapper every input path applies --
+
+# Configs written before grids were explicit trained on Model II's Euclid VIS pixels.
+DEFAULT_PIXEL_SCALE = 0.101
+_CONTENT_SEED = 0x5EED
+
+
+def model_grid(data_config) -> tuple[int, float]:
+  """(image_size, pixel_scale) of config.data: the grid the model sees."""
+  size = data_config.get("image_size", None)
+  if not size:
+    raise ValueError("config.data.image_size must give the model's input size in pixels.")
+  scale = data_config.get("pixel_scale", None) or DEFAULT_PIXEL_SCALE
+  return int(size), float(scale)
+
+
+def content_key(image: jax.Array) -> jax.Array:
+  """A PRNG key drawn from the image's pixels, so the re-drawn sky of an image is the same
+  in every input path (training, evaluation, predict) and at every visit."""
+  flat = jnp.asarray(image, jnp.float32).reshape(-1)
+  weights = 1.0 + (jnp.arange(flat.shape[0]) % 97).astype(jnp.float32) / 97.0
+  digest = jax.lax.bitcast_convert_type(jnp.sum(flat * weights), jnp.uint32)
+  return jax.random.fold_in(jax.random.PRNGKey(_CONTENT_SEED), digest)
+
+
+def make_mapper(src_shape, src_scale: float, dst_size: int, dst_scale: float):
+  """Per-example fn(image [H, W, C]) -> [dst_size, dst_size, C], or None when the source
+  already is on the destination grid. Jittable; vmap it over a batch."""
+  if not needs_mapping(src_shape, src_scale, dst_size, dst_scale):
+    return None
+  src_scale = float(src_scale)
+
+  def mapper(image):
+    return map_to_grid(image, src_scale, dst_size, dst_scale, key=content_key(image))
+
+  return mapper
+
+
+def mapper_for(data_config, src_shape, src_scale: float):
+  """`make_mapper` onto config.data's model grid."""
+  size, scale = model_grid(data_config)
+  return make_mapper(src_shape, src_scale, size, scale)
+
+
+def area_ratio(src_scale: float, dst_scale: float) -> float:
+  """Flux per pixel scales with the pixel area: destination / source."""
+  return (float(dst_scale) / float(src_scale))**2
+
+
+def describe(src_shape, src_scale: float, dst_size: int, dst_scale: float) -> str:
+  h, w = src_shape[:2]
+  return (f'{h}x{w} px at {src_scale:g}"/px ({h * src_scale:.2f}") -> {dst_size}x{dst_size} px '
+          f'at {dst_scale:g}"/px ({dst_size * dst_scale:.2f}")')
+
+
+@functools.lru_cache(maxsize=32)
+def _batch_mapper(src_shape, src_scale: float, dst_size: int, dst_scale: float):
+  mapper = make_mapper(src_shape, src_scale, dst_size, dst_scale)
+  return None if mapper is None else jax.jit(jax.vmap(mapper))
+
+
+def map_images(images, src_scale: float, dst_size: int, dst_scale: float):
+  """A batch [B, H, W, C] (host or device) mapped onto the grid by one jitted, cached
+  function per source shape; unchanged when already on the grid."""
+  mapper = _batch_mapper(tuple(images.shape[1:]), float(src_scale), int(dst_size),
+                         float(dst_scale))
+  return images if mapper is None else mapper(jnp.asarray(images, jnp.float32))

@@ -11,6 +11,7 @@ Every builder stores in the dataset's `metadata.json` (TFDS `MetadataDict`,
 available as `builder.info.metadata`):
   'pixel_stats': per-channel {'mean': [C], 'std': [C]} of the train split's raw
                  pixels, for config.data.normalize='standardize';
+  'pixel_scale': arcsec per pixel of the images (mapped onto a model's grid on read);
   'build_args':  the arguments that decide the content (checked on reuse);
   'report':      examples written per split and files skipped per reason.
 """

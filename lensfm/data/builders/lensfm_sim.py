@@ -192,6 +192,7 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
         "pixel_stats": self._stats.result(),
         "build_args": self.build_args(),
         "recipe": self.recipe.name,
+        "pixel_scale": self.recipe.pixel_scale,
         "report": self.report.to_dict(),
     })
 
