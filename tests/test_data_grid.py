@@ -14,32 +14,17 @@ from lensfm.sim import render as render_lib
 
 
 def _scene(shift=(0.0, 0.0), angle=0.0):
-  """One Model II cdm scene, rigidly rotated by `angle` then shifted by `shift` (arcsec)."""
+  """One Model II cdm scene, rotated by the simulator by `angle`, then shifted (arcsec)."""
   recipe = recipes.get('model_ii')
   params, _ = recipe.scene(jax.random.PRNGKey(3), jnp.int32(1))
-  params = jax.tree.map(lambda v: np.asarray(v, np.float64), params)
-  # A brighter, offset source so the image is asymmetric and a wrong rotation shows.
-  params['source']['center_x'] = np.asarray([0.2])
-  params['source']['center_y'] = np.asarray([-0.12])
-  cos, sin = math.cos(angle), math.sin(angle)
-
-  def move(d, kx='center_x', ky='center_y'):
-    x, y = d[kx], d[ky]
-    d[kx] = cos * x - sin * y + shift[0]
-    d[ky] = sin * x + cos * y + shift[1]
-
-  def spin(d, k1, k2):   # Spin-2 quantities (ellipticity, shear) turn by 2 angle.
-    a, b = d[k1], d[k2]
-    d[k1] = math.cos(2 * angle) * a - math.sin(2 * angle) * b
-    d[k2] = math.sin(2 * angle) * a + math.cos(2 * angle) * b
-
+  # An offset source so the image is asymmetric and a wrong rotation shows.
+  params['source'] = dict(params['source'], center_x=jnp.asarray([0.2]),
+                          center_y=jnp.asarray([-0.12]))
+  params = render_lib.rotate_scene(params, jnp.float32(angle))
   for name in ('lens', 'point_masses', 'vortex', 'source'):
-    move(params[name])
-  spin(params['lens'], 'e1', 'e2')
-  spin(params['source'], 'e1', 'e2')
-  spin(params['shear'], 'gamma1', 'gamma2')
-  params['vortex']['angle'] = params['vortex']['angle'] + angle
-  return jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), params)
+    params[name] = dict(params[name], center_x=params[name]['center_x'] + shift[0],
+                        center_y=params[name]['center_y'] + shift[1])
+  return params
 
 
 @functools.lru_cache(maxsize=None)
