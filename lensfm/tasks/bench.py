@@ -131,7 +131,10 @@ def backbone(config) -> dict:
             "pixel_scale": float(config.grid.pixel_scale),
             "normalize": transforms.DEFAULT_NORMALIZE, "channels": 1, "step": None}
   pre = loading.load_config(path)
-  _, step = loading.find_checkpoint(path)
+  try:
+    _, step = loading.find_checkpoint(path)
+  except (FileNotFoundError, ValueError):  # e.g. a named checkpoint shipped in the package
+    step = None
   size, scale = grid_lib.model_grid(pre.data)
   return {"path": path, "model": pre.model.to_dict(), "image_size": size,
           "pixel_scale": scale, "step": step, "channels": int(pre.data.get("channels", 1)),

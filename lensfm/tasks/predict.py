@@ -97,6 +97,13 @@ def read_batches(paths, batch_size, read, skipped, progress):
     yield names, np.stack(images), scale
 
 
+def on_model_grid(images, src_scale: float, size: int, scale: float):
+  """A batch of files' images mapped onto the model grid (inside predict's jit), by the
+  same per-image function every other input path uses."""
+  mapper = grid_lib.make_mapper(images.shape[1:], src_scale, size, scale)
+  return images if mapper is None else jax.vmap(mapper)(images)
+
+
 def file_scale_resolver(given: float, model_scale: float):
   """fn(scale from the file or None) -> the scale to use: `given` if set, else the file's,
   else the model's (said once)."""
@@ -150,9 +157,7 @@ def run(config, workdir: str) -> dict:
   def predict(params, extra, images, src_scale):
     # Onto the model grid (one compilation per input shape and scale), then normalised;
     # normalisation takes no randomness: one key serves every example.
-    mapper = grid_lib.make_mapper(images.shape[1:], src_scale, input_size, input_scale)
-    if mapper is not None:
-      images = jax.vmap(mapper)(images)
+    images = on_model_grid(images, src_scale, input_size, input_scale)
     keys = jax.random.split(jax.random.key(0), images.shape[0])
     return objective.predict(params, extra, jax.vmap(transform)(keys, images))
 
