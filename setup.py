@@ -13,7 +13,9 @@ INSTALL_REQUIRES = [
     "numpy>=1.26",
     "e3nn-jax>=0.20",
     "absl-py",
-    "tensorboardX>=2.6",
+    "tensorboardX>=2.6",  # Writes the event files (no TensorFlow).
+    "tensorboard",        # The `tensorboard --logdir WORKDIR` viewer.
+    "pillow",             # Reads the PNG pictures back for TensorBoard.
     "tqdm",
     "matplotlib",
     "astropy",  # FITS input for predict mode.
@@ -38,4 +40,5 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
     license="Apache-2.0",
+    license_files=["LICENSE"],
 )

@@ -85,9 +85,10 @@ def auc_of(train_x, train_y, test_x, test_y, steps, seed):
     params, opt, _ = step(params, opt, train_x[idx], train_y[idx])
   scores = np.concatenate([np.asarray(jax.jit(model.apply)(params, test_x[i:i + 256]))
                            for i in range(0, len(test_x), 256)])
-  train_scores = np.asarray(jax.jit(model.apply)(params, train_x[:1024]))
+  seen = rng.permutation(len(train_x))[:1024]  # Both classes (the arrays are sorted).
+  train_scores = np.asarray(jax.jit(model.apply)(params, train_x[seen]))
   return (float(metrics.roc_auc(test_y, scores)),
-          float(metrics.roc_auc(train_y[:1024], train_scores)))
+          float(metrics.roc_auc(train_y[seen], train_scores)))
 
 
 def main(argv):

@@ -66,6 +66,12 @@ def environment(devices: int, cache_dir=None, **hooks) -> dict:
   return env
 
 
+def run_main(*args, timeout=180, env=None) -> subprocess.CompletedProcess:
+  """`python -m lensfm.main ARGS` in the repository on 2 fake CPU devices, captured."""
+  return subprocess.run([sys.executable, "-m", "lensfm.main", *args], capture_output=True,
+                        text=True, env=env or environment(2), cwd=ROOT, timeout=timeout)
+
+
 def launch(cmd, env, log_path) -> subprocess.Popen:
   """Starts a run writing stdout and stderr to `log_path` (read with `output`)."""
   log = open(log_path, "w")

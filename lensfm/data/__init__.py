@@ -21,6 +21,8 @@ from typing import Any, Iterator, Protocol
 
 import jax
 
+from lensfm import errors
+
 Batch = dict[str, jax.Array]
 
 # Maps config.data.source to the module implementing `make(data_config, **kw) -> Input`.
@@ -72,11 +74,11 @@ def make_input(data_config, *, global_batch_size: int,
   """
   source = source_name(data_config)
   if source not in _SOURCES:
-    raise ValueError(
+    raise errors.UserError(
         f"config.data.source={source!r} is not a known data source; expected one "
         f"of {sorted(_SOURCES)}.")
   if global_batch_size % jax.process_count():
-    raise ValueError(
+    raise errors.UserError(
         f"Global batch size {global_batch_size} must be divisible by the number "
         f"of processes ({jax.process_count()}).")
   module = importlib.import_module(_SOURCES[source])

@@ -311,9 +311,7 @@ def _reuse(name: str, path: str, requested: dict, start: float) -> BuildResult:
 def _parse_args(argv):
   parser = argparse.ArgumentParser(
       prog="python -m lensfm.data.build",
-      description="Build a lensfm TFDS dataset (ArrayRecord).",
-      epilog=__doc__.split("\n\n")[1], formatter_class=(
-          argparse.RawDescriptionHelpFormatter))
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("name", help="deeplense/<config> or lensfm_sim/<recipe>")
   parser.add_argument("--data_dir", default=None)
   parser.add_argument("--manual_dir", default=None,

@@ -48,6 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lensfm import errors
+
 Scalar = Union[float, jax.Array]
 
 # MAD -> Gaussian sigma.
@@ -255,7 +257,8 @@ def model_grid(data_config) -> tuple[int, float]:
   """(image_size, pixel_scale) of config.data: the grid the model sees."""
   size = data_config.get("image_size", None)
   if not size:
-    raise ValueError("config.data.image_size must give the model's input size in pixels.")
+    raise errors.UserError("config.data.image_size must give the model's input size in "
+                           "pixels.")
   scale = data_config.get("pixel_scale", None) or DEFAULT_PIXEL_SCALE
   return int(size), float(scale)
 

@@ -83,6 +83,7 @@ from lensfm.data import build
 from lensfm.data import grid as grid_lib
 from lensfm.data import sim_source
 from lensfm.data import transforms
+from lensfm import errors
 from lensfm.data.builders import deeplense as deeplense_builder
 from lensfm.data.builders import lensfm_sim as lensfm_sim_builder
 
@@ -103,8 +104,8 @@ def find_dataset_dir(name: str, data_dir: Optional[str]) -> str:
   """<data_dir>/<dataset>/<config>/<newest version>, or a clear error."""
   data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
   if name.count("/") != 1:
-    raise ValueError(f"config.data.name={name!r}; expected '<dataset>/<config>'"
-                     ", e.g. 'deeplense/model_ii'.")
+    raise errors.UserError(f"config.data.name={name!r}; expected '<dataset>/<config>'"
+                           ", e.g. 'deeplense/model_ii'.")
   config_dir = os.path.join(data_dir, name)
   versions = []
   if os.path.isdir(config_dir):
@@ -169,7 +170,7 @@ def dataset_pixel_scale(info, name: str, data_config) -> float:
   if dataset == "lensfm_sim":
     overrides = dict(metadata.get("build_args", {}).get("recipe_overrides", {}) or {})
     return lensfm_sim_builder.get_recipe(config, overrides).pixel_scale
-  raise ValueError(f"Dataset {name!r} does not say its pixel scale (no 'pixel_scale' in "
+  raise errors.UserError(f"Dataset {name!r} does not say its pixel scale (no 'pixel_scale' in "
                    "its metadata.json); set config.data.source_pixel_scale (arcsec/pixel).")
 
 
@@ -505,8 +506,8 @@ def _plan(data_config, *, global_batch_size: int, seed: int, split: str,
   local_batch = global_batch_size // process_count
   name = data_config.get("name", None)
   if not name:
-    raise ValueError("config.data.name must name a built dataset when "
-                     "config.data.source='tfds'.")
+    raise errors.UserError("config.data.name must name a built dataset when "
+                           "config.data.source='tfds'.")
   build_if_needed(data_config, show=process_index == 0)
   dataset_dir = find_dataset_dir(name, data_config.get("data_dir", None))
   builder = tfds.builder_from_directory(dataset_dir)

@@ -31,6 +31,7 @@ import numpy as np
 
 from lensfm.data import sim_source
 from lensfm.data import transforms
+from lensfm import errors
 
 SOURCE_NAME = "sim_pool"
 POOL_CHUNK = 256
@@ -75,8 +76,8 @@ def draw_pool(data_config, per_class: int, seed: int) -> dict[str, np.ndarray]:
   raw recipe units, in stream order)."""
   per_class = int(per_class)
   if per_class <= 0:
-    raise ValueError(f"config.data.labels_per_class={per_class}; expected a positive "
-                     "integer (or 0 / unset for every label).")
+    raise errors.UserError(f"config.data.labels_per_class={per_class}; expected a positive "
+                           "integer (or 0 / unset for every label).")
   recipe = sim_source.get_recipe(data_config)
   sim_source.check_image_shape(recipe.image_shape, data_config,
                                f"Simulator recipe {recipe.name!r}")

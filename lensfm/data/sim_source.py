@@ -53,6 +53,7 @@ import numpy as np
 
 from lensfm.data import grid as grid_lib
 from lensfm.data import transforms
+from lensfm import errors
 from lensfm.sim import recipes
 
 # Fixed ids so that the streams of the usual splits never change; other split
@@ -100,8 +101,8 @@ def get_recipe(data_config):
   """The recipe named by `config.data.recipe` with its overrides."""
   name = data_config.get("recipe", None)
   if not name:
-    raise ValueError("config.data.recipe must name a simulator recipe when "
-                     "config.data.source='sim'.")
+    raise errors.UserError("config.data.recipe must name a simulator recipe when "
+                           "config.data.source='sim'.")
   return recipe_by_name(name, data_config.get("recipe_overrides", None))
 
 
@@ -111,7 +112,7 @@ def check_image_shape(shape, data_config, what: str) -> None:
   grid_lib.model_grid(data_config)  # image_size must be set.
   channels = data_config.get("channels", 1)
   if len(shape) != 3 or int(shape[-1]) != int(channels):
-    raise ValueError(
+    raise errors.UserError(
         f"{what} makes images of shape {tuple(shape)} (H, W, C), but "
         f"config.data.channels={channels}. Change config.data.channels or the source.")
 

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lensfm import errors
 from lensfm.objectives import base
 from lensfm.objectives import metrics as metrics_lib
 from lensfm.objectives import simclr
@@ -48,8 +49,8 @@ def ema_update(target, online, momentum):
 
 def check_momentum(base_value: float, end: float) -> None:
   if not 0. <= base_value <= end <= 1.:
-    raise ValueError(f"config.objective.ema_momentum={base_value} and ema_momentum_end={end} "
-                     f"must satisfy 0 <= ema_momentum <= ema_momentum_end <= 1.")
+    raise errors.UserError(f"config.objective.ema_momentum={base_value} and ema_momentum_end={end} "
+                           f"must satisfy 0 <= ema_momentum <= ema_momentum_end <= 1.")
 
 
 def regression_loss(prediction: jax.Array, target: jax.Array, weights=None) -> jax.Array:

@@ -39,9 +39,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lensfm import errors
 from lensfm.objectives import base
-from lensfm.objectives import metrics as metrics_lib
 from lensfm.objectives import byol
+from lensfm.objectives import metrics as metrics_lib
 from lensfm.objectives import simclr
 from lensfm.objectives import views as views_lib
 
@@ -138,10 +139,10 @@ class Objective(base.Objective):
     self.center_momentum = float(cfg.get("center_momentum", 0.9))
     for name in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
       if getattr(self, name) <= 0:
-        raise ValueError(f"config.objective.{name}={getattr(self, name)} must be > 0.")
+        raise errors.UserError(f"config.objective.{name}={getattr(self, name)} must be > 0.")
     if not 0. <= self.center_momentum < 1.:
-      raise ValueError(f"config.objective.center_momentum={self.center_momentum} must be in "
-                       f"[0, 1).")
+      raise errors.UserError(f"config.objective.center_momentum={self.center_momentum} must be in "
+                             f"[0, 1).")
     self.momentum_base = float(cfg.get("ema_momentum", 0.996))
     self.momentum_end = float(cfg.get("ema_momentum_end", 1.0))
     byol.check_momentum(self.momentum_base, self.momentum_end)

@@ -81,8 +81,10 @@ def regression_scatter(pred, true, name: str, path: str, *, unit: str = "",
 
 def sr_triptych(pictures: dict[str, np.ndarray], path: str, max_images: int = 6, *,
                 with_bicubic: bool = False) -> str:
-  """Rows LR, SR, HR (with_bicubic: a bicubic row between LR and SR)."""
+  """Rows LR, SR, HR (with_bicubic: a bicubic row between LR and SR), each lens on its
+  HR image's colour scale in every row."""
   order = [k for k in ("LR", "bicubic", "SR", "HR")
            if k in pictures and (with_bicubic or k != "bicubic")]
-  pictures_lib.save_image_rows({k: np.asarray(pictures[k])[:max_images] for k in order}, path)
+  pictures_lib.save_image_rows({k: np.asarray(pictures[k])[:max_images] for k in order}, path,
+                               scale_from="HR" if "HR" in pictures else None)
   return path

@@ -26,9 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lensfm import errors
 from lensfm.objectives import base
-from lensfm.objectives import pictures
 from lensfm.objectives import metrics as metrics_lib
+from lensfm.objectives import pictures
 from lensfm.objectives import views as views_lib
 
 HEAD_NORMS = ("layernorm", "none")
@@ -45,7 +46,8 @@ class ProjectionMLP(nn.Module):
   @nn.compact
   def __call__(self, x):
     if self.norm not in HEAD_NORMS:
-      raise ValueError(f"config.objective.head_norm={self.norm!r} is not one of {HEAD_NORMS}.")
+      raise errors.UserError(
+          f"config.objective.head_norm={self.norm!r} is not one of {HEAD_NORMS}.")
     x = x.astype(jnp.float32)  # Heads are small; float32 keeps the loss's logits exact.
     for i in range(self.num_layers - 1):
       x = nn.Dense(self.hidden_dim, name=f"hidden{i}")(x)
@@ -115,8 +117,8 @@ def check_view_size(model, size: int, what: str) -> None:
   try:
     model.token_grid((size, size))
   except ValueError as e:
-    raise ValueError(f"config.objective.views: {what} views of {size}x{size} px do not fit "
-                     f"the backbone: {e}") from None
+    raise errors.UserError(f"config.objective.views: {what} views of {size}x{size} px do not fit "
+                           f"the backbone: {e}") from None
 
 
 class Objective(base.Objective):
@@ -127,7 +129,7 @@ class Objective(base.Objective):
     cfg = config.objective
     self.temperature = float(cfg.get("temperature", 0.1))
     if self.temperature <= 0:
-      raise ValueError(f"config.objective.temperature={self.temperature} must be > 0.")
+      raise errors.UserError(f"config.objective.temperature={self.temperature} must be > 0.")
     self.views = views_lib.parse_views(cfg.get("views", None), config.data.image_size)
     check_view_size(model, self.views.global_crop.size, "global")
     self.head = ProjectionMLP(cfg.get("proj_hidden_dim", 2048), cfg.get("proj_dim", 128),

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from lensfm.data import transforms
+from lensfm import errors
 
 DEFAULT_AUGMENT = "rotate,flip,shift,blur,noise,scale"
 _FIELDS = ("augment", "normalize", "global_crop_scale", "global_size", "local_crop_scale",
@@ -77,16 +78,16 @@ def _scale_range(value, key: str) -> tuple[float, float]:
   try:
     lo, hi = (float(v) for v in value)
   except (TypeError, ValueError):
-    raise ValueError(f"config.objective.views.{key}={value!r}: expected (lo, hi).") from None
+    raise errors.UserError(f"config.objective.views.{key}={value!r}: expected (lo, hi).") from None
   if not 0. < lo <= hi <= 1.:
-    raise ValueError(f"config.objective.views.{key}={value!r}: expected 0 < lo <= hi <= 1 "
-                     f"(fractions of the image side).")
+    raise errors.UserError(f"config.objective.views.{key}={value!r}: expected 0 < lo <= hi <= 1 "
+                           f"(fractions of the image side).")
   return lo, hi
 
 
 def _positive_int(value, key: str) -> int:
   if int(value) != value or value < 1:
-    raise ValueError(f"config.objective.views.{key}={value!r}: expected a positive integer.")
+    raise errors.UserError(f"config.objective.views.{key}={value!r}: expected a positive integer.")
   return int(value)
 
 
@@ -97,7 +98,8 @@ def parse_views(views_config: Optional[Mapping[str, Any]], image_size: int,
                else (views_config or {}))
   unknown = sorted(set(given) - set(_FIELDS))
   if unknown:
-    raise ValueError(f"config.objective.views has unknown fields {unknown}; known: {_FIELDS}.")
+    raise errors.UserError(
+        f"config.objective.views has unknown fields {unknown}; known: {_FIELDS}.")
   v = {"augment": DEFAULT_AUGMENT, "normalize": "none", "global_crop_scale": (0.8, 1.),
        "global_size": image_size, "local_crop_scale": (0.45, 0.7),
        "local_size": image_size // 2, "num_local_crops": 4, "crop_jitter": 0.03}
@@ -107,11 +109,11 @@ def parse_views(views_config: Optional[Mapping[str, Any]], image_size: int,
   transforms.check_normalize(v["normalize"])
   jitter = float(v["crop_jitter"])
   if not 0. <= jitter <= 0.25:
-    raise ValueError(f"config.objective.views.crop_jitter={jitter}: expected a fraction of "
-                     f"the image side in [0, 0.25] (larger offsets would lose the arcs).")
+    raise errors.UserError(f"config.objective.views.crop_jitter={jitter}: expected a fraction of "
+                           f"the image side in [0, 0.25] (larger offsets would lose the arcs).")
   num_local = int(v["num_local_crops"])
   if num_local < 0:
-    raise ValueError(f"config.objective.views.num_local_crops={num_local} must be >= 0.")
+    raise errors.UserError(f"config.objective.views.num_local_crops={num_local} must be >= 0.")
   return ViewConfig(
       augment=augment, normalize=v["normalize"],
       global_crop=Crop(_positive_int(v["global_size"], "global_size"),

@@ -45,6 +45,7 @@ import ml_collections
 import numpy as np
 
 from lensfm import data as data_lib
+from lensfm import errors
 from lensfm.data import eval_input
 from lensfm.data import grid as grid_lib
 from lensfm.data import sim_source
@@ -111,10 +112,10 @@ def extra_datasets(spec: str) -> list[tuple[str, str]]:
   for item in [s.strip() for s in (spec or "").split(",") if s.strip()]:
     name, sep, directory = item.partition("=")
     if not sep or not directory:
-      raise ValueError(f"config.extra_datasets item {item!r}: expected NAME=DIR, e.g. "
+      raise errors.UserError(f"config.extra_datasets item {item!r}: expected NAME=DIR, e.g. "
                        "model_ii=/data/deeplense/model_ii.")
     if not os.path.isdir(os.path.expanduser(directory)):
-      raise FileNotFoundError(f"config.extra_datasets: {directory} is not a directory.")
+      raise errors.MissingFileError(f"config.extra_datasets: {directory} is not a directory.")
     out.append((name, os.path.expanduser(directory)))
   return out
 

@@ -3,20 +3,24 @@
   python -m lensfm.main --config=configs/predict.py --config.init_from=FINETUNED_WORKDIR \
       --config.inputs='my_lenses/*.fits' --workdir=DIR
 
-One row per readable image, in file order: `file`, then the task's columns:
+One row per readable image, in file order within each image size (sizes are batched
+apart): `file`, then the task's columns, then `flag`:
   classification: prob_<class> for every class and predicted_class;
   regression: one column per target, in physical units (e.g. log10_axion_mass);
   super-resolution: sr_file, the path of the SR image written as DIR/superres/<name>_sr.npy
-    (in the normalised units of the input LR image).
+    (in the units of the input LR file: the normalisation is undone);
+  flag: '' for an unremarkable image, else what is doubtful: a suspicious input (NaN or
+    infinite pixels, an all-zero or constant image: no confident class or value is
+    given for it, the task's columns stay empty) or a doubtful answer (a regression
+    value outside the range seen in training), from the objective's `output_flags`.
 Images of any size are mapped onto the model's grid (config.data.image_size x pixel_scale
 of the checkpoint; for super-resolution its LR grid, image_size / scale pixels at
 pixel_scale x scale) inside the jitted prediction function (`lensfm.data.grid`), then
 normalised exactly as the training data were (config.data.normalize). A file's pixel
 scale is `pixel_scale` if set, else its FITS WCS, else assumed to be the model's (said
-once on the console). Files that cannot
-be used (unreadable, truncated, not an image, NaN pixels, pickles without allow_pickle)
-are skipped, each named with the reason on the console and in
-DIR/predictions_skipped.csv; the count is in DIR/predict_summary.json.
+once on the console). Files that cannot be used (unreadable, truncated, not an image,
+pickles without allow_pickle) are skipped, each named with the reason on the console and
+in DIR/predictions_skipped.csv; the counts are in DIR/predict_summary.json.
 
 config fields:
   task: 'predict'.
@@ -49,6 +53,7 @@ from lensfm.data import grid as grid_lib
 from lensfm.data import pipeline
 from lensfm.data import sim_source
 from lensfm.data import transforms
+from lensfm import errors
 from lensfm.tasks import image_files
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import loading
@@ -71,7 +76,7 @@ def normalization_stats(data_config, override=None):
     path = pipeline.find_dataset_dir(data_config.name, data_config.get("data_dir", None))
     return pipeline.normalization_stats(data_config, tfds.builder_from_directory(path).info)
   except (FileNotFoundError, ValueError) as e:
-    raise ValueError(f"The checkpoint normalises with 'standardize' using the statistics of "
+    raise errors.UserError(f"The checkpoint normalises with 'standardize' using the statistics of "
                      f"{data_config.get('name')!r}, which cannot be read here ({e}). Set "
                      "config.norm_stats={'mean': [...], 'std': [...]}.") from None
 
@@ -125,7 +130,7 @@ def file_scale_resolver(given: float, model_scale: float):
 
 def run(config, workdir: str) -> dict:
   if not config.get("init_from", ""):
-    raise ValueError("config.init_from must name the fine-tuned workdir (or checkpoint).")
+    raise errors.UserError("config.init_from must name the fine-tuned workdir (or checkpoint).")
   start = time.time()
   paths = image_files.expand_inputs(config.get("inputs", ""))
   trained, objective = loading.load_downstream(config.init_from, "predict")
@@ -141,11 +146,15 @@ def run(config, workdir: str) -> dict:
   def read(path):
     image, scale = image_files.read_image_and_scale(
         path, size=None, channels=channels,
-        allow_pickle=bool(config.get("allow_pickle", False)), hdu=None if hdu < 0 else hdu)
+        allow_pickle=bool(config.get("allow_pickle", False)), hdu=None if hdu < 0 else hdu,
+        allow_nonfinite=True)
     return image, resolve_scale(scale)
-  transform = transforms.make_transform(
-      data_config.get("normalize", transforms.DEFAULT_NORMALIZE), (),
-      normalization_stats(data_config, config.get("norm_stats", None)))
+
+  method = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)
+  stats = normalization_stats(data_config, config.get("norm_stats", None))
+  transform = transforms.make_transform(method, (), stats)
+  to_input_units = jax.vmap(lambda values, image: transforms.denormalize(values, image, method,
+                                                                         stats))
 
   mesh = sharding_lib.make_mesh(config.get("mesh", (("data", -1), ("fsdp", 1))))
   devices = sharding_lib.data_parallel_size(mesh)
@@ -159,7 +168,8 @@ def run(config, workdir: str) -> dict:
     # normalisation takes no randomness: one key serves every example.
     images = on_model_grid(images, src_scale, input_size, input_scale)
     keys = jax.random.split(jax.random.key(0), images.shape[0])
-    return objective.predict(params, extra, jax.vmap(transform)(keys, images))
+    outputs = objective.predict(params, extra, jax.vmap(transform)(keys, images))
+    return objective.outputs_in_input_units(outputs, lambda v: to_input_units(v, images))
 
   os.makedirs(workdir, exist_ok=True)
   output = config.get("output", "") or os.path.join(workdir, "predictions.csv")
@@ -167,26 +177,36 @@ def run(config, workdir: str) -> dict:
   progress = lambda xs: xs
   if config.get("progress_bar", True):
     progress = lambda xs: tqdm(xs, unit="image", dynamic_ncols=True, mininterval=1.0)
-  skipped, num_written = [], 0
+  skipped, flagged, num_written = [], [], 0
   tmp = f"{output}.tmp-{os.getpid()}"
   with open(tmp, "w", newline="") as f, jax.set_mesh(mesh):
     writer = csv.writer(f)
-    writer.writerow(["file"] + objective.output_columns())
+    writer.writerow(["file"] + objective.output_columns() + ["flag"])
     for names, images, scale in read_batches(paths, batch_size, read, skipped, progress):
       n = len(names)
+      doubtful_inputs = [image_files.suspicious(image) for image in images]
       padded = np.zeros((batch_size,) + images.shape[1:], np.float32)
-      padded[:n] = images
+      padded[:n] = np.nan_to_num(images, nan=0., posinf=0., neginf=0.)
       outputs = jax.device_get(predict(params, extra, jax.device_put(padded, data_sharding),
                                        scale))
       outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
       rows = objective.output_rows(outputs, [image_files.image_name(p) for p in names],
                                    os.path.join(workdir, "superres"))
-      writer.writerows([name] + row for name, row in zip(names, rows))
+      for name, row, doubtful_input, doubtful_answer in zip(
+          names, rows, doubtful_inputs, objective.output_flags(outputs)):
+        if doubtful_input and not objective.answers_suspicious_inputs:
+          row = [""] * len(row)
+          doubtful_answer = ""  # No answer, nothing to doubt about it.
+        flag = "; ".join(x for x in (doubtful_input, doubtful_answer) if x)
+        writer.writerow([name] + row + [flag])
+        if flag:
+          flagged.append(name)
       num_written += n
   os.replace(tmp, output)
 
   summary = {"output": output, "num_images": num_written, "num_skipped": len(skipped),
-             "skipped": [p for p, _ in skipped], "checkpoint": trained.path,
+             "skipped": [p for p, _ in skipped], "num_flagged": len(flagged),
+             "flagged": flagged, "checkpoint": trained.path,
              "checkpoint_step": trained.step, "seconds": time.time() - start}
   if skipped:
     with open(os.path.join(workdir, "predictions_skipped.csv"), "w", newline="") as f:
@@ -194,8 +214,9 @@ def run(config, workdir: str) -> dict:
     print(f"Skipped {len(skipped)} of {len(paths)} files (listed in "
           f"{os.path.join(workdir, 'predictions_skipped.csv')}).", flush=True)
   if not num_written:
-    raise ValueError(f"None of the {len(paths)} input files could be read; first problems: "
+    raise errors.UserError(f"None of the {len(paths)} input files could be read; first problems: "
                      + "; ".join(r for _, r in skipped[:3]))
   ckpt_lib.write_json_atomically(os.path.join(workdir, "predict_summary.json"), summary)
-  print(f"Wrote {num_written} predictions to {output}.", flush=True)
+  print(f"Wrote {num_written} predictions to {output}"
+        + (f"; {len(flagged)} flagged (see its flag column)." if flagged else "."), flush=True)
   return summary

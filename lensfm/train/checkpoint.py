@@ -31,6 +31,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lensfm import errors
+
 # Key of the data item when processes' input states differ (e.g. grain, per host).
 PER_PROCESS = "per_process"
 
@@ -166,7 +168,7 @@ def _this_process_data(item: dict, step: int) -> dict:
     return item
   states = item[PER_PROCESS]
   if len(states) != jax.process_count():
-    raise ValueError(
+    raise errors.UserError(
         f"Checkpoint step {step} holds input states of {len(states)} processes, but this "
         f"run has {jax.process_count()}: the input cannot continue exactly. Resume with "
         f"{len(states)} processes, or start a new workdir with config.init_from.")

@@ -10,9 +10,10 @@ import importlib.util
 import os
 from typing import Optional
 
-from absl import app
 from absl import logging
 import jax
+
+from lensfm import errors
 
 
 def distributed_settings(coordinator_address=None, num_processes=None, process_id=None,
@@ -37,12 +38,12 @@ def distributed_settings(coordinator_address=None, num_processes=None, process_i
   if address or count is not None or index is not None:
     in_slurm = _in_slurm_step(env)
     if not in_slurm and (not address or count is None or index is None):
-      raise app.UsageError(
+      raise errors.UserError(
           f"Multi-process run outside SLURM needs all of --coordinator_address (got "
           f"{address!r}), --num_processes (got {count!r}) and --process_id (got {index!r}), "
           f"or the variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID.")
     if count is not None and index is not None and not 0 <= index < count:
-      raise app.UsageError(f"--process_id={index} must be in [0, --num_processes={count}).")
+      raise errors.UserError(f"--process_id={index} must be in [0, --num_processes={count}).")
     return {k: v for k, v in dict(coordinator_address=address, num_processes=count,
                                   process_id=index).items() if v is not None}
   if _in_slurm_step(env):
@@ -59,7 +60,7 @@ def _env_int(env, name) -> Optional[int]:
   try:
     return int(value)
   except ValueError:
-    raise app.UsageError(f"Environment variable {name}={value!r} must be an integer.") from None
+    raise errors.UserError(f"Environment variable {name}={value!r} must be an integer.") from None
 
 
 def _in_slurm_step(env) -> bool:

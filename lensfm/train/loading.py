@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lensfm import errors
 from lensfm import models
 from lensfm import objectives
 from lensfm.data import transforms
@@ -42,8 +43,9 @@ def find_checkpoint(path: str) -> tuple[str, int]:
   """Resolves a workdir, a checkpoints/ dir or a step dir to (checkpoints dir, step)."""
   path = os.path.abspath(os.path.expanduser(path))
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"Checkpoint path {path} does not exist (expected a workdir, "
-                            f"its checkpoints/ directory or a checkpoints/<step> directory).")
+    raise errors.MissingFileError(
+        f"Checkpoint path {path} does not exist (expected a workdir, its checkpoints/ "
+        f"directory or a checkpoints/<step> directory).")
   base_name = os.path.basename(path.rstrip("/"))
   if base_name.isdigit() and os.path.isdir(os.path.join(path, "state")):
     return os.path.dirname(path), int(base_name)
@@ -53,7 +55,8 @@ def find_checkpoint(path: str) -> tuple[str, int]:
                if d.isdigit() and os.path.isdir(os.path.join(directory, d, "state"))]
       if steps:
         return directory, max(steps)
-  raise FileNotFoundError(f"No checkpoint found under {path} (looked for checkpoints/<step>/state).")
+  raise errors.MissingFileError(f"No checkpoint found under {path} (looked for "
+                                "checkpoints/<step>/state).")
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -121,7 +124,7 @@ def load_downstream(path: str, what: str) -> tuple[Trained, base.DownstreamObjec
   objective = objectives.get_objective(trained.config, model)
   if not isinstance(objective, base.DownstreamObjective):
     name = trained.config.get("objective", {}).get("name", None)
-    raise ValueError(
+    raise errors.UserError(
         f"{what}: checkpoint {trained.path} was trained with objective {name!r}, which has "
         "no downstream head. Give a fine-tuned workdir (objective 'classify', 'regress' or "
         "'superres'), or fine-tune this one first with --config.init_from.")
@@ -138,9 +141,19 @@ def check_same_backbone(pretrained, current, path) -> None:
   diff = {k: (pre.get(k), cur.get(k)) for k in set(pre) | set(cur)
           if k not in ignore and pre.get(k) != cur.get(k)}
   if diff:
-    raise ValueError(f"Checkpoint {path} has a different backbone: "
-                     + ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}"
-                                 for k, (a, b) in sorted(diff.items())))
+    raise errors.UserError(f"Checkpoint {path} has a different backbone: "
+                           + ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}"
+                                       for k, (a, b) in sorted(diff.items()))
+                           + "." + _runlocal_hint(pre, cur))
+
+
+def _runlocal_hint(pretrained: dict, current: dict) -> str:
+  """A tiny explicit backbone (variant None) against a named variant: a runlocal run."""
+  if pretrained.get("variant", "") is None and current.get("variant", None) is not None:
+    return (" The checkpoint looks like a `:runlocal` run (a tiny backbone without a "
+            "variant): fine-tune it with `:runlocal` too, e.g. "
+            "--config=configs/finetune_classify.py:runlocal.")
+  return ""
 
 
 def check_init_from(config) -> None:
@@ -153,13 +166,13 @@ def check_init_from(config) -> None:
   check_same_backbone(pre.model, config.model, path)
   have, want = pre.data.get("channels", 1), config.data.get("channels", 1)
   if have != want:
-    raise ValueError(f"Checkpoint {path} was trained on images with {have} channel(s), but "
-                     f"config.data.channels={want}.")
+    raise errors.UserError(f"Checkpoint {path} was trained on images with {have} "
+                           f"channel(s), but config.data.channels={want}.")
   # An encoder only knows the input scale it was trained on: fine-tuning it on images
   # normalised otherwise starts from features it never learned to make.
   have = pre.data.get("normalize", transforms.DEFAULT_NORMALIZE)
   want = config.data.get("normalize", transforms.DEFAULT_NORMALIZE)
   if have != want:
-    raise ValueError(f"Checkpoint {path} was trained on config.data.normalize={have!r} "
-                     f"images, but this run has config.data.normalize={want!r}; pass "
-                     f"--config.data.normalize={have} (or pretrain with {want!r}).")
+    raise errors.UserError(f"Checkpoint {path} was trained on config.data.normalize="
+                           f"{have!r} images, but this run has config.data.normalize={want!r}; "
+                           f"pass --config.data.normalize={have} (or pretrain with {want!r}).")

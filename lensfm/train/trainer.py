@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 from lensfm import data as data_lib
+from lensfm import errors
 from lensfm import models
 from lensfm import objectives
 from lensfm.train import checkpoint as ckpt_lib
@@ -70,12 +71,12 @@ def abstract_batch(config) -> dict[str, jax.ShapeDtypeStruct]:
 def check_config(config, mesh) -> None:
   dp = sharding.data_parallel_size(mesh)
   if config.batch_size % dp:
-    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
-                     f"{dp} devices of the mesh's data axes {sharding.DATA_AXES}.")
+    raise errors.UserError(f"config.batch_size={config.batch_size} must be divisible by the "
+                           f"{dp} devices of the mesh's data axes {sharding.DATA_AXES}.")
   if config.get("nonfinite", "error") not in ("error", "skip"):
-    raise ValueError(f"config.nonfinite={config.nonfinite!r}; expected 'error' or 'skip'.")
+    raise errors.UserError(f"config.nonfinite={config.nonfinite!r}; expected 'error' or 'skip'.")
   if config.total_steps <= 0:
-    raise ValueError(f"config.total_steps={config.total_steps} must be positive.")
+    raise errors.UserError(f"config.total_steps={config.total_steps} must be positive.")
 
 
 class Trainer:
@@ -183,8 +184,8 @@ class Trainer:
     builds the evaluators of config.evals (once the run is known not to be finished)."""
     config, workdir = self.config, self.workdir
     if config.get("evals", None) and make_evaluators is None:
-      raise ValueError(f"config.evals {sorted(config.evals)} need evaluators; run the "
-                       "config through its task (lensfm.tasks), which builds them.")
+      raise errors.UserError(f"config.evals {sorted(config.evals)} need evaluators; run the "
+                             "config through its task (lensfm.tasks), which builds them.")
     total = config.total_steps
     if jax.process_index() == 0:
       os.makedirs(workdir, exist_ok=True)
@@ -222,6 +223,7 @@ class Trainer:
           if t_last is None:  # Time after the first (compiling) step, not including it.
             jax.block_until_ready(metrics)
             t_last, n_last = time.perf_counter(), step
+            writer.start_clock(step)
           # Decided once per boundary, before saving: a SIGTERM that lands later in this
           # boundary is acted on at the next one, which then saves (never a silent exit).
           stop = preempted.should_stop(step)
@@ -244,7 +246,7 @@ class Trainer:
             if every(every_n, step) or last:
               writer.write(step, {f"{name}/{k}": v for k, v in evaluator.run(state, step).items()})
           if every(config.get("visualize_every", 0), step):
-            self.visualize(state, batch, step)
+            writer.write_pictures(step, {"visualize": self.visualize(state, batch, step)})
     finally:
       # Also on errors (NonFiniteError, a failing input): the checkpoint being written in
       # the background is completed, not cut off half-way by the exit.
@@ -270,17 +272,19 @@ class Trainer:
     n = min(4, self.config.batch_size)
     return jax.jit(lambda p, e, im: (p, e, im[:n]), out_shardings=sharding.replicated(self.mesh))
 
-  def visualize(self, state, batch, step):
+  def visualize(self, state, batch, step) -> str:
     """Every process takes part (arrays span all hosts); the objective writes on process 0.
 
     Parameters and a few images are first replicated, so the objective's pictures need
-    no knowledge of the mesh and its outputs are addressable on every host.
+    no knowledge of the mesh and its outputs are addressable on every host. Returns the
+    PNG's path (the file exists only if the objective draws pictures).
     """
     params, extra, images = self._replicate_for_pictures(
         state["params"], state["extra"], batch["image"])
+    path = os.path.join(self.workdir, f"visualize_{step:07d}.png")
     self.objective.visualize(params, extra, {"image": images},
-                             jax.random.fold_in(self.base_rng, step),
-                             os.path.join(self.workdir, f"visualize_{step:07d}.png"))
+                             jax.random.fold_in(self.base_rng, step), path)
+    return path
 
   def _check_finite(self, metrics):
     if self.config.get("nonfinite", "error") == "error" and int(metrics["nonfinite_count"]) > 0:
