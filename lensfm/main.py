@@ -14,6 +14,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from lensfm import compilation_cache
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARGS]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go.")
@@ -129,6 +131,7 @@ def main(argv):
     # Orbax and JAX log every save at INFO; the progress bar and our messages suffice.
     logging.set_verbosity(logging.WARNING)
   initialize_distributed()
+  compilation_cache.enable(config.get("compilation_cache_dir", None))
   logging.info("Config:\n%s", config)
   importlib.import_module(TASKS[task]).run(config, os.path.expanduser(_WORKDIR.value))
 

@@ -49,6 +49,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lensfm import compilation_cache
 from lensfm.data import builders
 from lensfm.data.builders import base
 from lensfm.data.builders import lensfm_sim
@@ -189,13 +190,16 @@ def _copy_default_config_marker(tmp_root: str, data_dir: str,
     shutil.copytree(source, target, dirs_exist_ok=True)
 
 
-def write_label_index(path: str) -> None:
+def write_label_index(path: str, known: Optional[dict] = None) -> None:
   """Writes the labels of every split in record order (`LABEL_INDEX_FILE`),
-  so labels_per_class subsets need not read every image."""
+  so labels_per_class subsets need not read every image. `known`: {split:
+  labels in record order} that the builder kept (no re-reading), if any."""
   from lensfm.data import pipeline  # pylint: disable=g-import-not-at-top
   builder = tfds.builder_from_directory(path)
-  for split in builder.info.splits.keys():
-    labels = pipeline.read_labels(builder.as_data_source(split=split))
+  for split, info in builder.info.splits.items():
+    labels = (known or {}).get(split)
+    if labels is None or len(labels) != info.num_examples:
+      labels = pipeline.read_labels(builder.as_data_source(split=split))
     np.save(os.path.join(path, pipeline.LABEL_INDEX_FILE.format(split=split)),
             labels)
 
@@ -271,7 +275,7 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
           download_config=tfds.download.DownloadConfig(
               download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
     built_path = os.fspath(builder.data_path)
-    write_label_index(built_path)
+    write_label_index(built_path, getattr(builder, "record_labels", None))
     report = builder.report.to_dict()
     _copy_default_config_marker(tmp_root, data_dir, dataset)
     if not _publish(built_path, final, overwrite):
@@ -325,6 +329,7 @@ def _parse_args(argv):
 
 def main(argv=None) -> int:
   args = _parse_args(argv)
+  compilation_cache.enable()  # The simulator compiles once per machine, not per build.
   try:
     result = ensure_built(
         args.name, args.data_dir, args.manual_dir,
