@@ -20,35 +20,13 @@ backbone (as DINO evaluates; features='params/encoder' for the student's); train
 metrics include embedding_std (collapse indicator), teacher_entropy (0 = one-hot
 collapse, log(out_dim) = uniform collapse), center_norm and teacher_temperature.
 
-What it should reach: not established. In the CPU benchmark (experiments/bench_ssl.py,
-150 steps of the runlocal setting; experiments/results/ssl_*) the loss stayed at 5.53,
-next to log(256) = 5.55: the teacher stays near the uniform distribution, and kNN /
-linear-probe accuracy (0.43 / 0.66) stayed at a random encoder's level (0.43 / 0.68).
-DINO needs a longer schedule (or tuning of teacher_temp / center_momentum) than these
-budgets; watch teacher_entropy. The full run has not been measured on an accelerator yet.
+What it should reach: not established (experiments/bench_ssl.py measures kNN and
+linear-probe accuracy against a random encoder's, experiments/results/ssl_*); watch
+teacher_entropy for collapse.
 """
+from configs import common
 from lensfm.config_args import parse_arg
 import ml_collections
-
-
-def backbone_config(backbone: str, variant: str, depth: int, runlocal: bool) -> dict:
-  """config.model for 'vit', 'hybrid' or 'resnet' (tiny versions for runlocal)."""
-  if backbone == "vit":
-    if runlocal:
-      return dict(name="vit", variant=None, width=64, depth=2, mlp_dim=128, num_heads=2,
-                  patch_size=4, pool="cls", dtype="float32")
-    return dict(name="vit", variant=variant, pool="cls", dtype="bfloat16", remat=False)
-  if backbone == "hybrid":
-    if runlocal:
-      return dict(name="hybrid", variant=None, width=64, depth=2, mlp_dim=128, num_heads=2,
-                  patch_size=4, stem="conv", stem_width=16, pool="cls", dtype="float32")
-    return dict(name="hybrid", variant=variant, stem="conv", stem_width=64, pool="cls",
-                dtype="bfloat16", remat=False)
-  if backbone == "resnet":
-    if runlocal:
-      return dict(name="resnet", depth=18, width=16, stem="small", dtype="float32")
-    return dict(name="resnet", depth=depth, width=64, stem="small", dtype="bfloat16")
-  raise ValueError(f"Config arg backbone={backbone!r} is not one of 'vit', 'hybrid', 'resnet'.")
 
 
 def get_config(arg=None):
@@ -58,10 +36,9 @@ def get_config(arg=None):
   c.seed = 0
 
   # No augmentation in the input: the objective makes its own views on device.
-  c.data = dict(source="sim", recipe="model_ii", recipe_overrides={}, image_size=64, channels=1,
-                normalize="zscore", augment="", prefetch=2)
+  c.data = common.pretrain_data(augment="")
 
-  c.model = backbone_config(arg.backbone, arg.variant, arg.depth, arg.runlocal)
+  c.model = common.ssl_backbone(arg.backbone, arg.variant, arg.depth, arg.runlocal)
   c.objective = dict(
       name="dino", out_dim=65536, hidden_dim=2048, bottleneck_dim=256, head_layers=3,
       student_temp=0.1, teacher_temp=0.04, warmup_teacher_temp=0.04,
@@ -75,23 +52,12 @@ def get_config(arg=None):
   c.batch_size = 1024
   c.total_steps = 100_000
   # DINO's recipe: peak lr 5e-4 * B / 256, gradient clipping at 3.
-  c.optim = dict(base_lr=5e-4, lr_batch_reference=256, min_lr=1e-6, warmup_steps=10_000,
-                 b1=0.9, b2=0.999, weight_decay=0.04, grad_clip_norm=3.0, layer_decay=None)
+  c.optim = common.adamw(5e-4, 10_000, min_lr=1e-6, weight_decay=0.04, grad_clip_norm=3.0,
+                         layer_decay=None)
 
-  c.mesh = (("data", -1), ("fsdp", 1))
-  # The teacher (extra/teacher) is sharded by the same rules as the parameters.
-  c.sharding_rules = ((".*", "fsdp"),)
+  c.evals = common.knn_eval("extra/teacher/encoder")
 
-  c.evals = dict(knn=dict(type="knn", every=2_000, k=20, temperature=0.07,
-                          num_train_batches=8, num_val_batches=4,
-                          features="extra/teacher/encoder"))
-
-  c.log_every = 50
-  c.checkpoint_every = 2_000
-  c.keep_checkpoints = 3
-  c.visualize_every = 2_000
-  c.nonfinite = "error"
-  c.progress_bar = True
+  common.pretrain_loop(c, runlocal=arg.runlocal)
 
   if arg.runlocal:
     c.data.image_size = 32
@@ -106,7 +72,4 @@ def get_config(arg=None):
     c.total_steps = 300
     c.optim.update(base_lr=1e-3, warmup_steps=20, min_lr=0.)
     c.evals.knn.update(every=100, num_train_batches=8, num_val_batches=4)
-    c.log_every = 20
-    c.checkpoint_every = 100
-    c.visualize_every = 100
   return c

@@ -18,7 +18,7 @@ auc, tpr_at_fpr_0.01, tpr_at_fpr_0.001 for lens finding); regression: mae_/rmse_
 num_<target>; super-resolution: psnr, ssim, psnr_bicubic, ssim_bicubic, psnr_gain_db.
 Plus checkpoint, checkpoint_step, data, split, device_kind, jax_version. Figures: roc.png
 (roc_log.png), confusion_matrix.png, scatter_<target>.png, sr_triptych.png,
-sr_vs_bicubic.png. Fields: see lensfm/evaluate/evaluate.py.
+sr_vs_bicubic.png. Fields: see lensfm/tasks/evaluate.py.
 """
 from lensfm.config_args import parse_arg
 import ml_collections

@@ -25,15 +25,15 @@ matrix; ROC and confusion-matrix PNGs):
   python -m lensfm.main --config=configs/evaluate.py --config.init_from=/tmp/lensfm_cls \
       --workdir=/tmp/lensfm_cls_eval
 
-What it should reach (issue 4 targets, accelerator scale): macro AUC >= 0.999 with all
+What it should reach (accelerator scale): macro AUC >= 0.999 with all
 labels; accuracy >= 0.95 with 100 labels per class after self-supervised pretraining.
 Not yet measured on an accelerator; experiments/results/label_efficiency* has the CPU-scale
 runs (tiny models, minutes of training), which show the mechanics, not the targets.
 During training, `val/*` metrics (accuracy, auc_macro, auc_<class>) are computed on 2048
 fresh validation lenses every `evals.val.every` steps and at the end.
 """
+from configs import common
 from lensfm.config_args import parse_arg
-from lensfm.evaluate import modes
 import ml_collections
 
 CLASS_NAMES = ("no_sub", "cdm", "axion")
@@ -46,7 +46,7 @@ def get_config(arg=None):
   c.seed = 0
   c.init_from = ""  # The pretraining workdir (or checkpoints/<step>); '' = from scratch.
 
-  c.data = modes.sim_data("model_ii", runlocal=arg.runlocal)
+  c.data = common.sim_data("model_ii", runlocal=arg.runlocal)
   # Must equal the pretraining run's config.model (dtype and remat may differ).
   c.model = dict(name="vit", variant=arg.variant, pool="cls", dtype="bfloat16", remat=False)
   c.objective = dict(name="classify", num_classes=3, class_names=CLASS_NAMES,
@@ -55,20 +55,19 @@ def get_config(arg=None):
 
   c.batch_size = 256
   c.total_steps = 20_000
-  c.optim = dict(base_lr=1e-3, lr_batch_reference=256, min_lr=1e-6, warmup_steps=1_000,
-                 b1=0.9, b2=0.999, weight_decay=0.05, grad_clip_norm=1.0, layer_decay=0.75,
-                 freeze="")
+  c.optim = common.adamw(1e-3, 1_000, min_lr=1e-6, weight_decay=0.05, layer_decay=0.75,
+                         freeze="")
   c.evals = dict(val=dict(type="downstream", every=2_000, split="validation",
                           num_examples=2048, plots_dir="plots"))
   c.knn = dict(k=20, temperature=0.07, num_train_examples=4096, num_test_examples=2048)
-  modes.common(c, runlocal=arg.runlocal)
+  common.downstream_loop(c, runlocal=arg.runlocal)
 
   if arg.runlocal:
-    c.model = modes.runlocal_vit()
+    c.model = common.runlocal_vit()
     c.batch_size = 64
     c.total_steps = 150
     c.optim.update(base_lr=2e-3, warmup_steps=15)
     c.evals.val.update(every=50, num_examples=256)
     c.knn.update(num_train_examples=512, num_test_examples=256)
-  modes.apply_mode(c, arg.mode, arg.runlocal)
+  common.apply_mode(c, arg.mode, arg.runlocal)
   return c

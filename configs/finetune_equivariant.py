@@ -22,29 +22,15 @@ experiments/bench_equivariant.py rotates its own.)
 The training data keep no rotation augmentation ('flip' only would be redundant too):
 the backbone is invariant to the pixel grid's rotations and mirrors by construction,
 which is the point of the comparison with the ViT (configs/finetune_classify.py uses
-'rot90,flip'). What it should reach: the `runlocal` run from the runlocal MAE encoder
-measured val/accuracy 0.37 and val/auc_macro 0.71 after its 150 steps on CPU (tiny
-model, 32x32: the mechanics, not the target). Not yet measured on an accelerator; see
+'rot90,flip'). What it should reach: see
 experiments/results/equivariant_* for the CPU-scale comparison with a ViT and a
 group-pooled ViT.
 """
-import importlib.util
-import os
-
+from configs import common
 from lensfm.config_args import parse_arg
-from lensfm.evaluate import modes
 import ml_collections
 
 CLASS_NAMES = ("no_sub", "cdm", "axion")
-
-
-def _mae_equivariant():
-  """configs/mae_equivariant.py, for the one model definition all three configs share."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mae_equivariant.py")
-  spec = importlib.util.spec_from_file_location("mae_equivariant", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def get_config(arg=None):
@@ -54,21 +40,20 @@ def get_config(arg=None):
   c.seed = 0
   c.init_from = ""  # The pretraining workdir (or checkpoints/<step>); '' = from scratch.
 
-  c.data = modes.sim_data("model_ii", runlocal=arg.runlocal, augment="")
+  c.data = common.sim_data("model_ii", runlocal=arg.runlocal, augment="")
   # Must equal the pretraining run's config.model (dtype and remat may differ).
-  c.model = _mae_equivariant().model_config(arg.variant, arg.runlocal)
+  c.model = common.equivariant_model(arg.variant, arg.runlocal)
   c.objective = dict(name="classify", num_classes=3, class_names=CLASS_NAMES,
                      head_hidden=0, head_zero_init=True, label_smoothing=0.)
 
   c.batch_size = 256
   c.total_steps = 20_000
-  c.optim = dict(base_lr=1e-3, lr_batch_reference=256, min_lr=1e-6, warmup_steps=1_000,
-                 b1=0.9, b2=0.999, weight_decay=0.05, grad_clip_norm=1.0, layer_decay=0.75,
-                 freeze="")
+  c.optim = common.adamw(1e-3, 1_000, min_lr=1e-6, weight_decay=0.05, layer_decay=0.75,
+                         freeze="")
   c.evals = dict(val=dict(type="downstream", every=2_000, split="validation",
                           num_examples=2048, plots_dir="plots"))
   c.knn = dict(k=20, temperature=0.07, num_train_examples=4096, num_test_examples=2048)
-  modes.common(c, runlocal=arg.runlocal)
+  common.downstream_loop(c, runlocal=arg.runlocal)
 
   if arg.runlocal:
     c.batch_size = 64
@@ -76,5 +61,5 @@ def get_config(arg=None):
     c.optim.update(base_lr=2e-3, warmup_steps=15)
     c.evals.val.update(every=50, num_examples=256)
     c.knn.update(num_train_examples=512, num_test_examples=256)
-  modes.apply_mode(c, arg.mode, arg.runlocal, allowed=("finetune", "linear", "scratch", "knn"))
+  common.apply_mode(c, arg.mode, arg.runlocal, allowed=("finetune", "linear", "scratch", "knn"))
   return c

@@ -10,7 +10,7 @@ left at all classes) is masked out of loss and metrics.
 Fine-tune a pretraining run (configs/mae_vit_b.py) on a GPU/TPU:
   python -m lensfm.main --config=configs/finetune_regress.py \
       --config.init_from=workdirs/mae_vit_b --workdir=workdirs/axion_ft
-Modes `:mode=finetune|linear|scratch|resnet` (see lensfm/evaluate/modes.py); the
+Modes `:mode=finetune|linear|scratch|resnet` (see configs/common.py); the
 ResNet-18 baseline is `:mode=resnet`.
 On a laptop CPU (a minute or two, 32x32 images; needs configs/mae_vit_b.py:runlocal first):
   python -m lensfm.main --config=configs/finetune_regress.py:runlocal \
@@ -19,12 +19,12 @@ Evaluate (summary.json with mae_/rmse_/r2_<target>, and prediction-vs-truth scat
   python -m lensfm.main --config=configs/evaluate.py --config.init_from=/tmp/lensfm_axion \
       --workdir=/tmp/lensfm_axion_eval
 
-What it should reach (issue 4 target, accelerator scale): axion-mass MAE <= 0.015 dex
+What it should reach (accelerator scale): axion-mass MAE <= 0.015 dex
 (ResNet-18 reference: 0.021). Not yet measured on an accelerator; see
 experiments/results/downstream_* for the CPU-scale runs.
 """
+from configs import common
 from lensfm.config_args import parse_arg
-from lensfm.evaluate import modes
 import ml_collections
 
 
@@ -38,7 +38,7 @@ def get_config(arg=None):
   c.init_from = ""
 
   overrides = {"classes": ("axion",)} if targets == ("log10_axion_mass",) else {}
-  c.data = modes.sim_data(arg.recipe, runlocal=arg.runlocal, **overrides)
+  c.data = common.sim_data(arg.recipe, runlocal=arg.runlocal, **overrides)
   c.model = dict(name="vit", variant=arg.variant, pool="cls", dtype="bfloat16", remat=False)
   # target_stats: {target: (mean, std)}; empty = the simulator's prior or estimated.
   c.objective = dict(name="regress", targets=targets, target_stats={}, stats_examples=2048,
@@ -47,20 +47,19 @@ def get_config(arg=None):
 
   c.batch_size = 256
   c.total_steps = 20_000
-  c.optim = dict(base_lr=1e-3, lr_batch_reference=256, min_lr=1e-6, warmup_steps=1_000,
-                 b1=0.9, b2=0.999, weight_decay=0.05, grad_clip_norm=1.0, layer_decay=0.75,
-                 freeze="")
+  c.optim = common.adamw(1e-3, 1_000, min_lr=1e-6, weight_decay=0.05, layer_decay=0.75,
+                         freeze="")
   c.evals = dict(val=dict(type="downstream", every=2_000, split="validation",
                           num_examples=2048, plots_dir="plots"))
-  modes.common(c, runlocal=arg.runlocal)
+  common.downstream_loop(c, runlocal=arg.runlocal)
 
   if arg.runlocal:
-    c.model = modes.runlocal_vit()
+    c.model = common.runlocal_vit()
     c.batch_size = 64
     c.total_steps = 150
     c.optim.update(base_lr=2e-3, warmup_steps=15)
     c.evals.val.update(every=50, num_examples=256)
     c.objective.stats_examples = 512
-  modes.apply_mode(c, arg.mode, arg.runlocal, allowed=("finetune", "linear", "scratch",
+  common.apply_mode(c, arg.mode, arg.runlocal, allowed=("finetune", "linear", "scratch",
                                                        "resnet"))
   return c

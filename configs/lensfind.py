@@ -8,7 +8,7 @@ searches quote: ROC AUC and the true-positive rate at 1% and 0.1% false positive
 
   python -m lensfm.main --config=configs/lensfind.py --config.init_from=workdirs/mae_vit_b \
       --workdir=workdirs/lensfind
-Modes `:mode=finetune|linear|scratch|resnet|knn` (see lensfm/evaluate/modes.py).
+Modes `:mode=finetune|linear|scratch|resnet|knn` (see configs/common.py).
 On a laptop CPU (a minute or two, 32x32 images; needs configs/mae_vit_b.py:runlocal first):
   python -m lensfm.main --config=configs/lensfind.py:runlocal \
       --config.init_from=/tmp/lensfm_mae --workdir=/tmp/lensfm_lensfind
@@ -16,12 +16,12 @@ On a laptop CPU (a minute or two, 32x32 images; needs configs/mae_vit_b.py:runlo
       --config.num_examples=20000 --workdir=/tmp/lensfm_lensfind_eval
 (TPR at 0.1% FPR needs well over 1,000 negatives to mean anything: evaluate on >= 20k.)
 
-What it should reach: not set by the issue; the lensed/unlensed contrast of this recipe
+What it should reach: no target is set; the lensed/unlensed contrast of this recipe
 is strong (arcs around every lens), so AUC close to 1 is expected at accelerator scale.
 See experiments/results/downstream_* for the CPU-scale runs.
 """
+from configs import common
 from lensfm.config_args import parse_arg
-from lensfm.evaluate import modes
 import ml_collections
 
 
@@ -32,7 +32,7 @@ def get_config(arg=None):
   c.seed = 0
   c.init_from = ""
 
-  c.data = modes.sim_data("lensfind", runlocal=arg.runlocal)
+  c.data = common.sim_data("lensfind", runlocal=arg.runlocal)
   c.model = dict(name="vit", variant=arg.variant, pool="cls", dtype="bfloat16", remat=False)
   c.objective = dict(name="classify", num_classes=2, class_names=("non_lensed", "lensed"),
                      head_hidden=0, head_zero_init=True, feature_norm="batch",
@@ -40,20 +40,19 @@ def get_config(arg=None):
 
   c.batch_size = 256
   c.total_steps = 10_000
-  c.optim = dict(base_lr=1e-3, lr_batch_reference=256, min_lr=1e-6, warmup_steps=500,
-                 b1=0.9, b2=0.999, weight_decay=0.05, grad_clip_norm=1.0, layer_decay=0.75,
-                 freeze="")
+  c.optim = common.adamw(1e-3, 500, min_lr=1e-6, weight_decay=0.05, layer_decay=0.75,
+                         freeze="")
   c.evals = dict(val=dict(type="downstream", every=2_000, split="validation",
                           num_examples=8192, plots_dir="plots"))
   c.knn = dict(k=20, temperature=0.07, num_train_examples=4096, num_test_examples=4096)
-  modes.common(c, runlocal=arg.runlocal)
+  common.downstream_loop(c, runlocal=arg.runlocal)
 
   if arg.runlocal:
-    c.model = modes.runlocal_vit()
+    c.model = common.runlocal_vit()
     c.batch_size = 64
     c.total_steps = 150
     c.optim.update(base_lr=2e-3, warmup_steps=15)
     c.evals.val.update(every=50, num_examples=512)
     c.knn.update(num_train_examples=512, num_test_examples=512)
-  modes.apply_mode(c, arg.mode, arg.runlocal)
+  common.apply_mode(c, arg.mode, arg.runlocal)
   return c

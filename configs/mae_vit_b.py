@@ -11,11 +11,10 @@ Other sizes: `--config=configs/mae_vit_b.py:variant=S/8`; any field can be overr
 e.g. `--config.batch_size=256 --config.mesh="(('data',-1),('fsdp',4))"`.
 
 What it should reach: the `runlocal` run's masked-patch loss (per-patch normalised
-pixels) falls from ~1.3 at step 20 to ~0.4 by step 300 (measured on 2 quiet CPU cores:
-1.27 -> 0.37 in 25 s, install and compilation aside). The full ViT-B/8 run
-costs 18.9 GFLOP per image per step (XLA's count, experiments/bench_train.py); its
-accelerator throughput and final loss have not been measured yet.
+pixels) falls from ~1.3 at step 20 to ~0.4 by step 300; the full run's throughput is
+measured by experiments/bench_train.py (experiments/results/train_*).
 """
+from configs import common
 from lensfm.config_args import parse_arg
 import ml_collections
 
@@ -26,8 +25,7 @@ def get_config(arg=None):
   c.task = "pretrain"
   c.seed = 0
 
-  c.data = dict(source="sim", recipe="model_ii", recipe_overrides={}, image_size=64, channels=1,
-                normalize="zscore", augment="rot90,flip", prefetch=2)
+  c.data = common.pretrain_data(augment="rot90,flip")
 
   c.model = dict(name="vit", variant=arg.variant, pool="cls", dtype="bfloat16", remat=False)
   c.objective = dict(name="mae", mask_ratio=0.75, norm_pix_loss=True, decoder_width=512,
@@ -36,20 +34,8 @@ def get_config(arg=None):
   # Linear scaling: the peak lr is base_lr * batch_size / 256 (MAE's rule).
   c.batch_size = 1024
   c.total_steps = 100_000
-  c.optim = dict(base_lr=1.5e-4, lr_batch_reference=256, min_lr=0., warmup_steps=5_000,
-                 b1=0.9, b2=0.95, weight_decay=0.05, grad_clip_norm=1.0, layer_decay=None)
-
-  # Pure data parallelism by default; raise `fsdp` to split parameters and optimizer
-  # state when the model no longer fits one device (ViT-L/H).
-  c.mesh = (("data", -1), ("fsdp", 1))
-  c.sharding_rules = ((".*", "fsdp"),)
-
-  c.log_every = 50
-  c.checkpoint_every = 2_000
-  c.keep_checkpoints = 3
-  c.visualize_every = 2_000
-  c.nonfinite = "error"
-  c.progress_bar = True
+  c.optim = common.adamw(1.5e-4, 5_000, b2=0.95, weight_decay=0.05, layer_decay=None)
+  common.pretrain_loop(c, runlocal=arg.runlocal)
 
   if arg.runlocal:
     c.model = dict(name="vit", variant=None, width=64, depth=2, mlp_dim=128, num_heads=2,
@@ -58,7 +44,4 @@ def get_config(arg=None):
     c.batch_size = 32
     c.total_steps = 300
     c.optim.update(base_lr=1e-3, warmup_steps=20)
-    c.log_every = 20
-    c.checkpoint_every = 100
-    c.visualize_every = 100
   return c

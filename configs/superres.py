@@ -16,12 +16,12 @@ trains). On a laptop CPU (a minute or two, 32x32 HR; needs configs/mae_vit_b.py:
   python -m lensfm.main --config=configs/evaluate.py --config.init_from=/tmp/lensfm_sr \
       --workdir=/tmp/lensfm_sr_eval       # summary.json + sr_triptych.png (LR, SR, HR)
 
-What it should reach (issue 4 target, accelerator scale): x2 PSNR at least 10 dB above
+What it should reach (accelerator scale): x2 PSNR at least 10 dB above
 bicubic. Not yet measured on an accelerator; see experiments/results/downstream_* for the
 CPU-scale runs.
 """
+from configs import common
 from lensfm.config_args import parse_arg
-from lensfm.evaluate import modes
 import ml_collections
 
 
@@ -33,26 +33,26 @@ def get_config(arg=None):
   c.init_from = ""
 
   # Flips and quarter turns keep an image's block structure, so LR stays aligned.
-  c.data = modes.sim_data("model_ii", runlocal=arg.runlocal)
+  c.data = common.sim_data("model_ii", runlocal=arg.runlocal)
   c.model = dict(name="vit", variant=arg.variant, pool="cls", dtype="bfloat16", remat=False)
   c.objective = dict(name="superres", scale=arg.scale, lr_blur_sigma=0., lr_normalize=True,
                      decoder_features=32, decoder_depth=2, loss="mse")
 
   c.batch_size = 256
   c.total_steps = 20_000
-  c.optim = dict(base_lr=1e-3, lr_batch_reference=256, min_lr=1e-6, warmup_steps=1_000,
-                 b1=0.9, b2=0.999, weight_decay=0.0, grad_clip_norm=1.0, layer_decay=0.75,
-                 freeze="")
+  c.optim = common.adamw(1e-3, 1_000, min_lr=1e-6, weight_decay=0.0, layer_decay=0.75,
+                         freeze="")
   c.evals = dict(val=dict(type="downstream", every=2_000, split="validation",
                           num_examples=1024, plots_dir="plots"))
-  modes.common(c, runlocal=arg.runlocal)
+  common.downstream_loop(c, runlocal=arg.runlocal)
 
   if arg.runlocal:
-    c.model = modes.runlocal_vit()
+    c.model = common.runlocal_vit()
     c.batch_size = 64
     c.total_steps = 150
     c.optim.update(base_lr=2e-3, warmup_steps=15)
     c.evals.val.update(every=50, num_examples=256)
-  modes.apply_mode(c, arg.mode, arg.runlocal, allowed=("finetune", "linear", "scratch",
-                                                       "resnet"))
+  common.apply_mode(c, arg.mode, arg.runlocal, allowed=("finetune", "linear", "scratch",
+                                                        "resnet"),
+                    standardize_features=False)  # The SR decoder reads tokens, not features.
   return c

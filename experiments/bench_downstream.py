@@ -1,4 +1,4 @@
-r"""Issue 4's downstream targets, measured at the scale of the machine it runs on.
+r"""The downstream targets, measured at the scale of the machine it runs on.
 
   python experiments/bench_downstream.py                     # CPU scale (default)
   python experiments/bench_downstream.py --preset=accelerator --pretrained=workdirs/mae_vit_b
@@ -38,10 +38,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 
 from lensfm import config_args  # pylint: disable=g-import-not-at-top
-from lensfm.evaluate import evaluate
-from lensfm.evaluate import finetune
-from lensfm.evaluate import modes
-from lensfm.train import trainer as trainer_lib
+from experiments import common
+from lensfm.tasks import evaluate
+from lensfm.tasks import finetune
+from lensfm.tasks import pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "experiments", "results")
@@ -177,7 +177,7 @@ def main(argv):
     if preset != "cpu":
       raise app.UsageError("--preset=accelerator needs --pretrained=PRETRAIN_WORKDIR.")
     pretrained = SHARED_PRETRAIN  # Trains it, or finds it finished and does nothing.
-    trainer_lib.run(modes.cpu_pretrain_config(_PRETRAIN_STEPS.value), pretrained)
+    pretrain.run(common.cpu_pretrain_config(_PRETRAIN_STEPS.value), pretrained)
   rows = [run_task(t, m, preset, pretrained, _STEPS.value, _SEED.value, root)
           for t in _TASKS.value for m in TASKS[t][2]]
   device = jax.devices()[0].device_kind

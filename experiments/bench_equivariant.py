@@ -1,4 +1,4 @@
-r"""Issue 6 benchmark: what rotation equivariance buys, at CPU scale.
+r"""What rotation equivariance buys, at CPU scale.
 
 Three backbones of similar size, each trained from scratch with a linear softmax head
 on simulated Model II-like lenses (no_sub / cdm / axion, 32x32, recipe 'model_ii'),

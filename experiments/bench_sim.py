@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from lensfm.sim import lenstronomy_reference as ref  # pylint: disable=wrong-import-position
+from experiments import lenstronomy_reference as ref  # pylint: disable=wrong-import-position
 from lensfm.sim import recipes  # pylint: disable=wrong-import-position
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')

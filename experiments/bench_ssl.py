@@ -11,7 +11,7 @@ and number of steps, so every method sees the same number of simulated images.
 After training, the encoder named by the config's kNN monitor (DINO: the teacher;
 others: the trained encoder) embeds a fixed labelled bank (train split) and query set
 (validation split), drawn once and shared by all methods; reported:
-  knn_accuracy: 20-NN cosine-weighted vote (lensfm.evaluate.knn), chance = 1/3;
+  knn_accuracy: 20-NN cosine-weighted vote (lensfm.objectives.metrics.knn_predict), chance = 1/3;
   linear_probe_accuracy: L2-regularised logistic regression (scikit-learn) on
     standardised frozen features;
   embedding_std: spread of the normalised embeddings (1/sqrt(D) healthy, 0 collapsed);
@@ -40,7 +40,7 @@ import numpy as np
 
 from lensfm import config_args  # pylint: disable=g-import-not-at-top
 from lensfm import data as data_lib
-from lensfm.evaluate import knn
+from lensfm.objectives import metrics as metrics_lib
 from lensfm.train import trainer as trainer_lib
 
 _METHODS = flags.DEFINE_list("methods", ["mae", "simclr", "byol", "dino"], "Objectives to compare.")
@@ -106,10 +106,10 @@ def evaluate(trainer, params, eval_sets) -> dict[str, float]:
   (bx, by), (qx, qy) = (knn.extract_features(embed, params, iter(eval_sets[n]), len(eval_sets[n]))
                         for n in ("bank", "queries"))
   num_classes = int(max(by.max(), qy.max())) + 1
-  probs = knn.knn_predict(bx, by, qx, k=20, temperature=0.07, num_classes=num_classes)
+  probs = metrics_lib.knn_predict(bx, by, qx, k=20, temperature=0.07, num_classes=num_classes)
   return {"knn_accuracy": float(np.mean(probs.argmax(1) == qy)),
           "linear_probe_accuracy": linear_probe_accuracy(bx, by, qx, qy),
-          "embedding_std": float(knn.embedding_std(qx)),
+          "embedding_std": float(metrics_lib.embedding_std(qx)),
           "embed_dim": int(qx.shape[1]), "num_bank": int(len(by)), "num_queries": int(len(qy))}
 
 

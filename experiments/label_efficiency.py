@@ -37,12 +37,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 
 from lensfm import config_args  # pylint: disable=g-import-not-at-top
-from lensfm.evaluate import evaluate
-from lensfm.evaluate import finetune
-from lensfm.evaluate import knn_probe
-from lensfm.evaluate import modes
-from lensfm.train import checkpoint as ckpt_lib
-from lensfm.train import trainer as trainer_lib
+from experiments import common
+from lensfm.objectives import pictures
+from lensfm.tasks import evaluate
+from lensfm.tasks import finetune
+from lensfm.tasks import knn as knn_task
+from lensfm.tasks import pretrain
+from lensfm.train import loading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "experiments", "results")
@@ -55,7 +56,7 @@ _PRETRAIN_STEPS = flags.DEFINE_integer("pretrain_steps", 1500, "cpu preset: MAE 
 _STEPS = flags.DEFINE_integer("steps", 500, "cpu preset: fine-tuning steps per run.")
 _LABELS = flags.DEFINE_list("labels", ["10", "100", "1000", "all"], "Labels per class.")
 _MODES = flags.DEFINE_list("modes", ["finetune", "scratch", "resnet", "linear", "knn"],
-                           "Adaptation modes (see lensfm/evaluate/modes.py).")
+                           "Adaptation modes (see configs/common.py).")
 _TEST = flags.DEFINE_integer("test_examples", 1024, "Simulated test lenses per run.")
 _SEED = flags.DEFINE_integer("seed", 0, "Run and label-pool seed.")
 _RESULTS = flags.DEFINE_string("results_dir", RESULTS, "Where the JSON/table/plot go.")
@@ -72,7 +73,7 @@ def quiet(c):
 
 def pretrain_cpu(workdir: str, steps: int) -> str:
   """MAE pretraining of the runlocal ViT on 32x32 simulated lenses (a no-op if done)."""
-  summary = trainer_lib.run(modes.cpu_pretrain_config(steps), workdir)
+  summary = pretrain.run(common.cpu_pretrain_config(steps), workdir)
   print(f"Pretrained {workdir}: final masked-patch loss {summary.get('loss')}", flush=True)
   return workdir
 
@@ -84,7 +85,7 @@ def pretraining_summary(workdir: str) -> dict:
     return {}
   with open(path) as f:
     summary = json.load(f)
-  config = ckpt_lib.load_config(workdir)
+  config = loading.load_config(workdir)
   return {"objective": config.objective.name, "steps": summary.get("final_step"),
           "final_loss": summary.get("loss"), "batch_size": config.batch_size,
           "image_size": config.data.image_size}
@@ -127,7 +128,7 @@ def one_run(labels, mode, pretrained, preset, steps, test_examples, seed, root) 
   if mode == "knn":
     c.knn.num_test_examples = test_examples
     c.knn.num_train_examples = 3 * 1000 if labels == "all" else c.knn.num_train_examples
-    result = knn_probe.run(c, workdir)
+    result = knn_task.run(c, workdir)
   else:
     stop_if_preempted(finetune.run(c, workdir))
     result = evaluate_run(workdir, preset, test_examples, seed)
@@ -159,8 +160,7 @@ def write_table(rows, path):
 
 
 def write_plot(rows, path, title):
-  from lensfm.evaluate import visualize  # pylint: disable=g-import-not-at-top
-  plt = visualize.plt
+  plt = pictures.plt
   labels = list(dict.fromkeys(r["labels_per_class"] for r in rows))
   numeric = [int(n) for n in labels if n != "all"]
   xpos = {n: (int(n) if n != "all" else (max(numeric) * 10 if numeric else 1)) for n in labels}
@@ -176,7 +176,7 @@ def write_plot(rows, path, title):
     ax.grid(alpha=0.3)
   axes[0].legend()
   fig.suptitle(title, fontsize=10)
-  visualize.save_figure(fig, path)
+  pictures.save_figure(fig, path)
 
 
 def main(argv):

@@ -1,13 +1,9 @@
 r"""lensfm's entry point: `python -m lensfm.main --config=configs/NAME.py[:ARGS] --workdir=DIR`.
 
 `--config.field=value` overrides a field of the (locked) config; a misspelt field
-fails with an error naming it. `config.task` picks what runs.
+fails with an error naming it. `config.task` picks what runs (`lensfm.tasks.TASKS`).
 """
-import glob
-import importlib
-import importlib.util
 import os
-from typing import Optional
 
 from absl import app
 from absl import flags
@@ -15,6 +11,8 @@ from absl import logging
 from ml_collections import config_flags
 
 from lensfm import compilation_cache
+from lensfm import tasks
+from lensfm.train import distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARGS]).",
                                           lock_config=True)
@@ -23,97 +21,6 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0 for multi-process runs.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
-
-# config.task -> module with `run(config, workdir) -> dict`.
-# Pretraining and fine-tuning are the same loop around different objectives; the
-# fine-tuning task first checks init_from and resolves labelled pools and target stats.
-TASKS = {
-    "pretrain": "lensfm.train.trainer",
-    "finetune": "lensfm.evaluate.finetune",
-    "evaluate": "lensfm.evaluate.evaluate",
-    "predict": "lensfm.evaluate.predict",
-    "knn": "lensfm.evaluate.knn_probe",
-}
-
-
-def distributed_settings(coordinator_address=None, num_processes=None, process_id=None,
-                         environ=None) -> Optional[dict]:
-  """How this process joins a multi-process run: kwargs for jax.distributed.initialize.
-
-  Returns None for a single-process run (one host, any number of its devices). In order:
-    1. --coordinator_address / --num_processes / --process_id, each defaulting to the
-       environment variable JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID
-       (any host, any launcher); --num_processes=1 forces a single process;
-    2. a SLURM job step with several tasks (`srun`): JAX reads SLURM's variables;
-    3. a Cloud TPU VM (a pod slice, or one host): JAX reads the TPU metadata, as
-       JAX recommends on every TPU worker (--num_processes=1 opts out).
-  Multi-process runs must initialise before anything touches the devices.
-  """
-  env = os.environ if environ is None else environ
-  address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS") or None
-  count = num_processes if num_processes is not None else _env_int(env, "JAX_NUM_PROCESSES")
-  index = process_id if process_id is not None else _env_int(env, "JAX_PROCESS_ID")
-  if count == 1 and not address:
-    return None
-  if address or count is not None or index is not None:
-    in_slurm = _in_slurm_step(env)
-    if not in_slurm and (not address or count is None or index is None):
-      raise app.UsageError(
-          f"Multi-process run outside SLURM needs all of --coordinator_address (got "
-          f"{address!r}), --num_processes (got {count!r}) and --process_id (got {index!r}), "
-          f"or the variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID.")
-    if count is not None and index is not None and not 0 <= index < count:
-      raise app.UsageError(f"--process_id={index} must be in [0, --num_processes={count}).")
-    return {k: v for k, v in dict(coordinator_address=address, num_processes=count,
-                                  process_id=index).items() if v is not None}
-  if _in_slurm_step(env):
-    return {}
-  if _on_cloud_tpu_vm(env):
-    return {}
-  return None
-
-
-def _env_int(env, name) -> Optional[int]:
-  value = env.get(name, "")
-  if not value:
-    return None
-  try:
-    return int(value)
-  except ValueError:
-    raise app.UsageError(f"Environment variable {name}={value!r} must be an integer.") from None
-
-
-def _in_slurm_step(env) -> bool:
-  # SLURM_STEP_NODELIST exists only inside `srun`: an sbatch script's own shell (one
-  # process, even when the job has many tasks) must not wait for peers that never come.
-  return "SLURM_STEP_NODELIST" in env and int(env.get("SLURM_NTASKS", "1") or 1) > 1
-
-
-def _on_cloud_tpu_vm(env) -> bool:
-  """TPU hosts (GKE sets the worker list; TPU VMs have libtpu and TPU device files)."""
-  if env.get("TPU_WORKER_HOSTNAMES") or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
-    return True
-  platforms = env.get("JAX_PLATFORMS", "")
-  if (platforms and "tpu" not in platforms.split(",")) or not importlib.util.find_spec("libtpu"):
-    return False
-  return bool(glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"))
-
-
-def initialize_distributed():
-  """Joins JAX's multi-controller runtime when the run has several processes.
-
-  Every process then runs the same program on its own devices: it reads only its
-  slice of each batch, process 0 alone writes logs and files, and checkpoints are
-  written collectively. JAX's preemption service starts too (see trainer.py: SIGTERM
-  on any process makes all of them save the same step and exit).
-  """
-  settings = distributed_settings(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  if settings is None:
-    return
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.distributed.initialize(**settings)
-  logging.info("Process %d of %d; %d local of %d devices.", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 def main(argv):
@@ -125,15 +32,15 @@ def main(argv):
   if not _WORKDIR.value:
     raise app.UsageError("--workdir=DIR is required.")
   task = config.get("task", "pretrain")
-  if task not in TASKS:
-    raise app.UsageError(f"config.task={task!r} is not one of {sorted(TASKS)}.")
+  if task not in tasks.TASKS:
+    raise app.UsageError(f"config.task={task!r} is not one of {sorted(tasks.TASKS)}.")
   if not flags.FLAGS["verbosity"].present:
     # Orbax and JAX log every save at INFO; the progress bar and our messages suffice.
     logging.set_verbosity(logging.WARNING)
-  initialize_distributed()
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   compilation_cache.enable(config.get("compilation_cache_dir", None))
   logging.info("Config:\n%s", config)
-  importlib.import_module(TASKS[task]).run(config, os.path.expanduser(_WORKDIR.value))
+  tasks.TASKS[task].run(config, os.path.expanduser(_WORKDIR.value))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import time
 import jax
 import numpy as np
 
-from lensfm.train import checkpoint
+from lensfm.train import loading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(ROOT, "tests", "helpers_fault.py")
@@ -140,7 +140,7 @@ def flat_state_of(state) -> dict[str, np.ndarray]:
 
 def flat_state(path, keys=None) -> dict[str, np.ndarray]:
   """A checkpoint's train state, flat (see flat_state_of), optionally only top-level `keys`."""
-  state, _, _ = checkpoint.load_state(path)
+  state, _, _ = loading.read_state(path)  # The whole train state, as numpy arrays.
   flat = flat_state_of(state)
   if keys:
     flat = {k: v for k, v in flat.items() if any(k.startswith(f"['{key}']") for key in keys)}

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from lensfm import config_args
-from lensfm.evaluate import evaluate
-from lensfm.evaluate import finetune
-from lensfm.evaluate import predict
+from lensfm.tasks import evaluate
+from lensfm.tasks import finetune
+from lensfm.tasks import predict
+from lensfm.tasks import pretrain
 from lensfm.train import trainer as trainer_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,7 +35,7 @@ def workdirs(tmp_path_factory):
   pre = load("mae_vit_b.py:runlocal")  # 64x64 simulated Model II lenses, tiny ViT.
   pre.update(batch_size=BATCH, total_steps=2, log_every=1, checkpoint_every=2,
              visualize_every=0, progress_bar=False)
-  trainer_lib.run(pre, str(root / "pretrain"))
+  pretrain.run(pre, str(root / "pretrain"))
 
   ft = load("finetune_classify.py:runlocal")
   ft.data.image_size = 64

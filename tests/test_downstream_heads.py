@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from lensfm import config_args
+from lensfm import data as data_lib
 from lensfm.data import pipeline
-from lensfm.evaluate import finetune
 from lensfm.data import sim_pool
-from lensfm.evaluate import restore
+from lensfm.tasks import finetune
+from lensfm.train import loading
 from lensfm.objectives import regress
 from lensfm.objectives import superres
 from lensfm.train import checkpoint as ckpt_lib
@@ -173,7 +174,7 @@ def pretrained(tmp_path_factory):
 def test_init_from_loads_the_encoder(pretrained):
   path, encoder = pretrained
   c = downstream_config(init_from=path)
-  restore.check_init_from(c)
+  loading.check_init_from(c)
   params = make_trainer(c).init_state()["params"]
   got, want = flat(params["encoder"]), flat(encoder)
   assert got.keys() == want.keys()
@@ -190,19 +191,19 @@ def test_mismatched_backbone_fails_naming_the_difference(pretrained, field, valu
   c = downstream_config(init_from=pretrained[0])
   c.model[field] = value
   with pytest.raises(ValueError, match="different backbone") as error:
-    restore.check_init_from(c)
+    loading.check_init_from(c)
   assert message in str(error.value)
 
 
 def test_missing_or_wrong_channel_checkpoint_fails_clearly(pretrained, tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    restore.check_init_from(downstream_config(init_from=str(tmp_path / "nowhere")))
+    loading.check_init_from(downstream_config(init_from=str(tmp_path / "nowhere")))
   with pytest.raises(FileNotFoundError, match="No checkpoint found"):
-    restore.check_init_from(downstream_config(init_from=str(tmp_path)))
+    loading.check_init_from(downstream_config(init_from=str(tmp_path)))
   c = downstream_config(init_from=pretrained[0])
   c.data.channels = 3
   with pytest.raises(ValueError, match="1 channel.*config.data.channels=3"):
-    restore.check_init_from(c)
+    loading.check_init_from(c)
 
 
 def test_init_from_with_another_normalisation_fails_clearly(pretrained):
@@ -210,7 +211,7 @@ def test_init_from_with_another_normalisation_fails_clearly(pretrained):
   c.data.normalize = "minmax"
   with pytest.raises(ValueError, match="normalize='zscore' images, but this run has "
                      "config.data.normalize='minmax'"):
-    restore.check_init_from(c)
+    loading.check_init_from(c)
 
 
 def fake_pool(n_per_class=4, classes=3, size=8):
@@ -260,12 +261,12 @@ def test_labels_per_class_is_exact_and_reproducible():
   np.testing.assert_array_equal(picked, pipeline.labels_subset(labels, 10, seed=3))
 
 
-def test_finetune_resolves_the_pool_source_and_regression_stats():
+def test_labels_per_class_routes_to_the_pool_and_finetune_resolves_regression_stats():
   c = downstream_config("finetune_regress.py")
   c.data.labels_per_class = 5
-  with pytest.raises(ValueError, match="needs config.task='finetune'"):
-    make_trainer(c)
+  # make_input serves labels_per_class on the simulator from the pool, for any task.
+  assert data_lib.source_name(c.data) == "sim_pool"
   prepared = finetune.prepare_config(c)
-  assert prepared.data.source == "sim_pool" and c.data.source == "sim"
+  assert c.data.source == "sim" and data_lib.source_name(prepared.data) == "sim_pool"
   assert prepared.objective.target_stats["log10_axion_mass"] == pytest.approx(
       [-23., 2 / np.sqrt(12)])

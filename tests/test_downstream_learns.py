@@ -16,7 +16,8 @@ import jax
 import pytest
 
 from lensfm import config_args
-from lensfm.evaluate import finetune
+from lensfm.tasks import finetune
+from lensfm.tasks import pretrain
 from lensfm.train import trainer as trainer_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,5 +31,5 @@ def test_classification_from_scratch_beats_chance(mode, min_auc, tmp_path):
   c.evals.val.update(every=STEPS, num_examples=512, plots_dir="")
   trainer = trainer_lib.Trainer(finetune.prepare_config(c), str(tmp_path),
                                 devices=jax.devices()[:1])
-  summary = trainer.run()
+  summary = pretrain.train(trainer)
   assert summary["val/auc_macro"] > min_auc, summary

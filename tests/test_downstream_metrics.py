@@ -5,8 +5,8 @@ import pytest
 from sklearn import metrics as skm
 from skimage import metrics as skimage_metrics
 
-from lensfm.evaluate import metrics
-from lensfm.evaluate import reports
+from lensfm.objectives import metrics
+from lensfm.objectives import reports
 
 
 def test_auc_hand_computed_with_tie():

@@ -21,6 +21,7 @@ import pytest
 import helpers_fault
 import helpers_runs as runs
 from lensfm.train import checkpoint
+from lensfm.train import loading
 from lensfm.train import trainer as trainer_lib
 
 TOTAL = runs.TOTAL_STEPS
@@ -141,7 +142,7 @@ def abstract_state(reference):
   """What the reference run's state restores into (shapes and shardings; no compiling)."""
   with pytest.MonkeyPatch.context() as patch:
     patch.setitem(sys.modules, "lensfm.objectives.fault_probe", helpers_fault)
-    trainer = trainer_lib.Trainer(checkpoint.load_config(reference), "/tmp/unused")
+    trainer = trainer_lib.Trainer(loading.load_config(reference), "/tmp/unused")
     return trainer.abstract_with_shardings()
 
 

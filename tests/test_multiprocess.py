@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from lensfm import main as lensfm_main
+from lensfm.train import distributed
 import helpers_runs as runs
 
 TOTAL = runs.TOTAL_STEPS
@@ -100,7 +100,7 @@ def test_two_processes_stop_together_on_sigterm_resume_and_match_one(reference, 
     ({}, dict(TPU_WORKER_HOSTNAMES="t0,t1,t2,t3"), {}),
 ])
 def test_distributed_settings_from_flags_environment_and_cluster(flags, environ, expected):
-  assert lensfm_main.distributed_settings(**flags, environ=environ) == expected
+  assert distributed.distributed_settings(**flags, environ=environ) == expected
 
 
 @pytest.mark.parametrize("flags,environ,message", [
@@ -111,4 +111,4 @@ def test_distributed_settings_from_flags_environment_and_cluster(flags, environ,
 ])
 def test_incomplete_distributed_settings_fail_by_name(flags, environ, message):
   with pytest.raises(Exception, match=message):
-    lensfm_main.distributed_settings(**flags, environ=environ)
+    distributed.distributed_settings(**flags, environ=environ)

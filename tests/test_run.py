@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from lensfm import config_args
-from lensfm.train import checkpoint
-from lensfm.train import trainer as trainer_lib
+from lensfm.tasks import pretrain
+from lensfm.train import loading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
@@ -37,7 +37,7 @@ def read_metrics(workdir):
 
 def test_runlocal_checkpoints_resumes_and_loads(tmp_path, capsys):
   workdir = str(tmp_path / "run")
-  summary = trainer_lib.run(small_runlocal(6), workdir)
+  summary = pretrain.run(small_runlocal(6), workdir)
   assert summary["final_step"] == 6 and summary["train_step_compilations"] == 1
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
   for name in ("config.json", "summary.json", "visualize_0000003.png", "visualize_0000006.png"):
@@ -48,37 +48,37 @@ def test_runlocal_checkpoints_resumes_and_loads(tmp_path, capsys):
   assert all(np.isfinite(m["loss"]) for m in read_metrics(workdir))
 
   # Longer run in the same workdir: resumes from step 6, not from scratch.
-  summary = trainer_lib.run(small_runlocal(9), workdir)
+  summary = pretrain.run(small_runlocal(9), workdir)
   assert "Resuming from checkpoint step 6" in capsys.readouterr().out
   assert [m["step"] for m in read_metrics(workdir)][3:] == [8, 9]
   assert summary["final_step"] == 9
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6", "9"]
 
   # Started again when finished: exits at once, saying so.
-  again = trainer_lib.run(small_runlocal(9), workdir)
+  again = pretrain.run(small_runlocal(9), workdir)
   assert "Run already finished" in capsys.readouterr().out
   assert again["final_step"] == 9
 
   # A fresh process loads the encoder (and the config) from the workdir.
-  code = ("import numpy as np, jax; from lensfm.train.checkpoint import load_encoder;"
+  code = ("import numpy as np, jax; from lensfm.train.loading import load_encoder;"
           f"p, c = load_encoder({workdir!r});"
           "print(c.model.width, sum(float(np.abs(x).sum()) for x in jax.tree.leaves(p)))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV,
                        cwd=ROOT, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   width, total = out.stdout.split()
-  params, config, step = checkpoint.load_params(workdir)
+  params, config, step = loading.load_params(workdir)
   assert step == 9 and int(width) == config.model.width == 64
   assert "decoder" not in params and "patch_embed" in params
   assert float(total) == pytest.approx(sum(float(np.abs(x).sum()) for x in
                                            __import__("jax").tree.leaves(params)), rel=1e-6)
   # A step directory works as well as the workdir.
-  p3, _, s3 = checkpoint.load_params(os.path.join(workdir, "checkpoints", "3"))
+  p3, _, s3 = loading.load_params(os.path.join(workdir, "checkpoints", "3"))
   assert s3 == 3
   with pytest.raises(KeyError, match="no params/classifier"):
-    checkpoint.load_params(workdir, "classifier")
+    loading.load_params(workdir, "classifier")
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    checkpoint.load_encoder(str(tmp_path / "nowhere"))
+    loading.load_encoder(str(tmp_path / "nowhere"))
 
 
 def run_main(*args, timeout=120):

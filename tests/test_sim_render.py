@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lensfm.sim import instrument
-from lensfm.sim import lenstronomy_reference as ref
+from experiments import lenstronomy_reference as ref
 from lensfm.sim import recipes
 
 REFERENCE_DIR = os.path.join(os.path.dirname(__file__), 'data', 'sim_reference')

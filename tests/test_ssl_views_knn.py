@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from lensfm import config_args
-from lensfm.evaluate import knn
+from lensfm.evaluators import knn
+from lensfm.objectives import metrics
 from lensfm.objectives import views
+from lensfm.tasks import pretrain
 from lensfm.train import trainer as trainer_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,24 +81,24 @@ def test_knn_predict_matches_hand_computed_votes():
   train = np.array([[1., 0.], [0.9, 0.1], [0., 1.], [-1., 0.]], np.float32)
   labels = np.array([0, 1, 1, 2])
   test = np.array([[1., 0.05]], np.float32)
-  probs = knn.knn_predict(train, labels, test, k=2, temperature=0.1, num_classes=3)
+  probs = metrics.knn_predict(train, labels, test, k=2, temperature=0.1, num_classes=3)
   # The 2 nearest by cosine are train[0] (label 0) and train[1] (label 1).
   unit = lambda v: v / np.linalg.norm(v)
   w0 = np.exp(unit(test[0]) @ unit(train[0]) / 0.1)
   w1 = np.exp(unit(test[0]) @ unit(train[1]) / 0.1)
   np.testing.assert_allclose(probs[0], [w0 / (w0 + w1), w1 / (w0 + w1), 0.], rtol=1e-6)
   # k larger than the bank uses the whole bank; probabilities sum to 1.
-  probs = knn.knn_predict(train, labels, test, k=50, temperature=0.1, num_classes=3)
+  probs = metrics.knn_predict(train, labels, test, k=50, temperature=0.1, num_classes=3)
   assert probs.shape == (1, 3) and probs.sum() == pytest.approx(1.) and probs[0, 2] > 0
   with pytest.raises(ValueError, match="num_classes=2"):
-    knn.knn_predict(train, labels, test, num_classes=2)
+    metrics.knn_predict(train, labels, test, num_classes=2)
 
 
 def test_embedding_std_is_zero_when_collapsed_and_about_one_over_sqrt_d_when_spread():
   collapsed = np.tile(np.arange(1., 9.), (256, 1))
-  assert float(knn.embedding_std(collapsed)) == pytest.approx(0., abs=1e-6)
+  assert float(metrics.embedding_std(collapsed)) == pytest.approx(0., abs=1e-6)
   spread = np.random.default_rng(0).normal(size=(4096, 64))
-  assert float(knn.embedding_std(spread)) == pytest.approx(1. / np.sqrt(64), rel=0.05)
+  assert float(metrics.embedding_std(spread)) == pytest.approx(1. / np.sqrt(64), rel=0.05)
 
 
 class FakeInput:
@@ -131,7 +133,7 @@ def test_knn_evaluator_hook_embeds_the_encoder_and_scores_separable_classes(monk
     return FakeInput(sharding, seed=len(splits))
 
   monkeypatch.setattr(knn.data_lib, "make_input", fake_make_input)
-  evaluator = trainer.make_evaluators()["knn"][1]
+  evaluator = pretrain.make_evaluators(trainer)["knn"][1]
   state = trainer.init_state()
   result = evaluator.run(state, 0)
   assert splits == ["train", "validation"]

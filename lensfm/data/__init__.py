@@ -7,6 +7,9 @@ from `config.data`, so a new source never touches the trainer.
 
 `config.data` fields common to every source:
   source: 'sim' (on-device simulation, endless) or 'tfds' (ArrayRecord via grain).
+  labels_per_class: N > 0 keeps N labelled training examples per class (seeded,
+    `labels_seed`): the simulator's training split then becomes the fixed pool of
+    `sim_pool`, a TFDS training split a subset of its records.
   image_size, channels: what the model sees (checked against what the source gives).
   normalize: 'zscore' (default) | 'minmax' | 'asinh' | 'standardize' | 'none'.
 Source-specific fields are documented in the source's module.
@@ -23,7 +26,7 @@ Batch = dict[str, jax.Array]
 # Maps config.data.source to the module implementing `make(data_config, **kw) -> Input`.
 _SOURCES = {
     "sim": "lensfm.data.sim_source",
-    "sim_pool": "lensfm.data.sim_pool",  # A fixed labelled pool: labels_per_class on 'sim'.
+    "sim_pool": "lensfm.data.sim_pool",
     "tfds": "lensfm.data.pipeline",
 }
 
@@ -46,6 +49,14 @@ class Input(Protocol):
   def set_state(self, state: dict[str, Any]) -> None: ...
 
 
+def source_name(data_config) -> str:
+  """The source that serves `data_config`: labels_per_class on the simulator is the pool."""
+  source = data_config.get("source", None)
+  if source == "sim" and (data_config.get("labels_per_class", None) or 0) > 0:
+    return "sim_pool"
+  return source
+
+
 def make_input(data_config, *, global_batch_size: int,
                sharding: jax.sharding.NamedSharding, seed: int,
                split: str = "train") -> Input:
@@ -59,7 +70,7 @@ def make_input(data_config, *, global_batch_size: int,
     seed: makes shuffling, augmentation and simulation reproducible.
     split: which split to read ('train', 'test', ...; sources may map names).
   """
-  source = data_config.get("source", None)
+  source = source_name(data_config)
   if source not in _SOURCES:
     raise ValueError(
         f"config.data.source={source!r} is not a known data source; expected one "

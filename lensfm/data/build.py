@@ -55,6 +55,9 @@ from lensfm.data.builders import base
 from lensfm.data.builders import lensfm_sim
 
 INCOMPLETE_PREFIX = ".incomplete."
+# Labels of a split in record order, so labels_per_class subsets need not read images.
+LABEL_INDEX_FILE = "lensfm_labels-{split}.npy"
+_READ_CHUNK = 1024
 
 
 @dataclasses.dataclass
@@ -190,18 +193,25 @@ def _copy_default_config_marker(tmp_root: str, data_dir: str,
     shutil.copytree(source, target, dirs_exist_ok=True)
 
 
+def read_labels(source) -> np.ndarray:
+  """All labels of a split, read in batched chunks."""
+  labels = []
+  for start in range(0, len(source), _READ_CHUNK):
+    keys = list(range(start, min(start + _READ_CHUNK, len(source))))
+    labels += [int(r["label"]) for r in source.__getitems__(keys)]
+  return np.asarray(labels, np.int32)
+
+
 def write_label_index(path: str, known: Optional[dict] = None) -> None:
   """Writes the labels of every split in record order (`LABEL_INDEX_FILE`),
   so labels_per_class subsets need not read every image. `known`: {split:
   labels in record order} that the builder kept (no re-reading), if any."""
-  from lensfm.data import pipeline  # pylint: disable=g-import-not-at-top
   builder = tfds.builder_from_directory(path)
   for split, info in builder.info.splits.items():
     labels = (known or {}).get(split)
     if labels is None or len(labels) != info.num_examples:
-      labels = pipeline.read_labels(builder.as_data_source(split=split))
-    np.save(os.path.join(path, pipeline.LABEL_INDEX_FILE.format(split=split)),
-            labels)
+      labels = read_labels(builder.as_data_source(split=split))
+    np.save(os.path.join(path, LABEL_INDEX_FILE.format(split=split)), labels)
 
 
 def _split_sizes(path: str) -> dict[str, int]:

@@ -74,11 +74,10 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lensfm.data import build
 from lensfm.data import sim_source
 from lensfm.data import transforms
 
-LABEL_INDEX_FILE = "lensfm_labels-{split}.npy"
-_READ_CHUNK = 1024
 _SPLIT_FALLBACKS = {"test": ("validation",), "validation": ("test",),
                     "val": ("validation", "test"), "eval": ("test",
                                                             "validation")}
@@ -156,23 +155,14 @@ def check_dataset_image_shape(features, data_config, name: str) -> tuple:
 # -- which records this process reads ---------------------------------------------
 
 
-def read_labels(source) -> np.ndarray:
-  """All labels of a split, read in batched chunks."""
-  labels = []
-  for start in range(0, len(source), _READ_CHUNK):
-    keys = list(range(start, min(start + _READ_CHUNK, len(source))))
-    labels += [int(r["label"]) for r in source.__getitems__(keys)]
-  return np.asarray(labels, np.int32)
-
-
 def split_labels(dataset_dir: str, split: str, source) -> np.ndarray:
   """Labels per record: the index written at build time, else a scan."""
-  path = os.path.join(dataset_dir, LABEL_INDEX_FILE.format(split=split))
+  path = os.path.join(dataset_dir, build.LABEL_INDEX_FILE.format(split=split))
   if os.path.isfile(path):
     labels = np.load(path)
     if len(labels) == len(source):
       return labels
-  return read_labels(source)
+  return build.read_labels(source)
 
 
 def labels_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -424,7 +414,6 @@ def build_if_needed(data_config, show: bool = True) -> None:
       "manual_dir", "")
   if not manual_dir or not name.startswith("deeplense/"):
     return
-  from lensfm.data import build  # pylint: disable=g-import-not-at-top
   result = build.ensure_built(name, data_config.get("data_dir", None) or None,
                               manual_dir, progress=show)
   if result.built and show:

@@ -12,7 +12,7 @@ of an endless sequence of seeded permutations of the pool (a fresh permutation e
 epoch) and applies the config's augmentations and normalisation on device with fresh
 keys, as the 'sim' source does. The whole iterator state is {'step': step}.
 
-This is the data source 'sim_pool' (`lensfm.evaluate.finetune.run` turns source='sim'
+This is the data source 'sim_pool' (`lensfm.data.make_input` turns source='sim'
 + labels_per_class into it). Splits other than 'train' are the plain simulator streams:
 evaluation always uses fresh examples.
 

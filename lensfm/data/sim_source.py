@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensfm.data import transforms
+from lensfm.sim import recipes
 
 # Fixed ids so that the streams of the usual splits never change; other split
 # names get a stable hash.
@@ -77,7 +78,6 @@ def _plain_dict(value) -> dict:
 
 @functools.lru_cache(maxsize=32)
 def _cached_recipe(name: str, overrides_key):
-  from lensfm.sim import recipes  # pylint: disable=g-import-not-at-top
   recipe = recipes.get(name, **dict(overrides_key))
   # Equal (name, overrides) share compiled functions (see _batch_function).
   recipe._lensfm_cache_key = (name, overrides_key)  # pylint: disable=protected-access

@@ -17,12 +17,8 @@ Normalisations (`normalize(image, method, stats)`):
   'zscore':      (x - mean) / std, per image over all pixels and channels (keeps the
                  colour ratios of multi-band images): zero mean, unit variance. The
                  default (DEFAULT_NORMALIZE): a ViT's patch embedding needs inputs of
-                 unit scale. On 'minmax' images (mean ~0.12, std ~0.18 for Model II)
-                 the fixed sin-cos position embeddings (amplitude 1) outweigh the image
-                 content: measured (32x32, batch 64, Adam), a runlocal ViT's training
-                 accuracy stayed at chance (0.34) for 300 steps, where a linear model
-                 on the same pixels reached 0.69 in 400; on 'zscore' inputs the ViT
-                 reached 0.65-0.69 in 300 steps.
+                 unit scale (on 'minmax' images the position embeddings outweigh
+                 the image content).
   'minmax':      (x - min) / (max - min), per image over all pixels and channels
                  (keeps the colour ratios of multi-band images) -> [0, 1].
   'asinh':       asinh(x / (a * peak)) / asinh(1 / a), peak = max |x| of the
@@ -196,12 +192,6 @@ def random_shift_px(key: jax.Array, max_shift: float = MAX_SHIFT_PX):
 def random_rotate(key: jax.Array, image: jax.Array) -> jax.Array:
   """Rotation by any angle (bilinear)."""
   return affine_resample(image, random_angle(key), jnp.zeros((2,)))
-
-
-def random_shift(key: jax.Array, image: jax.Array,
-                 max_shift: float = MAX_SHIFT_PX) -> jax.Array:
-  """Sub-pixel shift (bilinear)."""
-  return affine_resample(image, jnp.zeros(()), random_shift_px(key, max_shift))
 
 
 # -- instrument --------------------------------------------------------------------

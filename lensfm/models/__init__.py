@@ -21,6 +21,19 @@ import importlib
 import flax.linen as nn
 
 
+def path_to_str(path) -> str:
+  """A parameter's pytree path as 'encoder/block_0/kernel' (what config regexes match)."""
+  parts = []
+  for key in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+    else:
+      parts.append(str(key))
+  return "/".join(parts)
+
+
 def get_model(model_config, **overrides) -> nn.Module:
   fields = dict(model_config)
   name = fields.pop("name", None)

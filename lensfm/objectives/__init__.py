@@ -1,13 +1,15 @@
-"""Pretraining objectives. Each lives in `lensfm/objectives/<name>.py` defining a class
-`Objective(config, model)` (config = the whole run config, model = the backbone
-from `lensfm.models.get_model`) with the methods of `base.Objective`.
+"""Pretraining and downstream objectives. Each lives in `lensfm/objectives/<name>.py`
+defining a class `Objective(config, model)` (config = the whole run config, model = the backbone
+from `lensfm.models.get_model`) with the methods of `base.Objective`, or of
+`base.DownstreamObjective` for a task that is evaluated and predicts.
 
 `config.objective.name` picks the file.
 """
 import importlib
 
 
-def get_objective(config, model):
+def objective_class(config) -> type:
+  """The `Objective` class of `lensfm/objectives/<config.objective.name>.py`."""
   name = config.objective.name
   try:
     module = importlib.import_module(f"lensfm.objectives.{name}")
@@ -16,4 +18,8 @@ def get_objective(config, model):
       raise
     raise ValueError(f"config.objective.name={name!r}: no objective file "
                      f"lensfm/objectives/{name}.py.") from None
-  return module.Objective(config, model)
+  return module.Objective
+
+
+def get_objective(config, model):
+  return objective_class(config)(config, model)

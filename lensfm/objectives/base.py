@@ -1,5 +1,6 @@
-"""The interface every objective implements; the trainer relies on nothing else."""
-from typing import Any
+"""The interfaces objectives implement: `Objective` (all the trainer relies on) and
+`DownstreamObjective` (what evaluation, reports and prediction rely on)."""
+from typing import Any, Optional
 
 import jax
 
@@ -39,3 +40,56 @@ class Objective:
     process 0 should write.
     """
     del params, extra, batch, rng, path
+
+
+class DownstreamObjective(Objective):
+  """A supervised objective whose trained model is evaluated, reported and used to predict.
+
+  Tasks and evaluators rely only on these methods, so a new downstream task is one
+  objective file (subclassing this) plus a config. Evaluation runs in three steps:
+  `eval_outputs` per batch inside jit, `summarize` over all real examples on the host,
+  `plots` (with `pictures` of the first batch) for the figures.
+  """
+  task: str = ""  # The name summaries and reports give the task ('classification', ...).
+
+  @classmethod
+  def prepare_config(cls, config, training_batches):
+    """Before training: fills config fields that depend on the data (e.g. target
+    statistics), so the checkpoint carries them to evaluation and prediction.
+    `training_batches(num_examples)` iterates over that many training examples."""
+    del training_batches
+    return config
+
+  def predict(self, params, extra, images) -> dict[str, jax.Array]:
+    """Per-image outputs for images normalised as in training. Runs inside jit."""
+    raise NotImplementedError
+
+  def eval_outputs(self, params, extra, batch) -> dict[str, jax.Array]:
+    """Per-example outputs `summarize` needs (predictions and truths). Runs inside jit."""
+    raise NotImplementedError
+
+  def summarize(self, outputs) -> tuple[dict[str, float], dict[str, Any]]:
+    """(scalar metrics, details such as curves) from concatenated `eval_outputs` (numpy)."""
+    raise NotImplementedError
+
+  def plots(self, result, details, pictures, path) -> list[str]:
+    """Writes the task's PNG figures, `path(name)` each; returns their paths."""
+    del result, details, pictures, path
+    return []
+
+  def pictures(self, params, extra, batch) -> Optional[dict[str, jax.Array]]:
+    """Images of a batch for `plots` (e.g. SR triptychs), or None. Runs inside jit."""
+    del params, extra, batch
+    return None
+
+  def input_size(self, image_size: int) -> int:
+    """Side of the images `predict` takes for a model trained on `image_size` images."""
+    return image_size
+
+  def output_columns(self) -> list[str]:
+    """Names of the predict CSV's columns (besides the file name)."""
+    raise NotImplementedError
+
+  def output_rows(self, outputs, names, directory) -> list[list]:
+    """CSV rows from `predict` outputs (numpy), one per image; may write files there."""
+    raise NotImplementedError

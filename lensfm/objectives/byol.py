@@ -28,8 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lensfm.evaluate import knn
 from lensfm.objectives import base
+from lensfm.objectives import metrics as metrics_lib
 from lensfm.objectives import simclr
 from lensfm.objectives import views as views_lib
 
@@ -120,7 +120,7 @@ class Objective(base.Objective):
     loss = regression_loss(p1, t2, weights) + regression_loss(p2, t1, weights)
     metrics = {"prediction_similarity": 1. - loss / 4.,
                "ema_momentum": self.momentum(step),
-               "embedding_std": knn.embedding_std(simclr.split_views(pooled, 2)[0])}
+               "embedding_std": metrics_lib.embedding_std(simclr.split_views(pooled, 2)[0])}
     return loss, (metrics, extra)
 
   def update_extra(self, params, extra, step):

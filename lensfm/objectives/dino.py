@@ -39,8 +39,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lensfm.evaluate import knn
 from lensfm.objectives import base
+from lensfm.objectives import metrics as metrics_lib
 from lensfm.objectives import byol
 from lensfm.objectives import simclr
 from lensfm.objectives import views as views_lib
@@ -206,7 +206,7 @@ class Objective(base.Objective):
     center = update_center(extra["center"], teacher, self.center_momentum, weights)
     metrics = {"teacher_entropy": entropy(q), "teacher_temperature": temperature,
                "ema_momentum": self.momentum(step), "center_norm": jnp.linalg.norm(center),
-               "embedding_std": knn.embedding_std(simclr.split_views(pooled, 2)[0])}
+               "embedding_std": metrics_lib.embedding_std(simclr.split_views(pooled, 2)[0])}
     return loss, (metrics, {**extra, "center": center})
 
   def update_extra(self, params, extra, step):

@@ -19,6 +19,7 @@ import numpy as np
 
 from lensfm.models import vit
 from lensfm.objectives import base
+from lensfm.objectives import pictures
 
 
 def patchify(images: jax.Array, patch: int) -> jax.Array:
@@ -165,12 +166,11 @@ class Objective(base.Objective):
     return visible, recon, mask
 
   def visualize(self, params, extra, batch, rng, path):
-    from lensfm.evaluate import visualize  # Matplotlib only when pictures are asked for.
     images = batch["image"]
     visible, recon, _ = jax.device_get(jax.jit(self.reconstruct)(params, images, rng))
     if jax.process_index() != 0:
       return
     images = np.asarray(jax.device_get(images), np.float32)
-    visualize.save_image_rows(
+    pictures.save_image_rows(
         {"input": images, "visible (masked)": np.asarray(visible), "reconstruction": np.asarray(recon)},
         path)

@@ -17,17 +17,18 @@ config.objective fields:
   targets: tuple of target names (default ('log10_axion_mass',)).
   target_stats: {target: (mean, std)} used for standardising. Targets not given here
     use the known prior of the simulator where there is one (log10_axion_mass:
-    U(-24, -22)) or are estimated from `stats_examples` training examples (only the
-    labelled ones when labels_per_class is set) when the objective is built; the task
-    'finetune' stores the result in the run's config, so evaluation and prediction reuse
-    the statistics of training whatever data they see.
+    U(-24, -22)); the task 'finetune' estimates the others from `stats_examples`
+    training examples (only the labelled ones when labels_per_class is set) and stores
+    them in the run's config, so evaluation and prediction reuse the statistics of
+    training whatever data they see.
   stats_examples: default 2048.
   head_hidden, head_zero_init, feature_norm, feature_norm_momentum: as for 'classify'.
   loss: 'mse' (default) or 'huber' (delta 1 in standardised units).
 Metrics logged during training: mae_<target> in physical units.
-Evaluation API: `predict(params, extra, images)` -> {target: [B] physical units};
-`eval_outputs` adds 'true_<target>' and 'valid_<target>' for every target;
-`output_columns()` / `output_rows(...)` make the predict CSV.
+Downstream interface (`base.DownstreamObjective`): `predict(params, extra, images)` ->
+{target: [B] physical units}; `eval_outputs` adds 'true_<target>' and 'valid_<target>'
+for every target; reports MAE, RMSE and R^2 per target with scatter plots; the predict
+CSV has one column per target.
 """
 import dataclasses
 import math
@@ -40,6 +41,7 @@ import numpy as np
 import optax
 
 from lensfm.objectives import classify
+from lensfm.objectives import reports
 
 # DeepLense's axion prior (lensfm.sim.recipes.AXION_LOG10_MASS_RANGE): U(-24, -22).
 _AXION_LOG10_RANGE = (-24.0, -22.0)
@@ -90,26 +92,15 @@ def read_target(batch, name: str):
   return jnp.where(applies, values, 0.), applies
 
 
-def estimate_target_stats(config, names, num_examples: int) -> dict[str, tuple[float, float]]:
-  """Mean and std of targets over `num_examples` training examples (host, before jit)."""
-  from lensfm import data as data_lib  # pylint: disable=g-import-not-at-top
-  from lensfm.train import sharding  # pylint: disable=g-import-not-at-top
-  mesh = sharding.make_mesh((("data", -1), ("fsdp", 1)))
-  batch_size = config.batch_size - config.batch_size % len(jax.devices()) or len(jax.devices())
-  source = data_lib.make_input(config.data, global_batch_size=batch_size,
-                               sharding=sharding.batch_sharding(mesh), seed=config.seed,
-                               split="train")
+def estimate_target_stats(batches, names) -> dict[str, tuple[float, float]]:
+  """Mean and std of targets over training `batches` (host, before jit)."""
   values = {n: [] for n in names}
   seen = 0
-  for batch in source:
+  for batch in batches:
     for n in names:
       v, ok = jax.device_get(read_target(batch, n))
       values[n].append(np.asarray(v)[np.asarray(ok)])
-    seen += batch_size
-    if seen >= num_examples:
-      break
-  if hasattr(source, "close"):
-    source.close()
+    seen += len(batch["image"])
   stats = {}
   for n in names:
     v = np.concatenate(values[n]) if values[n] else np.zeros(0)
@@ -121,8 +112,9 @@ def estimate_target_stats(config, names, num_examples: int) -> dict[str, tuple[f
   return stats
 
 
-def resolve_target_stats(config) -> dict[str, tuple[float, float]]:
-  """Statistics for every target: config, then known priors, then estimated."""
+def resolve_target_stats(config, training_batches=None) -> dict[str, tuple[float, float]]:
+  """Statistics for every target: config, then known priors, then estimated from
+  `training_batches(num_examples)` (given by the task 'finetune', which reads data)."""
   cfg = config.objective
   names = tuple(cfg.get("targets", ("log10_axion_mass",)))
   given = dict(cfg.get("target_stats", None) or {})
@@ -137,8 +129,13 @@ def resolve_target_stats(config) -> dict[str, tuple[float, float]]:
     elif n in KNOWN_STATS:
       stats[n] = KNOWN_STATS[n]
   missing = [n for n in names if n not in stats]
+  if missing and training_batches is None:
+    raise ValueError(f"Regression targets {missing} have no statistics: set "
+                     "config.objective.target_stats, or run config.task='finetune', which "
+                     "estimates them from the training data.")
   if missing:
-    estimated = estimate_target_stats(config, missing, int(cfg.get("stats_examples", 2048)))
+    batches = training_batches(int(cfg.get("stats_examples", 2048)))
+    estimated = estimate_target_stats(batches, missing)
     logging.info("Estimated regression target statistics %s.", estimated)
     stats.update(estimated)
   return stats
@@ -147,6 +144,13 @@ def resolve_target_stats(config) -> dict[str, tuple[float, float]]:
 class Objective(classify.HeadObjective):
   """See the module docstring."""
   task = "regression"
+
+  @classmethod
+  def prepare_config(cls, config, training_batches):
+    """Writes every target's statistics into config.objective.target_stats."""
+    stats = resolve_target_stats(config, training_batches)
+    config.objective.target_stats = {k: list(v) for k, v in stats.items()}
+    return config
 
   def __init__(self, config, model):
     super().__init__(config, model)
@@ -178,7 +182,7 @@ class Objective(classify.HeadObjective):
       metrics[f"fraction_applicable_{name}"] = applies.astype(jnp.float32).mean()
     return sum(losses) / len(losses), (metrics, extra)
 
-  # -- evaluation API ------------------------------------------------------------------
+  # -- downstream interface ------------------------------------------------------------
   def predict(self, params, extra, images):
     standardized, _ = self.head_outputs(params, extra, images)
     values = standardized * self.std + self.mean
@@ -192,11 +196,18 @@ class Objective(classify.HeadObjective):
       out["label"] = batch["label"]
     return out
 
+  def summarize(self, outputs):
+    return reports.regression(outputs, self.targets)
+
+  def plots(self, result, details, pictures, path):
+    del pictures
+    units = {t: target_spec(t).unit for t in self.targets}
+    return reports.regression_plots(result, details, units, path)
+
   def output_columns(self) -> list[str]:
     return list(self.targets)
 
   def output_rows(self, outputs, names=None, directory=None) -> list[list]:
-    """CSV rows from `predict` outputs (numpy), one per image."""
     del names, directory
     return [[f"{float(outputs[n][i]):.6g}" for n in self.targets]
             for i in range(len(outputs[self.targets[0]]))]

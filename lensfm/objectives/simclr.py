@@ -17,16 +17,18 @@ proj_dim (128), proj_layers (2: Dense-norm-relu-Dense), head_norm ('layernorm' |
 Metrics: contrastive_accuracy (how often the other view of an image is the most
 similar of the 2B - 1 candidates), positive_similarity (mean cosine of the two
 views' projections), embedding_std (collapse indicator of the backbone's pooled
-embeddings, see lensfm/evaluate/knn.py).
+embeddings, see metrics.embedding_std).
 """
 from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from lensfm.evaluate import knn
 from lensfm.objectives import base
+from lensfm.objectives import pictures
+from lensfm.objectives import metrics as metrics_lib
 from lensfm.objectives import views as views_lib
 
 HEAD_NORMS = ("layernorm", "none")
@@ -150,7 +152,7 @@ class Objective(base.Objective):
     loss, accuracy = nt_xent(z1, z2, self.temperature, batch.get("mask", None))
     metrics = {"contrastive_accuracy": accuracy,
                "positive_similarity": positive_similarity(z1, z2),
-               "embedding_std": knn.embedding_std(split_views(pooled, 2)[0])}
+               "embedding_std": metrics_lib.embedding_std(split_views(pooled, 2)[0])}
     return loss, (metrics, extra)
 
   def visualize(self, params, extra, batch, rng, path):
@@ -165,10 +167,8 @@ def save_views_picture(flat_views, num_views: int, images, path: str) -> None:
   Called on every process with replicated arrays (the trainer's visualize contract);
   only process 0 writes.
   """
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from lensfm.evaluate import visualize  # Matplotlib only when pictures are asked for.
   rows = {"input": np.asarray(jax.device_get(images), np.float32)}
   for v, view in enumerate(split_views(flat_views, num_views)):
     rows[f"view {v + 1}"] = np.asarray(jax.device_get(view), np.float32)
   if jax.process_index() == 0:
-    visualize.save_image_rows(rows, path)
+    pictures.save_image_rows(rows, path)

@@ -30,12 +30,12 @@ config.objective fields:
   decoder_features (F, default 32), decoder_depth (default 2).
   loss: 'mse' (default; what PSNR measures) or 'l1'.
 Metrics logged during training: psnr, psnr_bicubic (training batch).
-Evaluation API: `predict(params, extra, lr_images)` -> {'sr': [B, H, W, C]};
-`eval_outputs(params, extra, batch)` -> per-example psnr, ssim, psnr_bicubic,
-ssim_bicubic; `pictures(params, extra, batch)` -> LR, bicubic, SR and HR images;
-`output_columns()` / `output_rows(outputs, names, directory)` write the SR images of
-predict mode and make its CSV rows.
+Downstream interface (`base.DownstreamObjective`): `predict(params, extra, lr_images)` ->
+{'sr': [B, H, W, C]}; `eval_outputs` -> per-example psnr, ssim, psnr_bicubic,
+ssim_bicubic; `pictures` -> LR, bicubic, SR and HR images for the triptychs; predict
+writes each SR image to a file named in its CSV row.
 """
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -44,9 +44,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensfm.data import transforms
-from lensfm.evaluate import metrics
 from lensfm.objectives import base
 from lensfm.objectives import classify
+from lensfm.objectives import metrics
+from lensfm.objectives import reports
 
 _EPS = 1e-12
 
@@ -116,7 +117,7 @@ def image_range(images):
   return jnp.maximum(images.max(axis=(1, 2, 3)) - images.min(axis=(1, 2, 3)), _EPS)
 
 
-class Objective(classify.DownstreamMixin, base.Objective):
+class Objective(classify.DownstreamMixin, base.DownstreamObjective):
   """See the module docstring."""
   task = "superres"
 
@@ -186,7 +187,7 @@ class Objective(classify.DownstreamMixin, base.Objective):
         {"psnr": classify.masked_mean(psnr, mask),
          "psnr_bicubic": classify.masked_mean(psnr_bicubic, mask)}, extra)
 
-  # -- evaluation API ------------------------------------------------------------------
+  # -- downstream interface ------------------------------------------------------------
   def predict(self, params, extra, images):
     del extra
     return {"sr": self.super_resolve(params, jnp.asarray(images, jnp.float32))}
@@ -212,12 +213,21 @@ class Objective(classify.DownstreamMixin, base.Objective):
     return {"LR": nearest, "bicubic": metrics.bicubic_upsample(lr, self.scale),
             "SR": self.super_resolve(params, lr), "HR": hr}
 
+  def summarize(self, outputs):
+    return reports.superres(outputs)
+
+  def plots(self, result, details, pictures, path):
+    del result, details
+    return reports.superres_plots(pictures, path)
+
+  def input_size(self, image_size: int) -> int:
+    return image_size // self.scale  # predict takes LR images.
+
   def output_columns(self) -> list[str]:
     return ["sr_file"]
 
   def output_rows(self, outputs, names, directory) -> list[list]:
     """Writes each SR image as <directory>/<name>_sr.npy; returns the CSV rows."""
-    import os  # pylint: disable=g-import-not-at-top
     os.makedirs(directory, exist_ok=True)
     rows = []
     for name, image in zip(names, np.asarray(outputs["sr"])):

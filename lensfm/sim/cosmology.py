@@ -25,7 +25,6 @@ M_SUN_KG = 1.988409870698051e30
 MPC_M = 3.085677581491367e22
 # DeepLense's `mass_to_radius` uses this rounded value, not 180*3600/pi.
 DEEPLENSE_RAD_TO_ARCSEC = 206265.0
-RAD_TO_ARCSEC = 180.0 * 3600.0 / np.pi
 
 # Gauss-Legendre nodes for the comoving-distance integral: the integrand 1/E(z) is
 # smooth, so 64 nodes are exact to ~1e-14 relative for z < 10.

@@ -93,9 +93,6 @@ HST_WFC3_F160W = Instrument(name='hst_wfc3_f160w', num_pix=64, pixel_scale=0.08,
                             sky_brightness=22.3, zero_point=25.96, read_noise=4.0,
                             ccd_gain=2.5)
 
-PRESETS = {i.name: i for i in (MODEL_I, EUCLID_VIS, EUCLID_VIS_LENSTRONOMY_1_14,
-                               HST_WFC3_F160W)}
-
 
 def pixel_grid(num_pix, pixel_scale, supersampling=1, dtype=np.float64):
   """(x, y) of pixel (or sub-pixel) centres, each [n*s, n*s], lenstronomy make_grid order."""

@@ -40,13 +40,6 @@ def sersic_ellipse(x, y, amp, R_sersic, n_sersic, e1, e2,  # pylint: disable=inv
   return jnp.where(frac <= max_r_frac, value, 0.0)
 
 
-def sersic_components(x, y, light):
-  """Sum over the trailing component axis of a Sersic light dict; x, y e.g. [H, W]."""
-  params = {k: light[k] for k in SERSIC_KEYS}
-  values = sersic_ellipse(x[..., None], y[..., None], **params)
-  return values.sum(-1)
-
-
 def sersic_total_flux(amp, R_sersic, n_sersic):  # pylint: disable=invalid-name
   """Total flux of a Sersic profile with product-average radius (lenstronomy total_flux)."""
   bn = sersic_b_n(n_sersic)

@@ -306,14 +306,3 @@ PROFILES = {
     'LINE_MASS': uniform_line_mass,
     'POINT_MASS_STRING': point_mass_string,
 }
-
-
-def total_deflection(x, y, components):
-  """Sum of deflections of [(profile_name, kwargs), ...]; a convenience for tests/tools."""
-  ax = jnp.zeros(jnp.broadcast_shapes(jnp.shape(x), jnp.shape(y)))
-  ay = jnp.zeros_like(ax)
-  for name, kwargs in components:
-    dax, day = PROFILES[name](x, y, **kwargs)
-    ax, ay = ax + dax, ay + day
-  return ax, ay
-

@@ -66,11 +66,6 @@ def _shear(gamma1, gamma2=0.0):
   return {'gamma1': jnp.asarray(gamma1, jnp.float32), 'gamma2': jnp.asarray(gamma2, jnp.float32)}
 
 
-def axion_half_length(axion_mass_ev):
-  """DeepLense vortex half-length (arcsec): 0.06 / (2 m) * 1e-22, valid for z_lens = 0.5."""
-  return 0.03e-22 / axion_mass_ev
-
-
 def _vortex(draw, unit_theta, vortex_mass=VORTEX_MASS):
   """DeepLense `make_vortex`: axion mass 10^U(-24,-22) eV; `vortex_mass` in 100
   equal point masses evenly on [-L, L] along a line at angle U(0, 2 pi) through (0, 0).

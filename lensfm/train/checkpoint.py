@@ -1,4 +1,4 @@
-"""Checkpoints through orbax: asynchronous, atomic, keep-N, resumable, and loadable.
+"""Checkpoints through orbax: asynchronous, atomic, keep-N and resumable.
 
 Layout: WORKDIR/config.json (the run's config), WORKDIR/checkpoints/<step>/ with items
   state:  the train state pytree (params, opt_state, extra, step, counters); every
@@ -7,7 +7,8 @@ Layout: WORKDIR/config.json (the run's config), WORKDIR/checkpoints/<step>/ with
           one state when every process's is the same (the simulator's {'step': n}),
           else {"per_process": [state of process 0, 1, ...]};
   config: the config again (JSON), so a checkpoint directory stands on its own.
-The RNG state needs no item: step s draws from fold_in(base_rng, s).
+The RNG state needs no item: step s draws from fold_in(base_rng, s). Reading a
+checkpoint's parameters for other uses (init_from, evaluation) is `loading`'s job.
 
 Orbax writes each step into `<step>.orbax-checkpoint-tmp*` and renames it when
 complete, so a process killed mid-save (SIGKILL, disk full) never leaves a half
@@ -30,12 +31,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-_ITEMS = ("state", "data", "config")
 # Key of the data item when processes' input states differ (e.g. grain, per host).
 PER_PROCESS = "per_process"
 
 
-def _handlers():
+def item_handlers():
   return {"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
           "config": ocp.JsonCheckpointHandler()}
 
@@ -61,7 +61,7 @@ class Checkpointer:
 
   def _new_manager(self):
     return ocp.CheckpointManager(self.directory, options=self._options,
-                                 item_handlers=_handlers())
+                                 item_handlers=item_handlers())
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -199,77 +199,3 @@ def _sync_processes(name: str):
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
-
-
-def find_checkpoint(path: str) -> tuple[str, int]:
-  """Resolves a workdir, a checkpoints/ dir or a step dir to (checkpoints dir, step)."""
-  path = os.path.abspath(os.path.expanduser(path))
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"Checkpoint path {path} does not exist (expected a workdir, "
-                            f"its checkpoints/ directory or a checkpoints/<step> directory).")
-  base = os.path.basename(path.rstrip("/"))
-  if base.isdigit() and os.path.isdir(os.path.join(path, "state")):
-    return os.path.dirname(path), int(base)
-  for directory in (os.path.join(path, "checkpoints"), path):
-    if os.path.isdir(directory):
-      steps = [int(d) for d in os.listdir(directory)
-               if d.isdigit() and os.path.isdir(os.path.join(directory, d, "state"))]
-      if steps:
-        return directory, max(steps)
-  raise FileNotFoundError(f"No checkpoint found under {path} (looked for checkpoints/<step>/state).")
-
-
-def load_config(path: str):
-  """The ConfigDict a checkpoint (or workdir) was trained with."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  directory, step = find_checkpoint(path)
-  with open(os.path.join(directory, str(step), "config", "metadata")) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
-def load_params(path: str, subtree: str = "encoder") -> tuple[Any, Any, int]:
-  """Loads `params[subtree]` (default: the backbone) from a checkpoint as numpy arrays.
-
-  `path` is a workdir, its checkpoints/ dir or a checkpoints/<step> dir. Returns
-  (params, config, step). Only the requested parameters are read from disk, not the
-  optimizer state, so loading a ViT-H encoder costs its own size in memory.
-  """
-  directory, step = find_checkpoint(path)
-  config = load_config(os.path.join(directory, str(step)))
-  with ocp.CheckpointManager(directory, item_handlers=_handlers()) as manager:
-    meta = manager.item_metadata(step)["state"]
-    tree = meta.tree if hasattr(meta, "tree") else meta
-    if subtree not in tree.get("params", {}):
-      raise KeyError(f"Checkpoint {directory}/{step} has no params/{subtree}; it has "
-                     f"{sorted(tree.get('params', {}))}.")
-    target = {"params": {subtree: jax.tree.map(lambda m: np.zeros(m.shape, m.dtype),
-                                               tree["params"][subtree])}}
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-    items = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        target, restore_args=restore_args, partial_restore=True)))
-  return items["state"]["params"][subtree], config, step
-
-
-def load_state(path: str) -> tuple[Any, Any, int]:
-  """The whole train state of a checkpoint (params, opt_state, extra, step, counters)
-  as nested dicts/lists of numpy arrays, with its config and step.
-
-  For inspection and tests (e.g. that a resumed run ends exactly where an uninterrupted
-  one does); training itself resumes through `Checkpointer.restore_latest_intact`.
-  """
-  directory, step = find_checkpoint(path)
-  config = load_config(os.path.join(directory, str(step)))
-  with ocp.CheckpointManager(directory, item_handlers=_handlers()) as manager:
-    meta = manager.item_metadata(step)["state"]
-    tree = meta.tree if hasattr(meta, "tree") else meta
-    target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree)
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-    items = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        target, restore_args=restore_args)))
-  return items["state"], config, step
-
-
-def load_encoder(path: str) -> tuple[Any, Any]:
-  """Public entry for downstream tasks: (encoder params, pretraining config)."""
-  params, config, _ = load_params(path, "encoder")
-  return params, config

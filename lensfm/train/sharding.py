@@ -17,6 +17,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from lensfm.models import path_to_str
+
 DATA_AXES = ("data", "fsdp")
 
 
@@ -54,18 +56,6 @@ def replicated(mesh) -> NamedSharding:
 
 def data_parallel_size(mesh) -> int:
   return math.prod(mesh.shape[a] for a in DATA_AXES)
-
-
-def path_to_str(path) -> str:
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
 
 
 def _fsdp_spec(shape: tuple[int, ...], fsdp_size: int) -> P:

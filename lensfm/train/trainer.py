@@ -12,9 +12,9 @@ nonfinite (a step whose loss or gradient is not finite never changes the state;
 model, objective, data, and optionally
   init_from: a workdir or checkpoint whose encoder replaces the initial params['encoder']
     (fine-tuning); its backbone must match config.model, else a ValueError says what differs;
-  evals: {name: ConfigDict(type=..., every=N, ...)}: every N steps (and at the end),
-    `lensfm.evaluate.<type>.Evaluator(eval_config, trainer).run(state, step)` returns a
-    dict of metrics, logged as '<name>/<metric>'.
+  evals: {name: ConfigDict(type=..., every=N, ...)}: evaluators, which the task builds
+    (`lensfm.tasks.pretrain`) and `run` calls every N steps (and at the end); each
+    returns a dict of metrics, logged as '<name>/<metric>'.
 
 Fault tolerance: a run started again in its workdir resumes from the newest intact
 checkpoint, bit for bit (state, input position; step s's randomness is
@@ -24,16 +24,14 @@ _PreemptionFlag); damaged checkpoints are skipped and set aside (see checkpoint.
 """
 import functools
 import json
-import importlib
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable, Optional
 
 from absl import logging
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -41,6 +39,7 @@ from lensfm import data as data_lib
 from lensfm import models
 from lensfm import objectives
 from lensfm.train import checkpoint as ckpt_lib
+from lensfm.train import loading
 from lensfm.train import optim
 from lensfm.train import sharding
 from lensfm.train import writer as writer_lib
@@ -66,21 +65,6 @@ def abstract_batch(config) -> dict[str, jax.ShapeDtypeStruct]:
   return {"image": jax.ShapeDtypeStruct(
       (config.batch_size, d.image_size, d.image_size, d.get("channels", 1)), jnp.float32),
           "label": jax.ShapeDtypeStruct((config.batch_size,), jnp.int32)}
-
-
-def check_same_backbone(pretrained, current, path) -> None:
-  """Fails with the differing fields when a checkpoint's backbone is not config.model's."""
-  as_json = lambda c: json.loads(json.dumps(c.to_dict() if hasattr(c, "to_dict") else dict(c)))
-  # Both through JSON, as the checkpoint's copy went: tuples and lists compare equal.
-  pre, cur = as_json(pretrained), as_json(current)
-  # Compute dtype and rematerialisation change speed, not parameters.
-  ignore = {"dtype", "remat", "attention_impl"}
-  diff = {k: (pre.get(k), cur.get(k)) for k in set(pre) | set(cur)
-          if k not in ignore and pre.get(k) != cur.get(k)}
-  if diff:
-    raise ValueError(f"Checkpoint {path} has a different backbone: "
-                     + ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}"
-                                 for k, (a, b) in sorted(diff.items())))
 
 
 def check_config(config, mesh) -> None:
@@ -136,8 +120,8 @@ class Trainer:
     return state
 
   def _load_pretrained_encoder(self, state, path):
-    encoder, pre_config, step = ckpt_lib.load_params(path, "encoder")
-    check_same_backbone(pre_config.model, self.config.model, path)
+    encoder, pre_config, step = loading.load_params(path, "encoder")
+    loading.check_same_backbone(pre_config.model, self.config.model, path)
     expected = state["params"]["encoder"]
     want = {sharding.path_to_str(p): l.shape for p, l in jax.tree_util.tree_leaves_with_path(expected)}
     have = {sharding.path_to_str(p): l.shape for p, l in jax.tree_util.tree_leaves_with_path(encoder)}
@@ -194,8 +178,13 @@ class Trainer:
                    donate_argnums=(0,))
 
   # -- loop ----------------------------------------------------------------------------
-  def run(self) -> dict[str, Any]:
+  def run(self, make_evaluators: Optional[Callable[[], dict]] = None) -> dict[str, Any]:
+    """Trains to config.total_steps; `make_evaluators()` -> {name: (every, evaluator)}
+    builds the evaluators of config.evals (once the run is known not to be finished)."""
     config, workdir = self.config, self.workdir
+    if config.get("evals", None) and make_evaluators is None:
+      raise ValueError(f"config.evals {sorted(config.evals)} need evaluators; run the "
+                       "config through its task (lensfm.tasks), which builds them.")
     total = config.total_steps
     if jax.process_index() == 0:
       os.makedirs(workdir, exist_ok=True)
@@ -218,7 +207,7 @@ class Trainer:
 
     writer = writer_lib.MetricWriter(workdir, total, start_step=start,
                                      progress=config.get("progress_bar", True))
-    evaluators = self.make_evaluators()
+    evaluators = make_evaluators() if make_evaluators is not None else {}
     preempted = _PreemptionFlag()
     step_fn = self.compile_step()
     every = lambda n, s: bool(n) and s % n == 0
@@ -293,13 +282,6 @@ class Trainer:
                              jax.random.fold_in(self.base_rng, step),
                              os.path.join(self.workdir, f"visualize_{step:07d}.png"))
 
-  def make_evaluators(self) -> dict[str, tuple[int, Any]]:
-    evaluators = {}
-    for name, eval_config in (self.config.get("evals", None) or {}).items():
-      module = importlib.import_module(f"lensfm.evaluate.{eval_config.type}")
-      evaluators[name] = (eval_config.get("every", 1000), module.Evaluator(eval_config, self))
-    return evaluators
-
   def _check_finite(self, metrics):
     if self.config.get("nonfinite", "error") == "error" and int(metrics["nonfinite_count"]) > 0:
       raise NonFiniteError(
@@ -371,13 +353,9 @@ def _log(msg: str):
 
 
 def _read_summary(workdir):
-  import json  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, "summary.json")
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
   return {}
 
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  return Trainer(config, workdir).run()

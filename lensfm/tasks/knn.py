@@ -2,7 +2,7 @@
 
 No training: the (pretrained) encoder embeds a labelled bank and a test set, each test
 image takes the similarity-weighted vote of its k nearest bank images
-(`lensfm.evaluate.knn.knn_predict`), and the votes are scored like any classifier
+(`lensfm.objectives.metrics.knn_predict`), and the votes are scored like any classifier
 (`reports.classification`: accuracy, per-class and macro AUC, confusion matrix).
 
   python -m lensfm.main --config=configs/finetune_classify.py:mode=knn \
@@ -27,29 +27,24 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
+from lensfm import data as data_lib
 from lensfm import models
+from lensfm.data import eval_input
+from lensfm.data import sim_pool
 from lensfm.data import sim_source
 from lensfm.data import transforms
-from lensfm.evaluate import eval_data
-from lensfm.evaluate import knn
-from lensfm.data import sim_pool
-from lensfm.evaluate import reports
-from lensfm.evaluate import restore
+from lensfm.evaluators import common
+from lensfm.evaluators import knn
+from lensfm.objectives import classify
+from lensfm.objectives import metrics
+from lensfm.objectives import reports
+from lensfm.tasks import pretrain
 from lensfm.train import checkpoint as ckpt_lib
+from lensfm.train import loading
 from lensfm.train import sharding as sharding_lib
-from lensfm.train import trainer as trainer_lib
-
-
-class _Names:
-  """What `reports.write_plots` needs of an objective."""
-  task = "classification"
-
-  def __init__(self, class_names):
-    self.class_names = tuple(class_names)
 
 
 def class_names(config, num_classes: int):
-  from lensfm.objectives import classify  # pylint: disable=g-import-not-at-top
   names = (config.get("objective", {}).get("class_names", None)
            or classify.recipe_class_names(config.data))
   return tuple(names) if names else tuple(f"class_{k}" for k in range(num_classes))
@@ -59,9 +54,9 @@ def encoder_params(config, model, mesh):
   """The checkpoint's encoder (checked against config.model), or a random one."""
   path = config.get("init_from", "")
   if path:
-    restore.check_init_from(config)
-    params, pre_config = ckpt_lib.load_encoder(path)
-    trainer_lib.check_same_backbone(pre_config.model, config.model, path)
+    loading.check_init_from(config)
+    params, pre_config = loading.load_encoder(path)
+    loading.check_same_backbone(pre_config.model, config.model, path)
   else:
     d = config.data
     images = jnp.zeros((1, d.image_size, d.image_size, d.get("channels", 1)))
@@ -71,7 +66,7 @@ def encoder_params(config, model, mesh):
 
 def pool_batches(config, batch_size, sharding):
   """The labelled pool, normalised, in batches (padding has mask False)."""
-  plain = sim_pool.sim_config(eval_data.as_dict(config.data))
+  plain = sim_pool.sim_config(eval_input.as_dict(config.data))
   seed = config.data.get("labels_seed", None)
   pool = sim_pool.draw_pool(plain, config.data.labels_per_class,
                               config.seed if seed is None else int(seed))
@@ -101,29 +96,28 @@ def run(config, workdir: str) -> dict:
   batch_size = int(config.batch_size)
   model = models.get_model(config.model)
   params = encoder_params(config, model, mesh)
-  embed = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False)["pooled"])
+  embed = jax.jit(pretrain.pooled_embedding(model))
 
-  per_class = config.data.get("labels_per_class", None) or 0
   with jax.set_mesh(mesh):
-    if per_class and config.data.get("source") in ("sim", "sim_pool"):
+    if data_lib.source_name(config.data) == sim_pool.SOURCE_NAME:
       batches = list(pool_batches(config, batch_size, sharding))
       bank = knn.extract_features(embed, params, iter(batches), len(batches))
     else:
-      source, num = eval_data.make_eval_input(
+      source, num = eval_input.make_eval_input(
           config.data, split="train", batch_size=batch_size, sharding=sharding,
           seed=config.seed, num_examples=int(knn_cfg.get("num_train_examples", 4096)))
       bank = knn.extract_features(embed, params, source, num)
-    test_source, num_test = eval_data.make_eval_input(
+    test_source, num_test = eval_input.make_eval_input(
         config.data, split="test", batch_size=batch_size, sharding=sharding,
         seed=config.seed, num_examples=int(knn_cfg.get("num_test_examples", 2048)))
     test_x, test_y = knn.extract_features(embed, params, test_source, num_test)
   num_classes = int(config.get("objective", {}).get("num_classes", 0) or
                     max(bank[1].max(), test_y.max()) + 1)
-  probs = knn.knn_predict(bank[0], bank[1], test_x, k=int(knn_cfg.get("k", 20)),
-                          temperature=float(knn_cfg.get("temperature", 0.07)),
-                          num_classes=num_classes)
-  names = _Names(class_names(config, num_classes))
-  result, details = reports.classification({"probs": probs, "label": test_y}, names.class_names)
+  probs = metrics.knn_predict(bank[0], bank[1], test_x, k=int(knn_cfg.get("k", 20)),
+                              temperature=float(knn_cfg.get("temperature", 0.07)),
+                              num_classes=num_classes)
+  names = class_names(config, num_classes)
+  result, details = reports.classification({"probs": probs, "label": test_y}, names)
   summary = {**reports.json_safe(result), **reports.json_details(details), "task": "knn",
              "bank_size": int(len(bank[1])), "k": int(knn_cfg.get("k", 20)),
              "checkpoint": config.get("init_from", "") or None,
@@ -131,7 +125,8 @@ def run(config, workdir: str) -> dict:
              "seconds": time.time() - start}
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    summary["plots"] = reports.write_plots(names, result, details, None, workdir, "knn_")
+    summary["plots"] = reports.classification_plots(names, details,
+                                                    common.figure_path(workdir, "knn_"))
     ckpt_lib.write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
     ckpt_lib.write_json_atomically(os.path.join(workdir, "summary.json"), summary)
     print(f"kNN (k={summary['k']}, bank {summary['bank_size']}): accuracy "

@@ -14,8 +14,8 @@ Super-resolution checkpoints can also be evaluated on paired files: `data.hr` an
 `data.lr` (a file, directory or glob each; .npy or FITS), paired by file name, LR of
 size image_size / scale; both are mapped by the HR image's min-max normalisation.
 
-Writes WORKDIR/summary.json (every metric of the task, see `reports`; plus the confusion
-matrix, the checkpoint, its step, the data, the device and the JAX version),
+Writes WORKDIR/summary.json (every metric of the task, see `objectives.reports`; plus
+the confusion matrix, the checkpoint, its step, the data, the device and the JAX version),
 WORKDIR/config.json and the task's PNG figures in WORKDIR (ROC curves, confusion matrix,
 regression scatter, SR triptychs).
 
@@ -40,14 +40,15 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from lensfm import models
-from lensfm import objectives
+from lensfm.data import build
+from lensfm.data import eval_input
 from lensfm.data import transforms
-from lensfm.evaluate import eval_data
-from lensfm.evaluate import image_files
-from lensfm.evaluate import reports
-from lensfm.evaluate import restore
+from lensfm.evaluators import common
+from lensfm.objectives import reports
+from lensfm.objectives import superres
+from lensfm.tasks import image_files
 from lensfm.train import checkpoint as ckpt_lib
+from lensfm.train import loading
 from lensfm.train import sharding as sharding_lib
 
 _OVERRIDABLE = ("source", "name", "manual_dir", "data_dir", "recipe", "hr", "lr")
@@ -56,8 +57,8 @@ PAIRS = "pairs"
 
 def merged_data_config(trained_data, overrides) -> ml_collections.ConfigDict:
   """The checkpoint's data config with the set (non-empty) overrides applied."""
-  data = eval_data.as_dict(trained_data)
-  given = {k: v for k, v in eval_data.as_dict(overrides or {}).items() if v not in ("", None)}
+  data = eval_input.as_dict(trained_data)
+  given = {k: v for k, v in eval_input.as_dict(overrides or {}).items() if v not in ("", None)}
   unknown = sorted(set(given) - set(_OVERRIDABLE))
   if unknown:
     raise ValueError(f"config.data fields {unknown} cannot be overridden for evaluation; "
@@ -74,7 +75,6 @@ def build_if_needed(data_config) -> None:
   """TFDS data given with manual files are built on first use (then reused)."""
   if data_config.get("source") != "tfds" or not data_config.get("manual_dir", ""):
     return
-  from lensfm.data import build  # pylint: disable=g-import-not-at-top
   result = build.ensure_built(data_config.name, data_config.get("data_dir", "") or None,
                               manual_dir=data_config.manual_dir)
   print(result.summary(), flush=True)
@@ -103,7 +103,7 @@ def paired_batches(data_config, objective, batch_size: int, sharding):
   pair get the affine map that normalises the HR image (z-score or min-max), so that they
   stay in the same units (normalising each on its own would change their relative
   brightness)."""
-  if objective.task != "superres":
+  if not isinstance(objective, superres.Objective):
     raise ValueError("config.data.hr/lr (paired files) are for super-resolution checkpoints; "
                      f"this one is a {objective.task} model.")
   method = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)
@@ -137,16 +137,8 @@ def describe_data(data_config) -> str:
     return f"pairs:{data_config.hr}|{data_config.lr}"
   if data_config.get("source") == "tfds":
     return str(data_config.name)
-  overrides = eval_data.as_dict(data_config.get("recipe_overrides", {}) or {})
+  overrides = eval_input.as_dict(data_config.get("recipe_overrides", {}) or {})
   return f"sim:{data_config.get('recipe')}" + (f" {overrides}" if overrides else "")
-
-
-def load_model(path: str, what: str):
-  """(trained, objective) for a fine-tuned checkpoint."""
-  trained = restore.load_trained(path)
-  restore.check_downstream(trained, what)
-  model = models.get_model(trained.config.model)
-  return trained, objectives.get_objective(trained.config, model)
 
 
 def run(config, workdir: str) -> dict:
@@ -154,7 +146,7 @@ def run(config, workdir: str) -> dict:
     raise ValueError("config.init_from must name the fine-tuned workdir (or checkpoint) to "
                      "evaluate.")
   start = time.time()
-  trained, objective = load_model(config.init_from, "evaluate")
+  trained, objective = loading.load_downstream(config.init_from, "evaluate")
   data_config = merged_data_config(trained.config.data, config.get("data", None))
   build_if_needed(data_config)
 
@@ -168,18 +160,17 @@ def run(config, workdir: str) -> dict:
   if data_config.get("source") == PAIRS:
     source, num_batches = paired_batches(data_config, objective, batch_size, data_sharding), None
   else:
-    source, num_batches = eval_data.make_eval_input(
+    source, num_batches = eval_input.make_eval_input(
         data_config, split=split, batch_size=batch_size, sharding=data_sharding,
         seed=int(config.get("seed", 0)), num_examples=int(config.get("num_examples", 4096)))
   params, extra = jax.device_put((trained.params, trained.extra), NamedSharding(mesh, P()))
   with jax.set_mesh(mesh):
-    outputs, first = reports.collect(jax.jit(objective.eval_outputs), params, extra, source,
-                                     num_batches)
-    pictures = (jax.device_get(jax.jit(objective.pictures)(params, extra, first))
-                if hasattr(objective, "pictures") else None)
+    outputs, first = common.collect(jax.jit(objective.eval_outputs), params, extra, source,
+                                    num_batches)
+    pictures = jax.device_get(jax.jit(objective.pictures)(params, extra, first))
   if hasattr(source, "close"):
     source.close()
-  result, details = reports.summarize(objective, outputs)
+  result, details = objective.summarize(outputs)
 
   summary = {**reports.json_safe(result), **reports.json_details(details),
              "task": objective.task, "checkpoint": trained.path,
@@ -190,7 +181,7 @@ def run(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     if config.get("plots", True):
-      summary["plots"] = reports.write_plots(objective, result, details, pictures, workdir)
+      summary["plots"] = objective.plots(result, details, pictures, common.figure_path(workdir))
     ckpt_lib.write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
     ckpt_lib.write_json_atomically(os.path.join(workdir, "summary.json"), summary)
     print(format_summary(summary), flush=True)

@@ -1,21 +1,16 @@
-"""k-nearest-neighbour monitoring of a backbone's embeddings, and a collapse indicator.
+"""The `evals` hook type='knn': k-nearest-neighbour accuracy of a backbone's embeddings
+and their spread (`metrics.embedding_std`, near 0 means collapse), on labelled data.
 
-Public API (also used by downstream kNN evaluation):
+  Evaluator(eval_config, *, embed_fn, data_config, batch_size, seed, data_sharding)
+    embed_fn(params, images) -> [B, D] pooled embeddings (jitted here);
+    data_config, batch_size, seed: the run's, which eval_config may override.
   extract_features(apply_fn, params, input_iter, num_batches) -> (features [N, D] float32,
-      labels [N] int32): embeds `num_batches` batches, dropping padded examples.
-  knn_predict(train_feats, train_labels, test_feats, *, k=20, temperature=0.07,
-      num_classes) -> class probabilities [M, C]: cosine-similarity-weighted voting
-      of the k nearest training embeddings, each vote weighted exp(sim / temperature)
-      (Wu et al. 2018, as DINO evaluates).
-  embedding_std(features) -> the collapse indicator: the standard deviation over the
-      batch of the L2-normalised embeddings, averaged over dimensions. Embeddings
-      spread uniformly over the sphere give ~1/sqrt(D); a collapsed encoder that maps
-      every image to the same direction gives 0 (Chen & He 2021, SimSiam).
-  Evaluator(eval_config, trainer): the trainer's `evals` hook, type='knn'.
+      labels [N] int32): embeds `num_batches` batches, dropping padded examples (also
+      the kNN task's).
 
 config.evals.<name> fields for type='knn':
   every: steps between evaluations (the trainer also evaluates at the end).
-  k (20), temperature (0.07): of `knn_predict`.
+  k (20), temperature (0.07): of `metrics.knn_predict`.
   num_train_batches (8), num_val_batches (4): batches in the kNN bank and the queries.
   batch_size: examples per batch (default config.batch_size).
   train_split ('train'), val_split ('validation'): splits given to `make_input`.
@@ -33,18 +28,11 @@ same images and the accuracies are comparable from step to step.
 from typing import Any, Callable, Iterator, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lensfm import data as data_lib
+from lensfm.objectives import metrics
 from lensfm.train import sharding as sharding_lib
-
-
-def embedding_std(features: jax.Array) -> jax.Array:
-  """Std over the batch of L2-normalised embeddings, averaged over dimensions."""
-  features = jnp.asarray(features, jnp.float32)
-  unit = features / jnp.maximum(jnp.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
-  return jnp.mean(jnp.std(unit, axis=0))
 
 
 def extract_features(apply_fn: Callable[[Any, jax.Array], jax.Array], params,
@@ -75,38 +63,6 @@ def extract_features(apply_fn: Callable[[Any, jax.Array], jax.Array], params,
   return np.concatenate(features), np.concatenate(labels)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-  x = np.asarray(x, np.float32)
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def knn_predict(train_feats, train_labels, test_feats, *, k: int = 20,
-                temperature: float = 0.07, num_classes: int,
-                chunk_size: int = 1024) -> np.ndarray:
-  """Class probabilities [M, C] from the k most cosine-similar training embeddings."""
-  train_labels = np.asarray(train_labels, np.int64)
-  if len(train_labels) != len(train_feats):
-    raise ValueError(f"knn_predict: {len(train_feats)} training features but "
-                     f"{len(train_labels)} labels.")
-  if k < 1 or temperature <= 0:
-    raise ValueError(f"knn_predict: k={k} must be >= 1 and temperature={temperature} > 0.")
-  if train_labels.size and (train_labels.min() < 0 or train_labels.max() >= num_classes):
-    raise ValueError(f"knn_predict: labels span [{train_labels.min()}, {train_labels.max()}] "
-                     f"but num_classes={num_classes}.")
-  train, test = _unit(train_feats), _unit(test_feats)
-  k = min(k, len(train))
-  probs = np.zeros((len(test), num_classes), np.float64)
-  for start in range(0, len(test), chunk_size):
-    sims = test[start:start + chunk_size] @ train.T
-    nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    weights = np.exp(np.take_along_axis(sims, nearest, axis=1).astype(np.float64) / temperature)
-    rows = np.repeat(np.arange(len(sims)), k)
-    votes = np.zeros((len(sims), num_classes), np.float64)
-    np.add.at(votes, (rows, train_labels[nearest].reshape(-1)), weights.reshape(-1))
-    probs[start:start + len(sims)] = votes / votes.sum(axis=1, keepdims=True)
-  return probs
-
-
 def state_subtree(state, path: str):
   """'params/encoder' -> state['params']['encoder'], with a clear error if absent."""
   node = state
@@ -122,17 +78,17 @@ def state_subtree(state, path: str):
 class Evaluator:
   """kNN accuracy and embedding spread on a labelled validation set (module docstring)."""
 
-  def __init__(self, eval_config, trainer):
+  def __init__(self, eval_config, *, embed_fn, data_config, batch_size: int, seed: int,
+               data_sharding):
     self.config = eval_config
-    self.trainer = trainer
-    config = trainer.config
+    self.data_sharding = data_sharding
     self.k = int(eval_config.get("k", 20))
     self.temperature = float(eval_config.get("temperature", 0.07))
     self.label_key = eval_config.get("label_key", "label")
     self.features_path = eval_config.get("features", "params/encoder")
     self.num_classes = eval_config.get("num_classes", None)
-    self.batch_size = int(eval_config.get("batch_size", None) or config.batch_size)
-    dp = sharding_lib.data_parallel_size(trainer.mesh)
+    self.batch_size = int(eval_config.get("batch_size", None) or batch_size)
+    dp = sharding_lib.data_parallel_size(data_sharding.mesh)
     if self.batch_size % dp:
       raise ValueError(f"evals knn: batch_size={self.batch_size} must be divisible by the "
                        f"{dp} devices of the mesh's data axes.")
@@ -140,24 +96,22 @@ class Evaluator:
                         "val": int(eval_config.get("num_val_batches", 4))}
     self.splits = {"train": eval_config.get("train_split", "train"),
                    "val": eval_config.get("val_split", "validation")}
-    data_config = config.data.copy_and_resolve_references()
+    data_config = data_config.copy_and_resolve_references()
     with data_config.unlocked():
       data_config.augment = ""
       for key, value in dict(eval_config.get("data", None) or {}).items():
         data_config[key] = value
     self.data_config = data_config
-    self.seed = int(eval_config.get("seed", config.seed))
-    model = trainer.model
+    self.seed = int(eval_config.get("seed", seed))
     # Compiled once: every evaluation embeds batches of the same shape and sharding.
-    self._embed = jax.jit(
-        lambda params, images: model.apply({"params": params}, images, train=False)["pooled"])
+    self._embed = jax.jit(embed_fn)
     self._batches: Optional[dict[str, list]] = None
 
   def _draw_batches(self) -> dict[str, list]:
     batches = {}
     for part, split in self.splits.items():
       source = data_lib.make_input(self.data_config, global_batch_size=self.batch_size,
-                                   sharding=self.trainer.data_sharding, seed=self.seed,
+                                   sharding=self.data_sharding, seed=self.seed,
                                    split=split)
       keep = ("image", self.label_key, "mask")
       batches[part] = [{k: v for k, v in next(source).items() if k in keep}
@@ -174,7 +128,7 @@ class Evaluator:
              for part, batches in self._batches.items()}
     (train_x, train_y), (val_x, val_y) = feats["train"], feats["val"]
     num_classes = self.num_classes or int(max(train_y.max(), val_y.max())) + 1
-    probs = knn_predict(train_x, train_y, val_x, k=self.k, temperature=self.temperature,
+    probs = metrics.knn_predict(train_x, train_y, val_x, k=self.k, temperature=self.temperature,
                         num_classes=num_classes)
     return {"knn_accuracy": float(np.mean(probs.argmax(axis=1) == val_y)),
-            "embedding_std": float(embedding_std(val_x))}
+            "embedding_std": float(metrics.embedding_std(val_x))}

@@ -37,11 +37,15 @@ import time
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
+import tensorflow_datasets as tfds
+from tqdm import tqdm
 
+from lensfm.data import pipeline
+from lensfm.data import sim_source
 from lensfm.data import transforms
-from lensfm.evaluate import evaluate as evaluate_lib
-from lensfm.evaluate import image_files
+from lensfm.tasks import image_files
 from lensfm.train import checkpoint as ckpt_lib
+from lensfm.train import loading
 from lensfm.train import sharding as sharding_lib
 
 
@@ -56,22 +60,14 @@ def normalization_stats(data_config, override=None):
     return dict(given)
   source = data_config.get("source", None)
   if source in ("sim", "sim_pool"):
-    from lensfm.data import sim_source  # pylint: disable=g-import-not-at-top
     return sim_source.normalization_stats(data_config, sim_source.get_recipe(data_config))
   try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    from lensfm.data import pipeline  # pylint: disable=g-import-not-at-top
     path = pipeline.find_dataset_dir(data_config.name, data_config.get("data_dir", None))
     return pipeline.normalization_stats(data_config, tfds.builder_from_directory(path).info)
   except (FileNotFoundError, ValueError) as e:
     raise ValueError(f"The checkpoint normalises with 'standardize' using the statistics of "
                      f"{data_config.get('name')!r}, which cannot be read here ({e}). Set "
                      "config.norm_stats={'mean': [...], 'std': [...]}.") from None
-
-
-def input_size(objective, data_config) -> int:
-  size = int(data_config.image_size)
-  return size // objective.scale if objective.task == "superres" else size
 
 
 def read_batches(paths, batch_size, read, skipped, progress):
@@ -96,9 +92,10 @@ def run(config, workdir: str) -> dict:
     raise ValueError("config.init_from must name the fine-tuned workdir (or checkpoint).")
   start = time.time()
   paths = image_files.expand_inputs(config.get("inputs", ""))
-  trained, objective = evaluate_lib.load_model(config.init_from, "predict")
+  trained, objective = loading.load_downstream(config.init_from, "predict")
   data_config = trained.config.data
-  size, channels = input_size(objective, data_config), int(data_config.get("channels", 1))
+  size = objective.input_size(int(data_config.image_size))
+  channels = int(data_config.get("channels", 1))
   hdu = int(config.get("hdu", -1))
   read = lambda p: image_files.read_image(p, size=size, channels=channels,
                                           allow_pickle=bool(config.get("allow_pickle", False)),
@@ -124,7 +121,6 @@ def run(config, workdir: str) -> dict:
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   progress = lambda xs: xs
   if config.get("progress_bar", True):
-    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
     progress = lambda xs: tqdm(xs, unit="image", dynamic_ncols=True, mininterval=1.0)
   skipped, num_written = [], 0
   tmp = f"{output}.tmp-{os.getpid()}"

@@ -7,13 +7,13 @@
   regression_scatter   prediction vs truth with the identity line and MAE / RMSE / R^2.
   sr_triptych          LR (nearest-neighbour, at HR size), SR and HR, one column per image
                        (optionally bicubic too).
-Every function writes through `visualize.save_figure` (atomic) and returns the path.
+Every function writes through `pictures.save_figure` (atomic) and returns the path.
 """
 import numpy as np
 
-from lensfm.evaluate import visualize
+from lensfm.objectives import pictures
 
-plt = visualize.plt
+plt = pictures.plt
 
 
 def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str, *,
@@ -38,7 +38,7 @@ def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: st
   ax.set_ylabel("true-positive rate")
   ax.set_title(title)
   ax.legend(loc="lower right", fontsize=8)
-  visualize.save_figure(fig, path)
+  pictures.save_figure(fig, path)
   return path
 
 
@@ -58,7 +58,7 @@ def confusion_matrix(matrix: np.ndarray, class_names, path: str) -> str:
   ax.set_xlabel("predicted")
   ax.set_ylabel("true")
   ax.set_title(f"confusion matrix (accuracy {np.trace(matrix) / max(matrix.sum(), 1):.3f})")
-  visualize.save_figure(fig, path)
+  pictures.save_figure(fig, path)
   return path
 
 
@@ -75,7 +75,7 @@ def regression_scatter(pred, true, name: str, path: str, *, unit: str = "",
   ax.set_ylabel(f"predicted {label}")
   if scores:
     ax.set_title(", ".join(f"{k} {v:.4g}" for k, v in scores.items()), fontsize=9)
-  visualize.save_figure(fig, path)
+  pictures.save_figure(fig, path)
   return path
 
 
@@ -84,5 +84,5 @@ def sr_triptych(pictures: dict[str, np.ndarray], path: str, max_images: int = 6,
   """Rows LR, SR, HR (with_bicubic: a bicubic row between LR and SR)."""
   order = [k for k in ("LR", "bicubic", "SR", "HR")
            if k in pictures and (with_bicubic or k != "bicubic")]
-  visualize.save_image_rows({k: np.asarray(pictures[k])[:max_images] for k in order}, path)
+  pictures.save_image_rows({k: np.asarray(pictures[k])[:max_images] for k in order}, path)
   return path

@@ -23,6 +23,15 @@ Images (jax.numpy, so they run inside jit on device and on numpy inputs alike):
   bicubic_upsample(images, scale) the baseline every super-resolution number is reported
                                   next to (jax.image.resize, half-pixel centres, Keys
                                   a = -0.5), consistent with block-averaged downsampling.
+Embeddings:
+  embedding_std(features)         the collapse indicator: the standard deviation over the
+                                  batch of the L2-normalised embeddings, averaged over
+                                  dimensions; ~1/sqrt(D) for embeddings spread over the
+                                  sphere, 0 for a collapsed encoder (Chen & He 2021).
+  knn_predict(train_feats, train_labels, test_feats, k, temperature, num_classes)
+                                  class probabilities [M, C]: cosine-similarity-weighted
+                                  votes of the k nearest training embeddings, each weighted
+                                  exp(sim / temperature) (Wu et al. 2018, as DINO evaluates).
 """
 import jax
 import jax.numpy as jnp
@@ -221,3 +230,45 @@ def summarize_binary(y, score, fprs=(1e-2, 1e-3)) -> dict[str, float]:
   for f in fprs:
     out[f"tpr_at_fpr_{f:g}"] = tpr_at_fpr(y, score, f)
   return out
+
+
+# -- embeddings ----------------------------------------------------------------------
+
+
+def embedding_std(features: jax.Array) -> jax.Array:
+  """Std over the batch of L2-normalised embeddings, averaged over dimensions."""
+  features = jnp.asarray(features, jnp.float32)
+  unit = features / jnp.maximum(jnp.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
+  return jnp.mean(jnp.std(unit, axis=0))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+  x = np.asarray(x, np.float32)
+  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def knn_predict(train_feats, train_labels, test_feats, *, k: int = 20,
+                temperature: float = 0.07, num_classes: int,
+                chunk_size: int = 1024) -> np.ndarray:
+  """Class probabilities [M, C] from the k most cosine-similar training embeddings."""
+  train_labels = np.asarray(train_labels, np.int64)
+  if len(train_labels) != len(train_feats):
+    raise ValueError(f"knn_predict: {len(train_feats)} training features but "
+                     f"{len(train_labels)} labels.")
+  if k < 1 or temperature <= 0:
+    raise ValueError(f"knn_predict: k={k} must be >= 1 and temperature={temperature} > 0.")
+  if train_labels.size and (train_labels.min() < 0 or train_labels.max() >= num_classes):
+    raise ValueError(f"knn_predict: labels span [{train_labels.min()}, {train_labels.max()}] "
+                     f"but num_classes={num_classes}.")
+  train, test = _unit(train_feats), _unit(test_feats)
+  k = min(k, len(train))
+  probs = np.zeros((len(test), num_classes), np.float64)
+  for start in range(0, len(test), chunk_size):
+    sims = test[start:start + chunk_size] @ train.T
+    nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    weights = np.exp(np.take_along_axis(sims, nearest, axis=1).astype(np.float64) / temperature)
+    rows = np.repeat(np.arange(len(sims)), k)
+    votes = np.zeros((len(sims), num_classes), np.float64)
+    np.add.at(votes, (rows, train_labels[nearest].reshape(-1)), weights.reshape(-1))
+    probs[start:start + len(sims)] = votes / votes.sum(axis=1, keepdims=True)
+  return probs
