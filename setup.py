@@ -27,6 +27,11 @@ TEST_REQUIRES = [
     "lenstronomy",   # reference simulator
 ]
 
+# Benchmarks against other tools only (experiments/bench_vs_torch.py); never imported by lensfm.
+BENCH_REQUIRES = [
+    "torch>=2.4",
+]
+
 setuptools.setup(
     name="lensfm",
     version="0.1.0",
@@ -36,6 +41,6 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["lensfm", "lensfm.*"]),
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES},
     license="Apache-2.0",
 )
