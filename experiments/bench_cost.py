@@ -127,6 +127,9 @@ def main():
   p.add_argument("--dtype", default="bfloat16")
   p.add_argument("--time_gflop", type=float, default=150., help="Time points up to this cost.")
   p.add_argument("--steps", type=int, default=2)
+  p.add_argument("--resume", default=None,
+                 help="JSON lines of points already measured (an interrupted run's printed "
+                      "rows): kept, not measured again.")
   p.add_argument("--out", default=None)
   args = p.parse_args()
   compilation_cache.enable()
@@ -138,11 +141,25 @@ def main():
     points = ([(centre[0], i, centre[2]) for i in (32, 64, 150)]
               + [(s, 64, centre[2]) for s in ("Ti", "S", "L")]
               + [(centre[0], 64, b) for b in (16, 64, 1024)])
-  rows = [measure(s, i, b, args.dtype, args.time_gflop, args.steps) for s, i, b in points]
+  rows = []
+  if args.resume:
+    with open(args.resume) as f:
+      rows = [json.loads(line) for line in f if line.startswith("{")]
+  done = {(r["vit"], r["image"], r["batch"]) for r in rows}
+  for s, i, b in points:
+    if (s, i, b) not in done:
+      rows.append(measure(s, i, b, args.dtype, args.time_gflop, args.steps))
+    write(rows, points, args)  # After every point: an interrupted run keeps what it measured.
+
+
+def write(rows, points, args):
   result = {"device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
             "jax_version": jax.__version__, "cpu_count": os.cpu_count(), "dtype": args.dtype,
             "decoder": "512 wide x 8 deep (configs/mae_vit_b.py)", "headroom": HEADROOM,
             "quick": args.quick, "rows": rows, "growth": expected_growth(rows),
+            "points_planned": [list(p) for p in points],
+            "points_missing": [list(p) for p in points
+                               if p not in {(r["vit"], r["image"], r["batch"]) for r in rows}],
             "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
   out = args.out or os.path.join(RESULTS, f"cost_{result['platform']}.json")
   with open(out, "w") as f:

@@ -131,7 +131,7 @@ class TorchStep:
     self.loss = loss
 
   def sync(self):
-    return float(self.loss)
+    return float(self.loss.detach())
 
 
 # -------------------------------------------------------------------------- lensfm MAE
