@@ -13,7 +13,9 @@ INSTALL_REQUIRES = [
     "numpy>=1.26",
     "e3nn-jax>=0.20",
     "absl-py",
-    "tensorboardX>=2.6",
+    "tensorboardX>=2.6",  # Writes the event files (no TensorFlow).
+    "tensorboard",        # The `tensorboard --logdir WORKDIR` viewer.
+    "pillow",             # Reads the PNG pictures back for TensorBoard.
     "tqdm",
     "matplotlib",
     "astropy",  # FITS input for predict mode.
@@ -39,8 +41,11 @@ setuptools.setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["lensfm", "lensfm.*"]),
+    # Shipped checkpoints ('lensfm:tiny'): orbax files, config.json and MODEL_CARD.md.
+    package_data={"lensfm": ["weights/*/*.json", "weights/*/*.md", "weights/*/checkpoints/**/*"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES},
     license="Apache-2.0",
+    license_files=["LICENSE"],
 )

@@ -5,8 +5,11 @@ r"""Predictions of a fine-tuned checkpoint on your own .npy or FITS images -> CS
 `inputs` is a file, a directory, a glob, or several separated by commas. DIR/predictions.csv
 has one row per readable image: the file, then class probabilities and the predicted class
 (classification), the regressed values in physical units (regression), or the path of the
-SR image DIR/superres/<name>_sr.npy (super-resolution; give LR images). Unreadable or
-wrongly shaped files are skipped and named (console, DIR/predictions_skipped.csv).
+SR image DIR/superres/<name>_sr.npy (super-resolution; give LR images; the SR image is
+in the LR file's units), then `flag`: why an answer is doubtful (a NaN, all-zero or
+constant image gets no answer; a regression value outside its training range is
+marked). Unreadable or wrongly shaped files are skipped and named (console,
+DIR/predictions_skipped.csv).
 Images must have the model's input size (e.g. 64x64) and are normalised like its training
 data. On a laptop CPU `:runlocal` only lowers the batch size.
 """

@@ -66,6 +66,12 @@ def environment(devices: int, cache_dir=None, **hooks) -> dict:
   return env
 
 
+def run_main(*args, timeout=180, env=None) -> subprocess.CompletedProcess:
+  """`python -m lensfm.main ARGS` in the repository on 2 fake CPU devices, captured."""
+  return subprocess.run([sys.executable, "-m", "lensfm.main", *args], capture_output=True,
+                        text=True, env=env or environment(2), cwd=ROOT, timeout=timeout)
+
+
 def launch(cmd, env, log_path) -> subprocess.Popen:
   """Starts a run writing stdout and stderr to `log_path` (read with `output`)."""
   log = open(log_path, "w")
@@ -77,7 +83,7 @@ def output(log_path) -> str:
     return f.read()
 
 
-def run(cmd, env, log_path, timeout=300) -> tuple[int, str]:
+def run(cmd, env, log_path, timeout=600) -> tuple[int, str]:
   """Runs to the end; returns (exit code, stdout and stderr)."""
   proc = launch(cmd, env, log_path)
   try:
@@ -122,6 +128,14 @@ def leftovers(workdir) -> list[str]:
 def metrics(workdir) -> list[dict]:
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f]
+
+
+def tensorboard_steps(workdir, tag="loss") -> list[int]:
+  """The steps of `tag` as TensorBoard shows them (purged events left out)."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  events = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
+  events.Reload()
+  return [e.step for e in events.Scalars(tag)]
 
 
 def summary(workdir) -> dict:

@@ -284,3 +284,35 @@ def test_lensfm_sim_fast_writer_matches_tfds_and_simulator(tmp_path):
         np.testing.assert_array_equal(a[key], b[key])
   stored = build.read_metadata(result.path)["pixel_stats"]
   np.testing.assert_allclose(stored["mean"], builder._stats.result()["mean"], rtol=1e-12)  # pylint: disable=protected-access
+
+
+def test_build_from_another_changed_or_missing_manual_dir_is_not_reused(tmp_path, capsys):
+  first_files = write_released(tmp_path / "raw", per_class=2, seed=0)
+  other_files = write_released(tmp_path / "other", per_class=3, seed=1)
+  first = _build("deeplense/model_ii", tmp_path / "data", tmp_path / "raw")
+  # The same files again: reused.
+  assert not _build("deeplense/model_ii", tmp_path / "data", tmp_path / "raw").built
+  # Another directory: rebuilt from it (never the old records under the new name).
+  other = _build("deeplense/model_ii", tmp_path / "data", tmp_path / "other")
+  assert other.built and "new file(s) in manual_dir" in other.rebuilt_because
+  names = {r["filename"].decode() for s in other.num_examples for r in records(other.path, s)}
+  assert names == set(other_files) and not names & set(first_files)
+  # One file rewritten in place (other size): rebuilt.
+  changed = sorted(other_files)[0]
+  np.save(os.path.join(tmp_path / "other", changed), np.zeros((64, 64)) + 0.5)
+  os.utime(os.path.join(tmp_path / "other", changed), ns=(1, 1))
+  again = _build("deeplense/model_ii", tmp_path / "data", tmp_path / "other")
+  assert again.built and f"1 changed file(s) in manual_dir ({changed})" in again.rebuilt_because
+  # A source that no longer exists is an error, from Python and from the command line,
+  # and the existing build is left as it was.
+  with pytest.raises(BadInputError, match="manual_dir does not exist"):
+    _build("deeplense/model_ii", tmp_path / "data", tmp_path / "gone")
+  assert build.main(["deeplense/model_ii", f"--manual_dir={tmp_path / 'gone'}",
+                     f"--data_dir={tmp_path / 'data'}", "--no_progress"]) == 1
+  err = capsys.readouterr().err
+  assert "manual_dir does not exist" in err and "Reused" not in err
+  assert len(records(again.path, "train")) == again.num_examples["train"]
+  # Without a manual_dir there is nothing to compare: the build is used as it is.
+  assert not _build("deeplense/model_ii", tmp_path / "data").built
+  assert _no_leftovers(tmp_path / "data")
+  del first

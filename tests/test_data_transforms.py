@@ -49,6 +49,15 @@ def test_standardize_uses_per_channel_statistics():
   np.testing.assert_allclose(out.std(axis=(0, 1)), 1.0, atol=1e-4)
 
 
+@pytest.mark.parametrize("method", transforms.NORMALIZATIONS)
+def test_denormalize_returns_the_units_the_image_came_in(method):
+  image = _image() * 7.0 - 3.0
+  stats = transforms.image_statistics(image[None]) if method == "standardize" else None
+  normalized = transforms.normalize(image, method, stats)
+  np.testing.assert_allclose(transforms.denormalize(normalized, image, method, stats), image,
+                             rtol=1e-4, atol=1e-4)
+
+
 def test_normalize_errors_are_clear():
   with pytest.raises(ValueError, match="not one of"):
     transforms.normalize(_image(), "zscore_per_band")

@@ -2,10 +2,9 @@
 (simulated test split, and DeepLense-layout files built into TFDS on first use) ->
 summary.json and figures -> predictions on .npy / FITS files, with bad files named."""
 import csv
+import hashlib
 import json
 import os
-import subprocess
-import sys
 
 from astropy.io import fits
 import numpy as np
@@ -17,6 +16,8 @@ from lensfm.tasks import finetune
 from lensfm.tasks import predict
 from lensfm.tasks import pretrain
 from lensfm.train import trainer as trainer_lib
+from helpers_runs import run_main
+import test_writer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("no_sub", "cdm", "axion")
@@ -63,6 +64,8 @@ def test_finetune_logs_validation_metrics_and_figures(workdirs):
   assert np.asarray(report["confusion_matrix"]).sum() == 32 and report["step"] == 4
   for name in ("validation_roc.png", "validation_confusion_matrix.png"):
     assert (plots / name).stat().st_size > 1000, name
+  images = test_writer.tensorboard_images(root / "finetune")
+  assert images == {"validation_roc": [4], "validation_confusion_matrix": [4]}, images
 
 
 def test_evaluate_writes_summary_with_every_metric(workdirs):
@@ -78,6 +81,8 @@ def test_evaluate_writes_summary_with_every_metric(workdirs):
   assert summary["data"].startswith("sim:model_ii") and summary["device_kind"]
   for name in ("roc.png", "confusion_matrix.png"):
     assert (root / "eval" / name).stat().st_size > 1000, name
+  images = test_writer.tensorboard_images(root / "eval")
+  assert images == {"roc": [4], "confusion_matrix": [4]}, images
 
 
 def write_deeplense_files(directory, per_class=4):
@@ -128,35 +133,45 @@ def test_predict_writes_csv_and_names_unreadable_files(workdirs, tmp_path):
   fits.PrimaryHDU(rng.random((64, 64)).astype(">f4")).writeto(images / "lens3.fits")
   (images / "truncated.npy").write_bytes(open(images / "lens0.npy", "rb").read()[:200])
   np.save(images / "small.npy", rng.random((32, 32)))
+  # Suspicious inputs: flagged, with no confident class.
+  np.save(images / "zeros.npy", np.zeros((64, 64), np.float32))
+  np.save(images / "flat.npy", np.full((64, 64), 0.5, np.float32))
+  with_nan = rng.random((64, 64)).astype(np.float32)
+  with_nan[3, 4] = np.nan
+  np.save(images / "with_nan.npy", with_nan)
   c = load("predict.py:runlocal")
   c.update(init_from=str(root / "finetune"), inputs=str(images), progress_bar=False,
            batch_size=4)
   summary = predict.run(c, str(tmp_path / "out"))
-  assert summary["num_images"] == 4 and summary["num_skipped"] == 2
+  assert summary["num_images"] == 7 and summary["num_skipped"] == 2
+  assert summary["num_flagged"] == 3
   assert sorted(os.path.basename(p) for p in summary["skipped"]) == ["small.npy",
                                                                      "truncated.npy"]
   with open(tmp_path / "out" / "predictions.csv") as f:
-    rows = list(csv.DictReader(f))
-  assert [os.path.basename(r["file"]) for r in rows] == [f"lens{i}.{e}" for i, e in
-                                                         enumerate(["npy"] * 3 + ["fits"])]
-  for r in rows:
+    rows = {os.path.basename(r["file"]): r for r in csv.DictReader(f)}
+  assert sorted(rows) == sorted([f"lens{i}.{e}" for i, e in enumerate(["npy"] * 3 + ["fits"])]
+                                + ["zeros.npy", "flat.npy", "with_nan.npy"])
+  for name in ("lens0.npy", "lens1.npy", "lens2.npy", "lens3.fits"):
+    r = rows[name]
     probs = [float(r[f"prob_{k}"]) for k in CLASSES]
     assert sum(probs) == pytest.approx(1., abs=1e-4) and r["predicted_class"] in CLASSES
+    assert r["flag"] == ""
+  for name, flag in (("zeros.npy", "all-zero image"), ("flat.npy", "constant image"),
+                     ("with_nan.npy", "1 non-finite pixel")):
+    assert rows[name]["flag"].startswith(flag), rows[name]
+    assert rows[name]["predicted_class"] == "" and rows[name]["prob_axion"] == ""
   skipped = (tmp_path / "out" / "predictions_skipped.csv").read_text()
   assert "small.npy: has shape (32, 32); expected (64, 64)" in skipped
+  assert "with_nan.npy" not in skipped
   assert "truncated.npy" in skipped
 
 
 def test_command_line_rejects_a_mismatched_backbone(workdirs, tmp_path):
   root, _ = workdirs
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-         "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
-  out = subprocess.run(
-      [sys.executable, "-m", "lensfm.main", "--config=configs/finetune_classify.py:runlocal",
-       f"--config.init_from={root / 'pretrain'}", "--config.model.patch_size=4",
-       f"--workdir={tmp_path / 'ft'}"], capture_output=True, text=True, env=env, cwd=ROOT,
-      timeout=120)
-  assert out.returncode != 0
+  out = run_main("--config=configs/finetune_classify.py:runlocal",
+                 f"--config.init_from={root / 'pretrain'}", "--config.model.patch_size=4",
+                 f"--workdir={tmp_path / 'ft'}")
+  assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
   assert "model.patch_size: checkpoint 8 vs config 4" in out.stderr, out.stderr[-2000:]
   assert not (tmp_path / "ft" / "checkpoints").exists()
 
@@ -201,3 +216,58 @@ def test_superres_evaluation_on_paired_files(tmp_path):
   with open(tmp_path / "pred" / "predictions.csv") as f:
     rows = list(csv.DictReader(f))
   assert np.load(rows[0]["sr_file"]).shape == (32, 32, 1)
+  # In the LR file's units (the normalisation undone): the untrained model's bicubic.
+  from lensfm.objectives import metrics  # pylint: disable=g-import-not-at-top
+  lr = np.load(tmp_path / "lr" / "lens0.npy").astype(np.float32)
+  bicubic = np.asarray(metrics.bicubic_upsample(lr[None, ..., None], 2))[0]
+  np.testing.assert_allclose(np.load(rows[0]["sr_file"]), bicubic, atol=1e-3 * np.ptp(lr))
+  assert [r["flag"] for r in rows] == [""] * 4
+
+
+def test_evaluate_on_the_train_split_counts_each_example_once(workdirs, tmp_path):
+  root, _ = workdirs
+  write_deeplense_files(tmp_path / "deeplense")  # 12 train and 12 test images.
+  c = load("evaluate.py:runlocal")
+  c.update(init_from=str(root / "finetune"), batch_size=BATCH, split="train")
+  c.data.update(name="deeplense/model_ii", manual_dir=str(tmp_path / "deeplense"),
+                data_dir=str(tmp_path / "tfds"))
+  evaluate.run(c, str(tmp_path / "eval"))
+  summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+  # One pass: not the shuffled, endless training stream (num_examples batches of it).
+  assert summary["split"] == "train" and summary["num_examples"] == 12
+  assert np.asarray(summary["confusion_matrix"]).sum() == 12
+
+
+def test_predict_outputs_are_one_set_an_all_bad_rerun_keeps_them(workdirs, tmp_path):
+  root, _ = workdirs
+  rng = np.random.default_rng(2)
+  good, bad, out = tmp_path / "good", tmp_path / "bad", tmp_path / "out"
+  good.mkdir()
+  bad.mkdir()
+  np.save(good / "lens0.npy", rng.random((64, 64)).astype(np.float32))
+  np.save(good / "small.npy", rng.random((32, 32)))
+  np.save(bad / "small.npy", rng.random((32, 32)))
+  c = load("predict.py:runlocal")
+  c.update(init_from=str(root / "finetune"), inputs=str(good), progress_bar=False,
+           batch_size=4)
+  first = predict.run(c, str(out))
+  assert first["num_images"] == 1 and first["num_skipped"] == 1
+  names = ("predictions.csv", "predictions_skipped.csv", "predict_summary.json")
+  before = {n: (out / n).read_bytes() for n in names}
+  summary = json.loads(before["predict_summary.json"])
+  assert summary["sha256"][str(out / "predictions.csv")] == hashlib.sha256(
+      before["predictions.csv"]).hexdigest()
+
+  # Every input bad: an error that says the earlier results stay, and they do.
+  c.inputs = str(bad)
+  with pytest.raises(ValueError, match="the previous results are kept"):
+    predict.run(c, str(out))
+  assert {n: (out / n).read_bytes() for n in names} == before
+  assert sorted(os.listdir(out)) == sorted(names)  # No temporary files left.
+
+  # A clean run: no stale list of skipped files beside num_skipped 0.
+  os.remove(good / "small.npy")
+  c.inputs = str(good)
+  clean = predict.run(c, str(out))
+  assert clean["num_skipped"] == 0 and not (out / "predictions_skipped.csv").exists()
+  assert json.loads((out / "predict_summary.json").read_text())["num_skipped"] == 0

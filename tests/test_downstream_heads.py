@@ -9,6 +9,7 @@ import pytest
 
 from lensfm import config_args
 from lensfm import data as data_lib
+from lensfm import models
 from lensfm.data import pipeline
 from lensfm.data import sim_pool
 from lensfm.tasks import finetune
@@ -261,6 +262,19 @@ def test_labels_per_class_is_exact_and_reproducible():
   np.testing.assert_array_equal(picked, pipeline.labels_subset(labels, 10, seed=3))
 
 
+def test_regression_flags_values_outside_the_training_range():
+  c = downstream_config("finetune_regress.py")
+  c.objective.targets = ("log10_axion_mass", "theta_e")
+  c.objective.target_stats = {"theta_e": [1., 0.2]}
+  c.objective.target_ranges = {"theta_e": [0.5, 1.5]}
+  objective = regress.Objective(c, models.get_model(c.model))
+  assert objective.ranges == {"log10_axion_mass": (-24., -22.), "theta_e": (0.5, 1.5)}
+  flags = objective.output_flags({"log10_axion_mass": np.array([-23., -21.1, -22.]),
+                                  "theta_e": np.array([1., 1., 2.])})
+  assert flags == ["", "log10_axion_mass=-21.1 outside the training range [-24, -22]",
+                   "theta_e=2 outside the training range [0.5, 1.5]"]
+
+
 def test_labels_per_class_routes_to_the_pool_and_finetune_resolves_regression_stats():
   c = downstream_config("finetune_regress.py")
   c.data.labels_per_class = 5
@@ -270,3 +284,4 @@ def test_labels_per_class_routes_to_the_pool_and_finetune_resolves_regression_st
   assert c.data.source == "sim" and data_lib.source_name(prepared.data) == "sim_pool"
   assert prepared.objective.target_stats["log10_axion_mass"] == pytest.approx(
       [-23., 2 / np.sqrt(12)])
+  assert prepared.objective.target_ranges.to_dict() == {"log10_axion_mass": [-24., -22.]}

@@ -1,8 +1,8 @@
 """The package's floors: a module imports only its own floor or lower ones, never in a
 cycle, and always at the top of the file.
 
-Floors, lowest first: sim <- data <- models <- objectives <- train <- evaluators <- tasks
-<- main (evaluators and tasks share a floor; tasks use evaluators, never the reverse).
+Floors, lowest first: errors <- config_args <- sim <- data <- models <- objectives <- train
+<- evaluators <- tasks <- main (evaluators and tasks share a floor; tasks use evaluators, never the reverse).
 Read from the source with `ast`, so nothing is imported or run.
 """
 import ast
@@ -12,8 +12,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "lensfm")
-FLOORS = ("config_args", "compilation_cache", "sim", "data", "models", "objectives", "train", "evaluators", "tasks",
-          "main")
+FLOORS = ("errors", "config_args", "compilation_cache", "sim", "data", "models", "objectives",
+          "train", "evaluators", "tasks", "main")
 
 # Function-level imports of lensfm modules, each with the reason it is worth it.
 ALLOWED_LOCAL_IMPORTS = {

@@ -21,12 +21,15 @@ from typing import Any, Iterator, Protocol
 
 import jax
 
+from lensfm import errors
+
 Batch = dict[str, jax.Array]
 
 # Maps config.data.source to the module implementing `make(data_config, **kw) -> Input`.
 _SOURCES = {
     "sim": "lensfm.data.sim_source",
     "sim_pool": "lensfm.data.sim_pool",
+    "sim_mixture": "lensfm.data.sim_mixture",  # Same-lens views, instrument mixture.
     "tfds": "lensfm.data.pipeline",
 }
 
@@ -59,7 +62,7 @@ def source_name(data_config) -> str:
 
 def make_input(data_config, *, global_batch_size: int,
                sharding: jax.sharding.NamedSharding, seed: int,
-               split: str = "train") -> Input:
+               split: str = "train", single_pass: bool = False) -> Input:
   """Builds the input named by `data_config.source`.
 
   Args:
@@ -69,16 +72,20 @@ def make_input(data_config, *, global_batch_size: int,
     sharding: sharding of the leading (batch) axis over the mesh's data axes.
     seed: makes shuffling, augmentation and simulation reproducible.
     split: which split to read ('train', 'test', ...; sources may map names).
+    single_pass: read a finite split exactly once, in record order and unaugmented,
+      even 'train' (evaluations); otherwise 'train' is shuffled and endless. Endless
+      sources (the simulator) are unchanged: an evaluation takes a fixed number of
+      their batches.
   """
   source = source_name(data_config)
   if source not in _SOURCES:
-    raise ValueError(
+    raise errors.UserError(
         f"config.data.source={source!r} is not a known data source; expected one "
         f"of {sorted(_SOURCES)}.")
   if global_batch_size % jax.process_count():
-    raise ValueError(
+    raise errors.UserError(
         f"Global batch size {global_batch_size} must be divisible by the number "
         f"of processes ({jax.process_count()}).")
   module = importlib.import_module(_SOURCES[source])
   return module.make(data_config, global_batch_size=global_batch_size,
-                     sharding=sharding, seed=seed, split=split)
+                     sharding=sharding, seed=seed, split=split, single_pass=single_pass)

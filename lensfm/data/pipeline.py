@@ -8,7 +8,8 @@ Host side (numpy, grain):
     and makes batches of global_batch_size / P;
   * 'train' (the split name before any '[...]' slice is 'train'): a seeded
     global shuffle of the process's records (grain `shuffle`: a different
-    permutation every epoch, no shuffle buffer) repeated forever;
+    permutation every epoch, no shuffle buffer) repeated forever, unless
+    `single_pass` (evaluations: every split, 'train' included, is read once);
   * any other split: one pass in record order. The last batch is padded to
     full size with zero examples and 'mask' False, so shapes stay static and
     every process yields the same number of batches (`num_batches`); metrics
@@ -77,6 +78,7 @@ import tensorflow_datasets as tfds
 from lensfm.data import build
 from lensfm.data import sim_source
 from lensfm.data import transforms
+from lensfm import errors
 
 _SPLIT_FALLBACKS = {"test": ("validation",), "validation": ("test",),
                     "val": ("validation", "test"), "eval": ("test",
@@ -95,8 +97,8 @@ def find_dataset_dir(name: str, data_dir: Optional[str]) -> str:
   """<data_dir>/<dataset>/<config>/<newest version>, or a clear error."""
   data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
   if name.count("/") != 1:
-    raise ValueError(f"config.data.name={name!r}; expected '<dataset>/<config>'"
-                     ", e.g. 'deeplense/model_ii'.")
+    raise errors.UserError(f"config.data.name={name!r}; expected '<dataset>/<config>'"
+                           ", e.g. 'deeplense/model_ii'.")
   config_dir = os.path.join(data_dir, name)
   versions = []
   if os.path.isdir(config_dir):
@@ -423,7 +425,7 @@ def build_if_needed(data_config, show: bool = True) -> None:
 def make(data_config, *, global_batch_size: int,
          sharding: jax.sharding.NamedSharding, seed: int, split: str = "train",
          process_index: Optional[int] = None,
-         process_count: Optional[int] = None) -> GrainInput:
+         process_count: Optional[int] = None, single_pass: bool = False) -> GrainInput:
   """Builds the grain input (see the module docstring).
 
   `process_index` / `process_count` default to jax's; tests pass them to
@@ -435,8 +437,8 @@ def make(data_config, *, global_batch_size: int,
                    else process_count)
   plan = _plan(data_config, global_batch_size=global_batch_size, seed=seed,
                split=split, process_index=process_index,
-               process_count=process_count)
-  training = base_split(split) == "train"
+               process_count=process_count, single_pass=single_pass)
+  training = base_split(split) == "train" and not single_pass
   prepare = make_prepare(
       sharding=sharding, seed=seed, split=split,
       normalize=data_config.get("normalize", transforms.DEFAULT_NORMALIZE),
@@ -452,16 +454,17 @@ def make(data_config, *, global_batch_size: int,
 
 def host_batches(data_config, *, global_batch_size: int, seed: int,
                  split: str = "train", process_index: int = 0,
-                 process_count: int = 1) -> grain.MapDataset:
+                 process_count: int = 1, single_pass: bool = False) -> grain.MapDataset:
   """One process's host batches (numpy, before normalisation): what `make`
   feeds to the devices. For tests and inspection."""
   return _plan(data_config, global_batch_size=global_batch_size, seed=seed,
                split=split, process_index=process_index,
-               process_count=process_count)["batches"]
+               process_count=process_count, single_pass=single_pass)["batches"]
 
 
 def _plan(data_config, *, global_batch_size: int, seed: int, split: str,
-          process_index: int, process_count: int) -> dict[str, Any]:
+          process_index: int, process_count: int,
+          single_pass: bool = False) -> dict[str, Any]:
   """Opens the dataset and lays out this process's grain MapDataset."""
   if global_batch_size % process_count:
     raise ValueError(f"Global batch size {global_batch_size} must be divisible "
@@ -469,8 +472,8 @@ def _plan(data_config, *, global_batch_size: int, seed: int, split: str,
   local_batch = global_batch_size // process_count
   name = data_config.get("name", None)
   if not name:
-    raise ValueError("config.data.name must name a built dataset when "
-                     "config.data.source='tfds'.")
+    raise errors.UserError("config.data.name must name a built dataset when "
+                           "config.data.source='tfds'.")
   build_if_needed(data_config, show=process_index == 0)
   dataset_dir = find_dataset_dir(name, data_config.get("data_dir", None))
   builder = tfds.builder_from_directory(dataset_dir)
@@ -478,7 +481,7 @@ def _plan(data_config, *, global_batch_size: int, seed: int, split: str,
   image_shape = check_dataset_image_shape(features, data_config, name)
   split = resolve_split(split, builder.info.splits.keys())
   source = builder.as_data_source(split=split)
-  training = base_split(split) == "train"
+  training = base_split(split) == "train" and not single_pass
 
   indices = np.arange(len(source))
   per_class = data_config.get("labels_per_class", None)

@@ -31,6 +31,7 @@ import numpy as np
 
 from lensfm.data import sim_source
 from lensfm.data import transforms
+from lensfm import errors
 
 SOURCE_NAME = "sim_pool"
 POOL_CHUNK = 256
@@ -75,8 +76,8 @@ def draw_pool(data_config, per_class: int, seed: int) -> dict[str, np.ndarray]:
   raw recipe units, in stream order)."""
   per_class = int(per_class)
   if per_class <= 0:
-    raise ValueError(f"config.data.labels_per_class={per_class}; expected a positive "
-                     "integer (or 0 / unset for every label).")
+    raise errors.UserError(f"config.data.labels_per_class={per_class}; expected a positive "
+                           "integer (or 0 / unset for every label).")
   recipe = sim_source.get_recipe(data_config)
   sim_source.check_image_shape(recipe.image_shape, data_config,
                                f"Simulator recipe {recipe.name!r}")
@@ -155,12 +156,13 @@ class PoolInput(sim_source.StepIndexedInput):
 
 
 def make(data_config, *, global_batch_size: int, sharding: jax.sharding.NamedSharding,
-         seed: int, split: str = "train"):
-  """The 'sim_pool' source: the pool for 'train', the plain simulator otherwise."""
+         seed: int, split: str = "train", single_pass: bool = False):
+  """The 'sim_pool' source: the pool for 'train', the plain simulator otherwise
+  (`single_pass`: see `lensfm.data.make_input`)."""
   plain = sim_config(data_config)
   if sim_source.SPLIT_ALIASES.get(split, split) != "train":
     return sim_source.make(plain, global_batch_size=global_batch_size, sharding=sharding,
-                           seed=seed, split=split)
+                           seed=seed, split=split, single_pass=single_pass)
   per_class = data_config.get("labels_per_class", None)
   labels_seed = data_config.get("labels_seed", None)
   pool = draw_pool(plain, per_class or 0, seed if labels_seed is None else int(labels_seed))

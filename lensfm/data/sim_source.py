@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensfm.data import transforms
+from lensfm import errors
 from lensfm.sim import recipes
 
 # Fixed ids so that the streams of the usual splits never change; other split
@@ -95,8 +96,8 @@ def get_recipe(data_config):
   """The recipe named by `config.data.recipe` with its overrides."""
   name = data_config.get("recipe", None)
   if not name:
-    raise ValueError("config.data.recipe must name a simulator recipe when "
-                     "config.data.source='sim'.")
+    raise errors.UserError("config.data.recipe must name a simulator recipe when "
+                           "config.data.source='sim'.")
   return recipe_by_name(name, data_config.get("recipe_overrides", None))
 
 
@@ -107,7 +108,7 @@ def check_image_shape(shape, data_config, what: str) -> None:
   channels = data_config.get("channels", 1)
   expected = (size, size, channels)
   if tuple(int(s) for s in shape) != expected:
-    raise ValueError(
+    raise errors.UserError(
         f"{what} makes images of shape {tuple(shape)} (H, W, C), but "
         f"config.data.image_size={size} and config.data.channels={channels} "
         f"ask for {expected}. Change the config or the source (e.g. "
@@ -248,8 +249,9 @@ class SimInput(StepIndexedInput):
 
 def make(data_config, *, global_batch_size: int,
          sharding: jax.sharding.NamedSharding, seed: int,
-         split: str = "train") -> SimInput:
-  """Builds the on-device simulated input (see the module docstring)."""
+         split: str = "train", single_pass: bool = False) -> SimInput:
+  """Builds the on-device simulated input (see the module docstring); endless whatever
+  `single_pass` (evaluations take a fixed number of batches), unaugmented then."""
   recipe = get_recipe(data_config)
   check_image_shape(recipe.image_shape, data_config,
                     f"Simulator recipe {recipe.name!r}")
@@ -260,7 +262,7 @@ def make(data_config, *, global_batch_size: int,
                   "simulate the full global batch, not only its shard.")
   normalize = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)
   augment = transforms.parse_augment(data_config.get("augment", ""))
-  if split_id(split) != SPLIT_IDS["train"]:
+  if split_id(split) != SPLIT_IDS["train"] or single_pass:
     augment = ()  # Evaluation data are never augmented.
   stats = normalization_stats(data_config, recipe)
   return SimInput(recipe, global_batch_size=global_batch_size,

@@ -28,6 +28,8 @@ Normalisations (`normalize(image, method, stats)`):
   'standardize': (x - mean) / std with per-channel dataset statistics
                  (`stats = {'mean': [C], 'std': [C]}`).
   'none':        unchanged.
+`denormalize(values, image, method, stats)` maps values in the normalised units of
+`image` (e.g. its super-resolved version) back to the units `image` came in.
 
 Augmentations (names used by `config.data.augment`), all of which keep the
 physics of a lens (the class and the label keys do not change under them):
@@ -59,6 +61,8 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from lensfm import errors
 
 NORMALIZATIONS = ("zscore", "minmax", "asinh", "standardize", "none")
 DEFAULT_NORMALIZE = "zscore"
@@ -110,8 +114,8 @@ def standardize(image: jax.Array, mean, std) -> jax.Array:
 def check_normalize(method: str, stats: Optional[Mapping] = None) -> None:
   """Raises a clear ValueError for an unknown method or missing statistics."""
   if method not in NORMALIZATIONS:
-    raise ValueError(f"config.data.normalize={method!r} is not one of "
-                     f"{NORMALIZATIONS}.")
+    raise errors.UserError(f"config.data.normalize={method!r} is not one of "
+                           f"{NORMALIZATIONS}.")
   if method == "standardize" and (
       not stats or "mean" not in stats or "std" not in stats):
     raise ValueError("normalize='standardize' needs dataset statistics "
@@ -131,6 +135,29 @@ def normalize(image: jax.Array, method: str,
   if method == "standardize":
     return standardize(image, stats["mean"], stats["std"])
   return image
+
+
+def denormalize(values: jax.Array, image: jax.Array, method: str,
+                stats: Optional[Mapping] = None) -> jax.Array:
+  """Inverse of `normalize(image, method, stats)` applied to `values`, which are in the
+  normalised units of `image` (any spatial size: statistics are per image or dataset)."""
+  check_normalize(method, stats)
+  image = jnp.asarray(image, jnp.float32)
+  values = jnp.asarray(values, jnp.float32)
+  if method == "zscore":
+    mean = jnp.mean(image)
+    std = jnp.sqrt(jnp.mean(jnp.square(image - mean)))
+    return values * jnp.maximum(std, _EPS) + mean
+  if method == "minmax":
+    lo, hi = jnp.min(image), jnp.max(image)
+    return values * jnp.maximum(hi - lo, _EPS) + lo
+  if method == "asinh":
+    peak = jnp.maximum(jnp.max(jnp.abs(image)), _EPS)
+    return jnp.sinh(values * math.asinh(1.0 / ASINH_SOFTENING)) * ASINH_SOFTENING * peak
+  if method == "standardize":
+    mean = jnp.asarray(stats["mean"], jnp.float32)
+    return values * jnp.maximum(jnp.asarray(stats["std"], jnp.float32), _EPS) + mean
+  return values
 
 
 # -- geometry ----------------------------------------------------------------------
@@ -269,8 +296,8 @@ def parse_augment(augment) -> tuple[str, ...]:
   names = tuple(n for n in names if n)
   unknown = [n for n in names if n not in AUGMENTATIONS]
   if unknown:
-    raise ValueError(f"config.data.augment has unknown augmentations {unknown}; "
-                     f"known: {AUGMENTATIONS}.")
+    raise errors.UserError(f"config.data.augment has unknown augmentations {unknown}; "
+                           f"known: {AUGMENTATIONS}.")
   return names
 
 

@@ -25,6 +25,7 @@ from lensfm.evaluators import common
 from lensfm.objectives import base
 from lensfm.objectives import reports
 from lensfm.train import checkpoint as ckpt_lib
+from lensfm.train import writer as writer_lib
 
 
 class Evaluator:
@@ -67,3 +68,4 @@ class Evaluator:
     report = {**result, **reports.json_details(details), "step": int(step),
               "split": self.split, "plots": paths}
     ckpt_lib.write_json_atomically(os.path.join(directory, f"{self.split}_report.json"), report)
+    writer_lib.log_pictures(self.workdir, step, paths)

@@ -20,6 +20,8 @@ import importlib
 
 import flax.linen as nn
 
+from lensfm import errors
+
 
 def path_to_str(path) -> str:
   """A parameter's pytree path as 'encoder/block_0/kernel' (what config regexes match)."""
@@ -43,9 +45,9 @@ def get_model(model_config, **overrides) -> nn.Module:
   except ModuleNotFoundError as e:
     if e.name != f"lensfm.models.{name}":
       raise
-    raise ValueError(f"config.model.name={name!r}: no backbone file "
-                     f"lensfm/models/{name}.py.") from None
+    raise errors.UserError(f"config.model.name={name!r}: no backbone file "
+                           f"lensfm/models/{name}.py.") from None
   try:
     return module.Model(**fields)
   except TypeError as e:
-    raise ValueError(f"config.model for backbone {name!r}: {e}") from None
+    raise errors.UserError(f"config.model for backbone {name!r}: {e}") from None

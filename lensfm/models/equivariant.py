@@ -81,6 +81,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lensfm import errors
 from lensfm.models import vit
 
 # name: (irreps, depth, num_heads). Parameters (1 band): Ti 0.38M, S 2.0M, B 6.9M,
@@ -160,7 +161,8 @@ def patch_filters(patch: int, num_radial: int, lmax: int, window: str) -> np.nda
   that a patch of ones gives features of order one whatever the patch size.
   """
   if window not in PATCH_WINDOWS:
-    raise ValueError(f"config.model.patch_window={window!r}; expected one of {PATCH_WINDOWS}.")
+    raise errors.UserError(
+        f"config.model.patch_window={window!r}; expected one of {PATCH_WINDOWS}.")
   offsets = pixel_offsets(patch)
   radius = np.linalg.norm(offsets, axis=-1)
   with jax.ensure_compile_time_eval():  # A constant, even when called under jit.
@@ -438,7 +440,7 @@ def geometric_irreps(irreps: e3nn.Irreps, divisor: int, num_heads: int) -> e3nn.
   """Each multiplicity / divisor, rounded up to a multiple of num_heads (the channels
   that take part in the l > 0 messages)."""
   if divisor < 1:
-    raise ValueError(f"config.model.geo_divisor={divisor} must be a positive integer.")
+    raise errors.UserError(f"config.model.geo_divisor={divisor} must be a positive integer.")
   rounded = lambda mul: max(num_heads, -(-mul // divisor // num_heads) * num_heads)
   return e3nn.Irreps([(rounded(mul), ir) for mul, ir in irreps])
 
@@ -482,15 +484,15 @@ class Model(nn.Module):
     try:
       parsed = e3nn.Irreps(irreps).regroup()
     except (ValueError, AssertionError) as e:
-      raise ValueError(f"config.model.irreps={irreps!r} is not an e3nn irreps string "
-                       f"such as '64x0e + 32x1o + 16x2e': {e}") from None
+      raise errors.UserError(f"config.model.irreps={irreps!r} is not an e3nn irreps string "
+                             f"such as '64x0e + 32x1o + 16x2e': {e}") from None
     if not any(is_plain_scalar(ir) for _, ir in parsed):
-      raise ValueError(f"config.model.irreps={irreps!r} has no 0e scalars; the attention "
-                       f"logits and the pooled embedding need some.")
+      raise errors.UserError(f"config.model.irreps={irreps!r} has no 0e scalars; the attention "
+                             f"logits and the pooled embedding need some.")
     bad = [f"{mul}x{ir}" for mul, ir in parsed if mul % num_heads]
     if bad:
-      raise ValueError(f"config.model.irreps={irreps!r}: multiplicities {bad} are not "
-                       f"divisible by num_heads={num_heads}.")
+      raise errors.UserError(f"config.model.irreps={irreps!r}: multiplicities {bad} are not "
+                             f"divisible by num_heads={num_heads}.")
     return parsed
 
   @property

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensfm.data import transforms
+from lensfm import errors
 from lensfm.models import vit
 
 GROUPS = ("C4", "C8", "D4")
@@ -48,7 +49,7 @@ def grid_elements(group: str) -> list[tuple[int, bool]]:
   """The transformations that act exactly on the pixel grid, as (quarter turns, mirror
   first) pairs, the identity first."""
   if group not in GROUPS:
-    raise ValueError(f"config.model.group={group!r}; expected one of {GROUPS}.")
+    raise errors.UserError(f"config.model.group={group!r}; expected one of {GROUPS}.")
   rotations = [(k, False) for k in range(4)]
   if group == "D4":
     return rotations + [(k, True) for k in range(4)]
@@ -125,7 +126,7 @@ class Model(nn.Module):
   @nn.compact
   def __call__(self, images, *, train: bool = False, keep: Optional[jax.Array] = None):
     if self.reduce not in REDUCTIONS:
-      raise ValueError(f"config.model.reduce={self.reduce!r}; expected one of {REDUCTIONS}.")
+      raise errors.UserError(f"config.model.reduce={self.reduce!r}; expected one of {REDUCTIONS}.")
     if images.ndim != 4 or images.shape[1] != images.shape[2]:
       raise ValueError(f"group_pooled needs square images [B, H, H, C] (rotations must map "
                        f"the image onto itself); got shape {images.shape}.")

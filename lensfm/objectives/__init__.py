@@ -7,6 +7,8 @@ from `lensfm.models.get_model`) with the methods of `base.Objective`, or of
 """
 import importlib
 
+from lensfm import errors
+
 
 def objective_class(config) -> type:
   """The `Objective` class of `lensfm/objectives/<config.objective.name>.py`."""
@@ -16,8 +18,8 @@ def objective_class(config) -> type:
   except ModuleNotFoundError as e:
     if e.name != f"lensfm.objectives.{name}":
       raise
-    raise ValueError(f"config.objective.name={name!r}: no objective file "
-                     f"lensfm/objectives/{name}.py.") from None
+    raise errors.UserError(f"config.objective.name={name!r}: no objective file "
+                           f"lensfm/objectives/{name}.py.") from None
   return module.Objective
 
 

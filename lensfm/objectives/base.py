@@ -51,6 +51,10 @@ class DownstreamObjective(Objective):
   `plots` (with `pictures` of the first batch) for the figures.
   """
   task: str = ""  # The name summaries and reports give the task ('classification', ...).
+  # Whether predict keeps the answer for a suspicious input (constant, all-zero or
+  # non-finite image): a class or a physical value would be a confident guess about
+  # nothing, so by default the row's answer columns stay empty and its flag says why.
+  answers_suspicious_inputs: bool = False
 
   @classmethod
   def prepare_config(cls, config, training_batches):
@@ -90,6 +94,19 @@ class DownstreamObjective(Objective):
     """Names of the predict CSV's columns (besides the file name)."""
     raise NotImplementedError
 
+  def outputs_in_input_units(self, outputs, denormalize) -> dict[str, jax.Array]:
+    """`predict` outputs with the images among them mapped from the normalised units of
+    the input back to the input's own by `denormalize(values [B, ...])`, so predict
+    writes them in the units the user gave. Runs inside jit. By default no output is
+    an image (classes and physical values have units of their own)."""
+    del denormalize
+    return outputs
+
   def output_rows(self, outputs, names, directory) -> list[list]:
     """CSV rows from `predict` outputs (numpy), one per image; may write files there."""
     raise NotImplementedError
+
+  def output_flags(self, outputs) -> list[str]:
+    """Per image, what makes its answer doubtful ('' if nothing), for predict's `flag`
+    column (e.g. a regression value outside the range seen in training)."""
+    return [""] * len(next(iter(outputs.values())))

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lensfm import errors
 from lensfm import models
 from lensfm.objectives import base
 from lensfm.objectives import reports
@@ -122,8 +123,8 @@ class HeadObjective(DownstreamMixin, base.DownstreamObjective):
     self._init_downstream(config)
     self.feature_norm = cfg.get("feature_norm", "none") or "none"
     if self.feature_norm not in FEATURE_NORMS:
-      raise ValueError(f"config.objective.feature_norm={self.feature_norm!r} is not one of "
-                       f"{FEATURE_NORMS}.")
+      raise errors.UserError(f"config.objective.feature_norm={self.feature_norm!r} is not one of "
+                             f"{FEATURE_NORMS}.")
     self.momentum = float(cfg.get("feature_norm_momentum", 0.99))
     self.head = Head(num_outputs, cfg.get("head_hidden", 0), cfg.get("head_zero_init", True))
 
@@ -185,20 +186,21 @@ class Objective(HeadObjective):
     cfg = config.objective
     self.num_classes = int(cfg.get("num_classes", 0) or 0)
     if self.num_classes < 2:
-      raise ValueError(f"config.objective.num_classes={cfg.get('num_classes', None)!r}; "
-                       "expected an integer >= 2.")
+      raise errors.UserError(f"config.objective.num_classes={cfg.get('num_classes', None)!r}; "
+                             "expected an integer >= 2.")
     self._init_head(config, self.num_classes)
     self.label_key = cfg.get("label_key", "label")
     self.label_smoothing = float(cfg.get("label_smoothing", 0.))
     sim_names = recipe_class_names(config.data)
     if sim_names is not None and len(sim_names) != self.num_classes:
-      raise ValueError(f"config.objective.num_classes={self.num_classes}, but simulator recipe "
-                       f"{config.data.recipe!r} has {len(sim_names)} classes {list(sim_names)}.")
+      raise errors.UserError(
+          f"config.objective.num_classes={self.num_classes}, but simulator recipe "
+          f"{config.data.recipe!r} has {len(sim_names)} classes {list(sim_names)}.")
     names = tuple(cfg.get("class_names", None) or sim_names or
                   [f"class_{k}" for k in range(self.num_classes)])
     if len(names) != self.num_classes:
-      raise ValueError(f"config.objective.class_names={list(names)} has {len(names)} names "
-                       f"for num_classes={self.num_classes}.")
+      raise errors.UserError(f"config.objective.class_names={list(names)} has {len(names)} names "
+                             f"for num_classes={self.num_classes}.")
     self.class_names = names
 
   def loss(self, params, extra, batch, rng, step):

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lensfm import errors
 from lensfm.models import vit
 from lensfm.objectives import base
 from lensfm.objectives import pictures
@@ -39,7 +40,7 @@ def unpatchify(patches: jax.Array, patch: int, grid: tuple[int, int], channels: 
 
 def num_kept(num_tokens: int, mask_ratio: float) -> int:
   if not 0. <= mask_ratio < 1.:
-    raise ValueError(f"config.objective.mask_ratio={mask_ratio} must be in [0, 1).")
+    raise errors.UserError(f"config.objective.mask_ratio={mask_ratio} must be in [0, 1).")
   return max(1, int(round(num_tokens * (1. - mask_ratio))))
 
 
@@ -153,7 +154,7 @@ class Objective(base.Objective):
     return loss, ({"mask_fraction": mask.mean()}, extra)
 
   def reconstruct(self, params, images, rng):
-    """Returns (masked input, reconstruction) in image space, for pictures."""
+    """(masked input, reconstruction, hidden [B, H, W] bool) in image space, for pictures."""
     pred, mask = self._forward(params, images, rng)
     patches = patchify(images.astype(jnp.float32), self.patch)
     if self.norm_pix_loss:  # Undo the per-patch normalisation with the true statistics.
@@ -163,14 +164,17 @@ class Objective(base.Objective):
     visible = unpatchify(patches * (1. - mask[..., None]), self.patch, grid, c)
     # As in the MAE paper's figures: visible patches shown as they were, hidden ones predicted.
     recon = unpatchify(jnp.where(mask[..., None] > 0, pred, patches), self.patch, grid, c)
-    return visible, recon, mask
+    hidden = unpatchify(jnp.broadcast_to(mask[..., None], patches.shape), self.patch, grid, c)
+    return visible, recon, hidden[..., 0] > 0
 
   def visualize(self, params, extra, batch, rng, path):
     images = batch["image"]
-    visible, recon, _ = jax.device_get(jax.jit(self.reconstruct)(params, images, rng))
+    visible, recon, hidden = jax.device_get(jax.jit(self.reconstruct)(params, images, rng))
     if jax.process_index() != 0:
       return
     images = np.asarray(jax.device_get(images), np.float32)
+    # Hidden patches hatched grey, and each lens on its input's colour scale in every row,
+    # so what the encoder saw and what the decoder made compare at a glance.
     pictures.save_image_rows(
         {"input": images, "visible (masked)": np.asarray(visible), "reconstruction": np.asarray(recon)},
-        path)
+        path, masks={"visible (masked)": np.asarray(hidden)}, scale_from="input")

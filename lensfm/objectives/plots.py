@@ -11,9 +11,9 @@ Every function writes through `pictures.save_figure` (atomic) and returns the pa
 """
 import numpy as np
 
-from lensfm.objectives import pictures
+from lensfm.objectives import pictures as pictures_lib
 
-plt = pictures.plt
+plt = pictures_lib.plt
 
 
 def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str, *,
@@ -38,7 +38,7 @@ def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: st
   ax.set_ylabel("true-positive rate")
   ax.set_title(title)
   ax.legend(loc="lower right", fontsize=8)
-  pictures.save_figure(fig, path)
+  pictures_lib.save_figure(fig, path)
   return path
 
 
@@ -58,7 +58,7 @@ def confusion_matrix(matrix: np.ndarray, class_names, path: str) -> str:
   ax.set_xlabel("predicted")
   ax.set_ylabel("true")
   ax.set_title(f"confusion matrix (accuracy {np.trace(matrix) / max(matrix.sum(), 1):.3f})")
-  pictures.save_figure(fig, path)
+  pictures_lib.save_figure(fig, path)
   return path
 
 
@@ -75,14 +75,16 @@ def regression_scatter(pred, true, name: str, path: str, *, unit: str = "",
   ax.set_ylabel(f"predicted {label}")
   if scores:
     ax.set_title(", ".join(f"{k} {v:.4g}" for k, v in scores.items()), fontsize=9)
-  pictures.save_figure(fig, path)
+  pictures_lib.save_figure(fig, path)
   return path
 
 
 def sr_triptych(pictures: dict[str, np.ndarray], path: str, max_images: int = 6, *,
                 with_bicubic: bool = False) -> str:
-  """Rows LR, SR, HR (with_bicubic: a bicubic row between LR and SR)."""
+  """Rows LR, SR, HR (with_bicubic: a bicubic row between LR and SR), each lens on its
+  HR image's colour scale in every row."""
   order = [k for k in ("LR", "bicubic", "SR", "HR")
            if k in pictures and (with_bicubic or k != "bicubic")]
-  pictures.save_image_rows({k: np.asarray(pictures[k])[:max_images] for k in order}, path)
+  pictures_lib.save_image_rows({k: np.asarray(pictures[k])[:max_images] for k in order}, path,
+                               scale_from="HR" if "HR" in pictures else None)
   return path

@@ -21,6 +21,9 @@ config.objective fields:
     training examples (only the labelled ones when labels_per_class is set) and stores
     them in the run's config, so evaluation and prediction reuse the statistics of
     training whatever data they see.
+  target_ranges: {target: (lo, hi)}, the values seen in training: the prior where one is
+    known (log10_axion_mass: [-24, -22]), else the min and max over `stats_examples`
+    training examples, written by the task 'finetune'; predict flags a value outside it.
   stats_examples: default 2048.
   head_hidden, head_zero_init, feature_norm, feature_norm_momentum: as for 'classify'.
   loss: 'mse' (default) or 'huber' (delta 1 in standardised units).
@@ -40,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lensfm import errors
 from lensfm.objectives import classify
 from lensfm.objectives import reports
 
@@ -49,6 +53,7 @@ KNOWN_STATS = {
     "log10_axion_mass": (sum(_AXION_LOG10_RANGE) / 2,
                          (_AXION_LOG10_RANGE[1] - _AXION_LOG10_RANGE[0]) / math.sqrt(12.)),
 }
+KNOWN_RANGES = {"log10_axion_mass": _AXION_LOG10_RANGE}
 _MIN_STD = 1e-6
 
 
@@ -92,8 +97,8 @@ def read_target(batch, name: str):
   return jnp.where(applies, values, 0.), applies
 
 
-def estimate_target_stats(batches, names) -> dict[str, tuple[float, float]]:
-  """Mean and std of targets over training `batches` (host, before jit)."""
+def target_values(batches, names) -> tuple[dict[str, np.ndarray], int]:
+  """({target: its values where it applies}, examples seen) over training `batches`."""
   values = {n: [] for n in names}
   seen = 0
   for batch in batches:
@@ -101,15 +106,36 @@ def estimate_target_stats(batches, names) -> dict[str, tuple[float, float]]:
       v, ok = jax.device_get(read_target(batch, n))
       values[n].append(np.asarray(v)[np.asarray(ok)])
     seen += len(batch["image"])
+  return {n: np.concatenate(v) if v else np.zeros(0) for n, v in values.items()}, seen
+
+
+def estimate_target_stats(batches, names) -> dict[str, tuple[float, float]]:
+  """Mean and std of targets over training `batches` (host, before jit)."""
+  values, seen = target_values(batches, names)
   stats = {}
   for n in names:
-    v = np.concatenate(values[n]) if values[n] else np.zeros(0)
+    v = values[n]
     if len(v) < 2:
-      raise ValueError(f"Regression target {n!r} applies to {len(v)} of {seen} training "
-                       "examples; cannot estimate its statistics (set "
-                       "config.objective.target_stats or use data that have it).")
+      raise errors.UserError(f"Regression target {n!r} applies to {len(v)} of {seen} "
+                             "training examples; cannot estimate its statistics (set "
+                             "config.objective.target_stats or use data that have it).")
     stats[n] = (float(v.mean()), float(max(v.std(), _MIN_STD)))
   return stats
+
+
+def resolve_target_ranges(config, training_batches=None) -> dict[str, tuple[float, float]]:
+  """Training range of every target: config, then known priors, then the min and max of
+  `training_batches(num_examples)` if given (else such targets have no range)."""
+  cfg = config.objective
+  names = tuple(cfg.get("targets", ("log10_axion_mass",)))
+  given = dict(cfg.get("target_ranges", None) or {})
+  ranges = {n: tuple(float(x) for x in given[n]) for n in names if n in given}
+  ranges.update({n: KNOWN_RANGES[n] for n in names if n not in ranges and n in KNOWN_RANGES})
+  missing = [n for n in names if n not in ranges]
+  if missing and training_batches is not None:
+    values, _ = target_values(training_batches(int(cfg.get("stats_examples", 2048))), missing)
+    ranges.update({n: (float(v.min()), float(v.max())) for n, v in values.items() if len(v)})
+  return ranges
 
 
 def resolve_target_stats(config, training_batches=None) -> dict[str, tuple[float, float]]:
@@ -123,8 +149,8 @@ def resolve_target_stats(config, training_batches=None) -> dict[str, tuple[float
     if n in given:
       mean, std = (float(x) for x in given[n])
       if not std > 0:
-        raise ValueError(f"config.objective.target_stats[{n!r}] = {given[n]!r}; the std "
-                         "must be positive.")
+        raise errors.UserError(f"config.objective.target_stats[{n!r}] = {given[n]!r}; the std "
+                               "must be positive.")
       stats[n] = (mean, std)
     elif n in KNOWN_STATS:
       stats[n] = KNOWN_STATS[n]
@@ -147,9 +173,12 @@ class Objective(classify.HeadObjective):
 
   @classmethod
   def prepare_config(cls, config, training_batches):
-    """Writes every target's statistics into config.objective.target_stats."""
+    """Writes every target's statistics and training range into config.objective
+    (target_stats, target_ranges)."""
     stats = resolve_target_stats(config, training_batches)
+    ranges = resolve_target_ranges(config, training_batches)
     config.objective.target_stats = {k: list(v) for k, v in stats.items()}
+    config.objective.target_ranges = {k: list(v) for k, v in ranges.items()}
     return config
 
   def __init__(self, config, model):
@@ -157,15 +186,16 @@ class Objective(classify.HeadObjective):
     cfg = config.objective
     self.targets = tuple(cfg.get("targets", ("log10_axion_mass",)))
     if not self.targets:
-      raise ValueError("config.objective.targets is empty; name at least one target, e.g. "
-                       "('log10_axion_mass',).")
+      raise errors.UserError("config.objective.targets is empty; name at least one target, e.g. "
+                             "('log10_axion_mass',).")
     self._init_head(config, len(self.targets))
     if cfg.get("loss", "mse") not in ("mse", "huber"):
-      raise ValueError(f"config.objective.loss={cfg.loss!r}; expected 'mse' or 'huber'.")
+      raise errors.UserError(f"config.objective.loss={cfg.loss!r}; expected 'mse' or 'huber'.")
     self.loss_type = cfg.get("loss", "mse")
     self.stats = resolve_target_stats(config)
     self.mean = np.asarray([self.stats[t][0] for t in self.targets], np.float32)
     self.std = np.asarray([self.stats[t][1] for t in self.targets], np.float32)
+    self.ranges = resolve_target_ranges(config)
 
   def loss(self, params, extra, batch, rng, step):
     del rng, step
@@ -211,3 +241,14 @@ class Objective(classify.HeadObjective):
     del names, directory
     return [[f"{float(outputs[n][i]):.6g}" for n in self.targets]
             for i in range(len(outputs[self.targets[0]]))]
+
+  def output_flags(self, outputs) -> list[str]:
+    """A value outside the range of its target in training is an extrapolation."""
+    flags = []
+    for i in range(len(outputs[self.targets[0]])):
+      outside = [f"{n}={float(outputs[n][i]):.4g} outside the training range "
+                 f"[{self.ranges[n][0]:.4g}, {self.ranges[n][1]:.4g}]"
+                 for n in self.targets if n in self.ranges
+                 and not self.ranges[n][0] <= float(outputs[n][i]) <= self.ranges[n][1]]
+      flags.append("; ".join(outside))
+    return flags

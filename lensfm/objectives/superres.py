@@ -33,7 +33,7 @@ Metrics logged during training: psnr, psnr_bicubic (training batch).
 Downstream interface (`base.DownstreamObjective`): `predict(params, extra, lr_images)` ->
 {'sr': [B, H, W, C]}; `eval_outputs` -> per-example psnr, ssim, psnr_bicubic,
 ssim_bicubic; `pictures` -> LR, bicubic, SR and HR images for the triptychs; predict
-writes each SR image to a file named in its CSV row.
+writes each SR image, in the units of its input LR file, to a file named in its CSV row.
 """
 import os
 from typing import Any
@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensfm.data import transforms
+from lensfm import errors
 from lensfm.objectives import base
 from lensfm.objectives import classify
 from lensfm.objectives import metrics
@@ -120,6 +121,7 @@ def image_range(images):
 class Objective(classify.DownstreamMixin, base.DownstreamObjective):
   """See the module docstring."""
   task = "superres"
+  answers_suspicious_inputs = True  # The SR of a constant image is that constant.
 
   def __init__(self, config, model):
     super().__init__(config, model)
@@ -127,18 +129,18 @@ class Objective(classify.DownstreamMixin, base.DownstreamObjective):
     cfg = config.objective
     self.scale = int(cfg.get("scale", 2))
     if self.scale not in (2, 4):
-      raise ValueError(f"config.objective.scale={cfg.get('scale')!r}; expected 2 or 4.")
+      raise errors.UserError(f"config.objective.scale={cfg.get('scale')!r}; expected 2 or 4.")
     self.blur_sigma = float(cfg.get("lr_blur_sigma", 0.))
     self.lr_normalize = bool(cfg.get("lr_normalize", True))
     self.loss_type = cfg.get("loss", "mse")
     if self.loss_type not in ("mse", "l1"):
-      raise ValueError(f"config.objective.loss={self.loss_type!r}; expected 'mse' or 'l1'.")
+      raise errors.UserError(f"config.objective.loss={self.loss_type!r}; expected 'mse' or 'l1'.")
     self.features = int(cfg.get("decoder_features", 32))
     self.depth = int(cfg.get("decoder_depth", 2))
     size = config.data.image_size
     if size % self.scale:
-      raise ValueError(f"config.data.image_size={size} (the HR size) is not divisible by "
-                       f"config.objective.scale={self.scale}.")
+      raise errors.UserError(f"config.data.image_size={size} (the HR size) is not divisible by "
+                             f"config.objective.scale={self.scale}.")
     model.token_grid((size // self.scale,) * 2)  # Fails clearly if the patch does not fit.
 
   def network(self, lr_shape) -> SuperResolver:
@@ -223,6 +225,9 @@ class Objective(classify.DownstreamMixin, base.DownstreamObjective):
   def input_size(self, image_size: int) -> int:
     return image_size // self.scale  # predict takes LR images.
 
+  def outputs_in_input_units(self, outputs, denormalize):
+    return {**outputs, "sr": denormalize(outputs["sr"])}
+
   def output_columns(self) -> list[str]:
     return ["sr_file"]
 
@@ -232,6 +237,7 @@ class Objective(classify.DownstreamMixin, base.DownstreamObjective):
     rows = []
     for name, image in zip(names, np.asarray(outputs["sr"])):
       path = os.path.join(directory, f"{name}_sr.npy")
-      np.save(path, image.astype(np.float32))
+      np.save(f"{path}.tmp.npy", image.astype(np.float32))
+      os.replace(f"{path}.tmp.npy", path)  # A crash never leaves half an image there.
       rows.append([path])
     return rows

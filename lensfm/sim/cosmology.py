@@ -3,7 +3,8 @@
 Everything is plain jnp so it can run inside jit (redshifts may be traced), but the
 recipes mostly call it once at construction time with Python floats.
 
-Two DeepLense quirks live here on purpose (see /work/shared/deeplense_recipes.md):
+Two DeepLense quirks live here on purpose (as in the public DeepLenseSim code that made
+the released files; arXiv:1909.07346, 2008.12731, 2112.12121):
   * `einstein_radius_deeplense` uses LUMINOSITY distances and D_LS = D_S - D_L, and
     206265 arcsec/rad, exactly like `DeepLens.mass_to_radius`; the released files
     were made with it.

@@ -43,6 +43,7 @@ import numpy as np
 from lensfm.data import build
 from lensfm.data import eval_input
 from lensfm.data import transforms
+from lensfm import errors
 from lensfm.evaluators import common
 from lensfm.objectives import reports
 from lensfm.objectives import superres
@@ -50,6 +51,7 @@ from lensfm.tasks import image_files
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import loading
 from lensfm.train import sharding as sharding_lib
+from lensfm.train import writer as writer_lib
 
 _OVERRIDABLE = ("source", "name", "manual_dir", "data_dir", "recipe", "hr", "lr")
 PAIRS = "pairs"
@@ -61,8 +63,8 @@ def merged_data_config(trained_data, overrides) -> ml_collections.ConfigDict:
   given = {k: v for k, v in eval_input.as_dict(overrides or {}).items() if v not in ("", None)}
   unknown = sorted(set(given) - set(_OVERRIDABLE))
   if unknown:
-    raise ValueError(f"config.data fields {unknown} cannot be overridden for evaluation; "
-                     f"the overridable ones are {list(_OVERRIDABLE)}.")
+    raise errors.UserError(f"config.data fields {unknown} cannot be overridden for evaluation; "
+                           f"the overridable ones are {list(_OVERRIDABLE)}.")
   if "name" in given and "source" not in given:
     given["source"] = "tfds"
   if ("hr" in given or "lr" in given) and "source" not in given:
@@ -83,15 +85,15 @@ def build_if_needed(data_config) -> None:
 def paired_files(data_config) -> list[tuple[str, str]]:
   """(HR path, LR path) pairs: files of `hr` and `lr` with the same name (extension aside)."""
   if not data_config.get("hr", "") or not data_config.get("lr", ""):
-    raise ValueError("Paired super-resolution evaluation needs both config.data.hr and "
-                     "config.data.lr (a file, directory or glob each).")
+    raise errors.UserError("Paired super-resolution evaluation needs both config.data.hr and "
+                           "config.data.lr (a file, directory or glob each).")
   lr_by_name = {image_files.image_name(p): p for p in image_files.expand_inputs(data_config.lr)}
   hr = image_files.expand_inputs(data_config.hr)
   pairs = [(p, lr_by_name[image_files.image_name(p)]) for p in hr
            if image_files.image_name(p) in lr_by_name]
   if not pairs:
-    raise ValueError(f"No HR file of config.data.hr={data_config.hr!r} has an LR file of the "
-                     f"same name in config.data.lr={data_config.lr!r}.")
+    raise errors.UserError(f"No HR file of config.data.hr={data_config.hr!r} has an LR file of the "
+                           f"same name in config.data.lr={data_config.lr!r}.")
   if len(pairs) < len(hr):
     print(f"Evaluating {len(pairs)} of {len(hr)} HR files (the others have no LR file of "
           "the same name).", flush=True)
@@ -104,12 +106,12 @@ def paired_batches(data_config, objective, batch_size: int, sharding):
   stay in the same units (normalising each on its own would change their relative
   brightness)."""
   if not isinstance(objective, superres.Objective):
-    raise ValueError("config.data.hr/lr (paired files) are for super-resolution checkpoints; "
-                     f"this one is a {objective.task} model.")
+    raise errors.UserError("config.data.hr/lr (paired files) are for super-resolution checkpoints; "
+                           f"this one is a {objective.task} model.")
   method = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)
   if method not in ("zscore", "minmax", "none"):
-    raise ValueError(f"Paired files can be evaluated for checkpoints trained with "
-                     f"normalize 'zscore', 'minmax' or 'none'; this one used {method!r}.")
+    raise errors.UserError(f"Paired files can be evaluated for checkpoints trained with "
+                           f"normalize 'zscore', 'minmax' or 'none'; this one used {method!r}.")
   size, channels = int(data_config.image_size), int(data_config.get("channels", 1))
   pairs = paired_files(data_config)
   for start in range(0, len(pairs), batch_size):
@@ -143,8 +145,8 @@ def describe_data(data_config) -> str:
 
 def run(config, workdir: str) -> dict:
   if not config.get("init_from", ""):
-    raise ValueError("config.init_from must name the fine-tuned workdir (or checkpoint) to "
-                     "evaluate.")
+    raise errors.UserError("config.init_from must name the fine-tuned workdir (or checkpoint) to "
+                           "evaluate.")
   start = time.time()
   trained, objective = loading.load_downstream(config.init_from, "evaluate")
   data_config = merged_data_config(trained.config.data, config.get("data", None))
@@ -153,8 +155,8 @@ def run(config, workdir: str) -> dict:
   mesh = sharding_lib.make_mesh(config.get("mesh", (("data", -1), ("fsdp", 1))))
   batch_size = int(config.get("batch_size", 256))
   if batch_size % sharding_lib.data_parallel_size(mesh):
-    raise ValueError(f"config.batch_size={batch_size} must be divisible by the "
-                     f"{sharding_lib.data_parallel_size(mesh)} devices of the mesh.")
+    raise errors.UserError(f"config.batch_size={batch_size} must be divisible by the "
+                           f"{sharding_lib.data_parallel_size(mesh)} devices of the mesh.")
   data_sharding = sharding_lib.batch_sharding(mesh)
   split = config.get("split", "test")
   if data_config.get("source") == PAIRS:
@@ -182,6 +184,7 @@ def run(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     if config.get("plots", True):
       summary["plots"] = objective.plots(result, details, pictures, common.figure_path(workdir))
+      writer_lib.log_pictures(workdir, trained.step, summary["plots"])
     ckpt_lib.write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
     ckpt_lib.write_json_atomically(os.path.join(workdir, "summary.json"), summary)
     print(format_summary(summary), flush=True)

@@ -3,8 +3,9 @@
 `expand_inputs` turns a file, a directory (its .npy/.fits/.fit/.fits.gz files, sorted)
 or a glob pattern (or a comma-separated list of them) into a sorted list of paths.
 `read_image` returns float32 [H, W, C] or raises `UnreadableImage` saying what is wrong
-with the file: unreadable or truncated, not an image array, NaN or infinite pixels,
-or a shape that is not the model's.
+with the file: unreadable or truncated, not an image array, NaN or infinite pixels
+(unless `allow_nonfinite`), or a shape that is not the model's. `suspicious` says what
+makes a readable image a doubtful input (non-finite pixels, all zero, constant).
 
 Accepted layouts for a model of H x W pixels and C channels: (H, W) when C = 1,
 (H, W, C) and (C, H, W). Pickled .npy files are refused unless `allow_pickle` (pickles
@@ -18,11 +19,13 @@ from typing import Optional
 
 import numpy as np
 
+from lensfm import errors
+
 NPY_MAGIC = b"\x93NUMPY"
 EXTENSIONS = (".npy", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
 
 
-class UnreadableImage(ValueError):
+class UnreadableImage(errors.UserError):
   """A file that cannot be used as an input image; the message names the file."""
 
 
@@ -37,7 +40,7 @@ def expand_inputs(inputs) -> list[str]:
   else:
     specs = [str(s) for s in inputs]
   if not specs:
-    raise ValueError("No input images given (config.inputs is empty); give a file, a "
+    raise errors.UserError("No input images given (config.inputs is empty); give a file, a "
                      "directory or a glob such as 'images/*.fits'.")
   paths = []
   for spec in specs:
@@ -45,14 +48,14 @@ def expand_inputs(inputs) -> list[str]:
     if os.path.isdir(spec):
       found = sorted(os.path.join(spec, f) for f in os.listdir(spec) if is_image_file(f))
       if not found:
-        raise FileNotFoundError(f"Directory {spec} holds no {'/'.join(EXTENSIONS)} files.")
+        raise errors.MissingFileError(f"Directory {spec} holds no {'/'.join(EXTENSIONS)} files.")
     elif os.path.isfile(spec):
       found = [spec]
     else:
       found = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
       if not found:
-        raise FileNotFoundError(f"Input {spec!r} is not a file or directory and matches no "
-                                "files.")
+        raise errors.MissingFileError(f"config.inputs: {spec!r} is not a file or directory "
+                                      "and matches no files.")
     paths += found
   return list(dict.fromkeys(paths))  # Drop duplicates, keep the order.
 
@@ -107,7 +110,8 @@ def _read_fits(path: str, hdu: Optional[int]) -> np.ndarray:
     raise UnreadableImage(f"{path}: cannot be read as FITS ({type(e).__name__}: {e}).") from None
 
 
-def to_hwc(array: np.ndarray, path: str, size: Optional[int], channels: int) -> np.ndarray:
+def to_hwc(array: np.ndarray, path: str, size: Optional[int], channels: int,
+           allow_nonfinite: bool = False) -> np.ndarray:
   """(H, W), (H, W, C) or (C, H, W) -> float32 (H, W, C), checked against the model."""
   array = np.asarray(array)
   if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
@@ -127,14 +131,15 @@ def to_hwc(array: np.ndarray, path: str, size: Optional[int], channels: int) -> 
     raise UnreadableImage(f"{path}: has shape {array.shape}; expected {expected} (the "
                           "model's input size; resample the image first).")
   image = image.astype(np.float32)
-  if not np.all(np.isfinite(image)):
+  if not allow_nonfinite and not np.all(np.isfinite(image)):
     raise UnreadableImage(f"{path}: has {int((~np.isfinite(image)).sum())} NaN or infinite "
                           "pixels.")
   return image
 
 
 def read_image(path: str, *, size: Optional[int], channels: int = 1,
-               allow_pickle: bool = False, hdu: Optional[int] = None) -> np.ndarray:
+               allow_pickle: bool = False, hdu: Optional[int] = None,
+               allow_nonfinite: bool = False) -> np.ndarray:
   if not os.path.isfile(path):
     raise UnreadableImage(f"{path}: does not exist.")
   if path.lower().endswith(".npy"):
@@ -143,7 +148,20 @@ def read_image(path: str, *, size: Optional[int], channels: int = 1,
     array = _read_fits(path, hdu)
   else:
     raise UnreadableImage(f"{path}: unknown file type; expected one of {EXTENSIONS}.")
-  return to_hwc(array, path, size, channels)
+  return to_hwc(array, path, size, channels, allow_nonfinite)
+
+
+def suspicious(image: np.ndarray) -> str:
+  """What makes `image` a doubtful input to a model ('' if nothing): no answer about a
+  blank or broken image deserves confidence."""
+  bad = int((~np.isfinite(image)).sum())
+  if bad:
+    return f"{bad} non-finite pixel(s) (set to 0 for the model)"
+  if not np.any(image):
+    return "all-zero image"
+  if np.ptp(image) <= 1e-6 * max(float(np.abs(image).max()), 1e-30):
+    return f"constant image (every pixel {float(image.flat[0]):.4g})"
+  return ""
 
 
 def image_name(path: str) -> str:

@@ -42,6 +42,7 @@ from lensfm.tasks import pretrain
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import loading
 from lensfm.train import sharding as sharding_lib
+from lensfm.train import writer as writer_lib
 
 
 def class_names(config, num_classes: int):
@@ -90,6 +91,7 @@ def pool_batches(config, batch_size, sharding):
 
 def run(config, workdir: str) -> dict:
   start = time.time()
+  config = loading.adopt_init_from(config)
   knn_cfg = config.get("knn", {})
   mesh = sharding_lib.make_mesh(config.get("mesh", (("data", -1), ("fsdp", 1))))
   sharding = sharding_lib.batch_sharding(mesh)
@@ -127,6 +129,7 @@ def run(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     summary["plots"] = reports.classification_plots(names, details,
                                                     common.figure_path(workdir, "knn_"))
+    writer_lib.log_pictures(workdir, 0, summary["plots"])
     ckpt_lib.write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
     ckpt_lib.write_json_atomically(os.path.join(workdir, "summary.json"), summary)
     print(f"kNN (k={summary['k']}, bank {summary['bank_size']}): accuracy "

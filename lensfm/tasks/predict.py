@@ -3,17 +3,27 @@
   python -m lensfm.main --config=configs/predict.py --config.init_from=FINETUNED_WORKDIR \
       --config.inputs='my_lenses/*.fits' --workdir=DIR
 
-One row per readable image, in file order: `file`, then the task's columns:
+One row per readable image, in file order: `file`, then the task's columns, then `flag`:
   classification: prob_<class> for every class and predicted_class;
   regression: one column per target, in physical units (e.g. log10_axion_mass);
   super-resolution: sr_file, the path of the SR image written as DIR/superres/<name>_sr.npy
-    (in the normalised units of the input LR image).
+    (in the units of the input LR file: the normalisation is undone);
+  flag: '' for an unremarkable image, else what is doubtful: a suspicious input (NaN or
+    infinite pixels, an all-zero or constant image: no confident class or value is
+    given for it, the task's columns stay empty) or a doubtful answer (a regression
+    value outside the range seen in training), from the objective's `output_flags`.
 Images are normalised exactly as the training data were (config.data.normalize of the
 checkpoint) and must have the model's input size: config.data.image_size of the
 checkpoint, or image_size / scale (the LR size) for super-resolution. Files that cannot
-be used (unreadable, truncated, wrong shape, NaN pixels, pickles without allow_pickle)
-are skipped, each named with the reason on the console and in
-DIR/predictions_skipped.csv; the count is in DIR/predict_summary.json.
+be used (unreadable, truncated, wrong shape, pickles without allow_pickle) are skipped,
+each named with the reason on the console and in DIR/predictions_skipped.csv; the
+counts are in DIR/predict_summary.json.
+
+The three outputs are one set: each is written to a temporary file and renamed into
+place only when all are complete, the summary last (it holds the SHA-256 of the two
+CSVs, so a set can be checked); a run without skipped files removes an older
+predictions_skipped.csv. A run that can read no image writes nothing: the previous
+results stay as they were (and it says so).
 
 config fields:
   task: 'predict'.
@@ -30,6 +40,7 @@ config fields:
   mesh: default (('data', -1), ('fsdp', 1)).
 """
 import csv
+import hashlib
 import json
 import os
 import time
@@ -43,6 +54,7 @@ from tqdm import tqdm
 from lensfm.data import pipeline
 from lensfm.data import sim_source
 from lensfm.data import transforms
+from lensfm import errors
 from lensfm.tasks import image_files
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import loading
@@ -65,7 +77,7 @@ def normalization_stats(data_config, override=None):
     path = pipeline.find_dataset_dir(data_config.name, data_config.get("data_dir", None))
     return pipeline.normalization_stats(data_config, tfds.builder_from_directory(path).info)
   except (FileNotFoundError, ValueError) as e:
-    raise ValueError(f"The checkpoint normalises with 'standardize' using the statistics of "
+    raise errors.UserError(f"The checkpoint normalises with 'standardize' using the statistics of "
                      f"{data_config.get('name')!r}, which cannot be read here ({e}). Set "
                      "config.norm_stats={'mean': [...], 'std': [...]}.") from None
 
@@ -89,7 +101,7 @@ def read_batches(paths, batch_size, read, skipped, progress):
 
 def run(config, workdir: str) -> dict:
   if not config.get("init_from", ""):
-    raise ValueError("config.init_from must name the fine-tuned workdir (or checkpoint).")
+    raise errors.UserError("config.init_from must name the fine-tuned workdir (or checkpoint).")
   start = time.time()
   paths = image_files.expand_inputs(config.get("inputs", ""))
   trained, objective = loading.load_downstream(config.init_from, "predict")
@@ -99,10 +111,12 @@ def run(config, workdir: str) -> dict:
   hdu = int(config.get("hdu", -1))
   read = lambda p: image_files.read_image(p, size=size, channels=channels,
                                           allow_pickle=bool(config.get("allow_pickle", False)),
-                                          hdu=None if hdu < 0 else hdu)
-  transform = transforms.make_transform(
-      data_config.get("normalize", transforms.DEFAULT_NORMALIZE), (),
-      normalization_stats(data_config, config.get("norm_stats", None)))
+                                          hdu=None if hdu < 0 else hdu, allow_nonfinite=True)
+  method = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)
+  stats = normalization_stats(data_config, config.get("norm_stats", None))
+  transform = transforms.make_transform(method, (), stats)
+  to_input_units = jax.vmap(lambda values, image: transforms.denormalize(values, image, method,
+                                                                         stats))
 
   mesh = sharding_lib.make_mesh(config.get("mesh", (("data", -1), ("fsdp", 1))))
   devices = sharding_lib.data_parallel_size(mesh)
@@ -114,7 +128,8 @@ def run(config, workdir: str) -> dict:
   def predict(params, extra, images):
     # Normalisation takes no randomness: one key serves every example.
     keys = jax.random.split(jax.random.key(0), images.shape[0])
-    return objective.predict(params, extra, jax.vmap(transform)(keys, images))
+    outputs = objective.predict(params, extra, jax.vmap(transform)(keys, images))
+    return objective.outputs_in_input_units(outputs, lambda v: to_input_units(v, images))
 
   os.makedirs(workdir, exist_ok=True)
   output = config.get("output", "") or os.path.join(workdir, "predictions.csv")
@@ -122,34 +137,75 @@ def run(config, workdir: str) -> dict:
   progress = lambda xs: xs
   if config.get("progress_bar", True):
     progress = lambda xs: tqdm(xs, unit="image", dynamic_ncols=True, mininterval=1.0)
-  skipped, num_written = [], 0
+  skipped, flagged, num_written = [], [], 0
+  skipped_path = os.path.join(workdir, "predictions_skipped.csv")
+  summary_path = os.path.join(workdir, "predict_summary.json")
   tmp = f"{output}.tmp-{os.getpid()}"
-  with open(tmp, "w", newline="") as f, jax.set_mesh(mesh):
-    writer = csv.writer(f)
-    writer.writerow(["file"] + objective.output_columns())
-    for names, images in read_batches(paths, batch_size, read, skipped, progress):
-      n = len(names)
-      padded = np.zeros((batch_size,) + images.shape[1:], np.float32)
-      padded[:n] = images
-      outputs = jax.device_get(predict(params, extra, jax.device_put(padded, data_sharding)))
-      outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
-      rows = objective.output_rows(outputs, [image_files.image_name(p) for p in names],
-                                   os.path.join(workdir, "superres"))
-      writer.writerows([name] + row for name, row in zip(names, rows))
-      num_written += n
-  os.replace(tmp, output)
-
-  summary = {"output": output, "num_images": num_written, "num_skipped": len(skipped),
-             "skipped": [p for p, _ in skipped], "checkpoint": trained.path,
-             "checkpoint_step": trained.step, "seconds": time.time() - start}
-  if skipped:
-    with open(os.path.join(workdir, "predictions_skipped.csv"), "w", newline="") as f:
-      csv.writer(f).writerows([("file", "reason")] + skipped)
-    print(f"Skipped {len(skipped)} of {len(paths)} files (listed in "
-          f"{os.path.join(workdir, 'predictions_skipped.csv')}).", flush=True)
+  try:
+    with open(tmp, "w", newline="") as f, jax.set_mesh(mesh):
+      writer = csv.writer(f)
+      writer.writerow(["file"] + objective.output_columns() + ["flag"])
+      for names, images in read_batches(paths, batch_size, read, skipped, progress):
+        n = len(names)
+        doubtful_inputs = [image_files.suspicious(image) for image in images]
+        padded = np.zeros((batch_size,) + images.shape[1:], np.float32)
+        padded[:n] = np.nan_to_num(images, nan=0., posinf=0., neginf=0.)
+        outputs = jax.device_get(predict(params, extra, jax.device_put(padded, data_sharding)))
+        outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
+        rows = objective.output_rows(outputs, [image_files.image_name(p) for p in names],
+                                     os.path.join(workdir, "superres"))
+        for name, row, doubtful_input, doubtful_answer in zip(
+            names, rows, doubtful_inputs, objective.output_flags(outputs)):
+          if doubtful_input and not objective.answers_suspicious_inputs:
+            row = [""] * len(row)
+            doubtful_answer = ""  # No answer, nothing to doubt about it.
+          flag = "; ".join(x for x in (doubtful_input, doubtful_answer) if x)
+          writer.writerow([name] + row + [flag])
+          if flag:
+            flagged.append(name)
+        num_written += n
+  except BaseException:
+    os.remove(tmp)  # An interrupted run leaves the previous results alone.
+    raise
   if not num_written:
-    raise ValueError(f"None of the {len(paths)} input files could be read; first problems: "
-                     + "; ".join(r for _, r in skipped[:3]))
-  ckpt_lib.write_json_atomically(os.path.join(workdir, "predict_summary.json"), summary)
-  print(f"Wrote {num_written} predictions to {output}.", flush=True)
+    os.remove(tmp)
+    kept = [p for p in (output, skipped_path, summary_path) if os.path.exists(p)]
+    raise errors.UserError(
+        f"None of the {len(paths)} input files could be read; first problems: "
+        + "; ".join(r for _, r in skipped[:3]) + ". Nothing was written"
+        + (f"; the previous results are kept ({', '.join(kept)})." if kept else "."))
+
+  skipped_tmp = None
+  if skipped:
+    skipped_tmp = f"{skipped_path}.tmp-{os.getpid()}"
+    with open(skipped_tmp, "w", newline="") as f:
+      csv.writer(f).writerows([("file", "reason")] + skipped)
+  summary = {"output": output, "num_images": num_written, "num_skipped": len(skipped),
+             "skipped": [p for p, _ in skipped], "num_flagged": len(flagged),
+             "flagged": flagged, "checkpoint": trained.path,
+             "checkpoint_step": trained.step, "seconds": time.time() - start,
+             "sha256": {output: _sha256(tmp)} | (
+                 {skipped_path: _sha256(skipped_tmp)} if skipped_tmp else {})}
+  summary_tmp = f"{summary_path}.tmp-{os.getpid()}"
+  ckpt_lib.write_json_atomically(summary_tmp, summary)
+  # All three are complete: into place, the summary last.
+  os.replace(tmp, output)
+  if skipped_tmp:
+    os.replace(skipped_tmp, skipped_path)
+  elif os.path.exists(skipped_path):
+    os.remove(skipped_path)  # An older run's list would contradict num_skipped: 0.
+  os.replace(summary_tmp, summary_path)
+  if skipped:
+    print(f"Skipped {len(skipped)} of {len(paths)} files (listed in {skipped_path}).",
+          flush=True)
+  print(f"Wrote {num_written} predictions to {output}"
+        + (f"; {len(flagged)} flagged (see its flag column)." if flagged else "."), flush=True)
   return summary
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()

@@ -10,9 +10,11 @@ import importlib.util
 import os
 from typing import Optional
 
-from absl import app
 from absl import logging
 import jax
+from orbax.checkpoint import multihost as ocp_multihost
+
+from lensfm import errors
 
 
 def distributed_settings(coordinator_address=None, num_processes=None, process_id=None,
@@ -37,12 +39,12 @@ def distributed_settings(coordinator_address=None, num_processes=None, process_i
   if address or count is not None or index is not None:
     in_slurm = _in_slurm_step(env)
     if not in_slurm and (not address or count is None or index is None):
-      raise app.UsageError(
+      raise errors.UserError(
           f"Multi-process run outside SLURM needs all of --coordinator_address (got "
           f"{address!r}), --num_processes (got {count!r}) and --process_id (got {index!r}), "
           f"or the variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID.")
     if count is not None and index is not None and not 0 <= index < count:
-      raise app.UsageError(f"--process_id={index} must be in [0, --num_processes={count}).")
+      raise errors.UserError(f"--process_id={index} must be in [0, --num_processes={count}).")
     return {k: v for k, v in dict(coordinator_address=address, num_processes=count,
                                   process_id=index).items() if v is not None}
   if _in_slurm_step(env):
@@ -59,7 +61,7 @@ def _env_int(env, name) -> Optional[int]:
   try:
     return int(value)
   except ValueError:
-    raise app.UsageError(f"Environment variable {name}={value!r} must be an integer.") from None
+    raise errors.UserError(f"Environment variable {name}={value!r} must be an integer.") from None
 
 
 def _in_slurm_step(env) -> bool:
@@ -86,3 +88,12 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None) ->
   jax.distributed.initialize(**settings)
   logging.info("Process %d of %d; %d local of %d devices.", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def barrier(name: str, timeout_seconds: float = 3600) -> None:
+  """Waits until every process got here, through JAX's coordination service (not a
+  device collective, so it has no 30 s connection timeout like gloo's); a no-op for one
+  process. `name` must be new for each barrier."""
+  if jax.process_count() > 1:
+    sync = ocp_multihost.get_barrier_sync_fn()
+    sync(key=name, timeout_ms=int(timeout_seconds * 1000))

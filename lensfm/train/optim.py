@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lensfm import errors
 from lensfm.train import sharding
 
 # Parameters that get no weight decay: biases, norm scales, and the embedding-like
@@ -85,6 +86,6 @@ def make_optimizer(config, params, depth: int = 0) -> tuple[optax.GradientTransf
     labels = jax.tree_util.tree_map_with_path(
         lambda path, _: "frozen" if frozen.search(sharding.path_to_str(path)) else "trained", params)
     if "trained" not in jax.tree.leaves(labels):
-      raise ValueError(f"config.optim.freeze={o.freeze!r} freezes every parameter.")
+      raise errors.UserError(f"config.optim.freeze={o.freeze!r} freezes every parameter.")
     tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
   return tx, schedule

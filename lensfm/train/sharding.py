@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from lensfm import errors
 from lensfm.models import path_to_str
 
 DATA_AXES = ("data", "fsdp")
@@ -29,18 +30,18 @@ def make_mesh(mesh_config: Sequence[tuple[str, int]], devices=None) -> jax.shard
   sizes = [int(s) for _, s in mesh_config]
   missing = [a for a in DATA_AXES if a not in names]
   if missing:
-    raise ValueError(f"config.mesh={tuple(mesh_config)} lacks axes {missing}; it must name "
-                     f"at least {DATA_AXES} (size 1 if unused).")
+    raise errors.UserError(f"config.mesh={tuple(mesh_config)} lacks axes {missing}; it must name "
+                           f"at least {DATA_AXES} (size 1 if unused).")
   if sizes.count(-1) > 1:
-    raise ValueError(f"config.mesh={tuple(mesh_config)}: at most one axis may have size -1.")
+    raise errors.UserError(f"config.mesh={tuple(mesh_config)}: at most one axis may have size -1.")
   known = math.prod(s for s in sizes if s != -1)
   if known <= 0 or len(devices) % known:
-    raise ValueError(f"config.mesh={tuple(mesh_config)} does not divide the {len(devices)} "
-                     f"available devices.")
+    raise errors.UserError(f"config.mesh={tuple(mesh_config)} does not divide the {len(devices)} "
+                           f"available devices.")
   sizes = [len(devices) // known if s == -1 else s for s in sizes]
   if math.prod(sizes) != len(devices):
-    raise ValueError(f"config.mesh={tuple(mesh_config)} has {math.prod(sizes)} devices but "
-                     f"{len(devices)} are available; use -1 for one axis to take the rest.")
+    raise errors.UserError(f"config.mesh={tuple(mesh_config)} has {math.prod(sizes)} devices but "
+                           f"{len(devices)} are available; use -1 for one axis to take the rest.")
   axis_types = (jax.sharding.AxisType.Auto,) * len(names)
   return jax.make_mesh(tuple(sizes), names, axis_types=axis_types, devices=devices)
 
@@ -83,8 +84,8 @@ def partition_specs(tree: Any, rules: Sequence[tuple[str, str]], mesh) -> Any:
           return P()
         if rule == "fsdp":
           return _fsdp_spec(shape, fsdp_size)
-        raise ValueError(f"config.sharding_rules: rule {rule!r} for {pattern.pattern!r} is "
-                         f"not one of 'replicate', 'fsdp'.")
+        raise errors.UserError(f"config.sharding_rules: rule {rule!r} for {pattern.pattern!r} is "
+                               f"not one of 'replicate', 'fsdp'.")
     return P()  # Unmatched leaves are replicated.
 
   return jax.tree_util.tree_map_with_path(spec_for, tree)

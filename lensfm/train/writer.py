@@ -1,8 +1,14 @@
 """Where metrics go: WORKDIR/metrics.jsonl, TensorBoard event files (tensorboardX, no
-TensorFlow, no account), a progress bar, and WORKDIR/summary.json at the end.
+TensorFlow, no account; scalars and the PNG pictures as images), a progress bar whose
+ETA starts once the first step has compiled, and WORKDIR/summary.json at the end.
 
 Only process 0 writes; other processes get a writer that does nothing, so callers
 never branch on the process index.
+
+A run resumed from step s first drops what was logged after s (by the run that went
+on past its last checkpoint): metrics.jsonl keeps its rows up to step s (rewritten
+atomically) and TensorBoard is told to purge events after s, so every step is logged
+once however often a run is interrupted.
 """
 import json
 import math
@@ -11,6 +17,7 @@ import time
 from typing import Optional
 
 import jax
+import numpy as np
 
 from lensfm.train import checkpoint
 
@@ -28,11 +35,54 @@ def _plain(value):
   return value if math.isfinite(value) else str(value)
 
 
+def drop_rows_after(path: str, step: int) -> None:
+  """Keeps only the rows of metrics.jsonl logged at steps <= `step` (atomically).
+
+  A torn last line (a process killed mid-write) is dropped too.
+  """
+  if not os.path.exists(path):
+    return
+  kept, changed = [], False
+  with open(path) as f:
+    for line in f:
+      try:
+        row_step = int(json.loads(line)["step"])
+      except (ValueError, KeyError, TypeError):
+        changed = True
+        continue
+      if row_step > step:
+        changed = True
+        continue
+      kept.append(line if line.endswith("\n") else line + "\n")
+  if changed:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
+
+
+def read_png(path: str) -> np.ndarray:
+  """[H, W, 3] uint8 pixels of a PNG (Pillow, which matplotlib already needs)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(path) as image:
+    return np.asarray(image.convert("RGB"))
+
+
+def log_pictures(workdir: str, step: int, paths) -> None:
+  """PNG files of a run without a MetricWriter (evaluation, figures at the end of
+  fine-tuning) into WORKDIR/tensorboard, each under its file name (e.g. 'val_roc')."""
+  writer = MetricWriter(workdir, 0, start_step=step, progress=False, metrics_file=False)
+  try:
+    writer.write_pictures(step, {os.path.splitext(os.path.basename(p))[0]: p for p in paths})
+  finally:
+    writer.close()
+
+
 class MetricWriter:
   """Appends metrics per step; shows a progress bar with step, loss, images/s and ETA."""
 
   def __init__(self, workdir: str, total_steps: int, *, start_step: int = 0,
-               progress: bool = True, tensorboard: bool = True):
+               progress: bool = True, tensorboard: bool = True, metrics_file: bool = True):
     self.workdir = workdir
     self.active = jax.process_index() == 0
     self.last: dict = {}
@@ -41,10 +91,16 @@ class MetricWriter:
     if not self.active:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self._jsonl = None
+    if metrics_file:  # A training run's log: what a resumed run repeats is dropped.
+      path = os.path.join(workdir, "metrics.jsonl")
+      drop_rows_after(path, start_step)
+      self._jsonl = open(path, "a")
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      # purge_step: TensorBoard discards earlier files' events from this step on.
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                               purge_step=start_step + 1 if metrics_file else None)
     if progress:
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
       self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
@@ -55,8 +111,9 @@ class MetricWriter:
       return
     record = {"step": int(step), "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}}
     self.last.update(record)
-    self._jsonl.write(json.dumps(record) + "\n")
-    self._jsonl.flush()
+    if self._jsonl is not None:
+      self._jsonl.write(json.dumps(record) + "\n")
+      self._jsonl.flush()
     if self._tb is not None:
       for k, v in record.items():
         if k not in ("step", "time") and isinstance(v, float):
@@ -65,9 +122,27 @@ class MetricWriter:
       shown = {k: record[k] for k in ("loss", "images_per_sec") if k in record}
       self._bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items() if isinstance(v, float)})
 
+  def start_clock(self, step: int) -> None:
+    """Restarts the bar's rate and ETA at `step` (after the first step compiled and ran),
+    so compilation time never counts as time per step."""
+    if self._bar is None:
+      return
+    self._bar.reset(self._bar.total)
+    self._bar.initial = self._bar.n = self._bar.last_print_n = step
+    self._bar.refresh()
+
   def advance(self, step: int) -> None:
     if self._bar is not None:
       self._bar.update(step - self._bar.n)
+
+  def write_pictures(self, step: int, paths: dict[str, str]) -> None:
+    """Adds PNG files ({tag: path}) to TensorBoard's Images tab (missing files skipped)."""
+    if self._tb is None:
+      return
+    for tag, path in paths.items():
+      if path and os.path.exists(path):
+        self._tb.add_image(tag, read_png(path), step, dataformats="HWC")
+    self._tb.flush()
 
   def summary(self, extra: Optional[dict] = None) -> dict:
     """Writes WORKDIR/summary.json with the last metrics (and `extra`)."""
@@ -83,4 +158,5 @@ class MetricWriter:
       self._bar.close()
     if self._tb is not None:
       self._tb.close()
-    self._jsonl.close()
+    if self._jsonl is not None:
+      self._jsonl.close()

@@ -1,7 +1,8 @@
 """TFDS builder `deeplense`: the released DeepLense simulations, from local files.
 
 Nothing is downloaded: the builder reads what the user has (the "manual
-directory"; see /work/shared/deeplense_recipes.md for how the files were made).
+directory"; the public DeepLenseSim code made them, see arXiv:1909.07346,
+2008.12731 and 2112.12121).
 
 Configs (label k means the same physics in every config):
   model_i, model_ii, model_iii: `<manual_dir>/<class>/<class>_sim_<id>.npy`,
