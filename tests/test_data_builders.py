@@ -55,6 +55,8 @@ def _build(name, data_dir, manual_dir=None, **kwargs):
 
 
 def _no_leftovers(data_dir):
+  if not os.path.exists(data_dir):   # refused before anything was written
+    return True
   return not [d for d in os.listdir(data_dir)
               if d.startswith(build.INCOMPLETE_PREFIX)]
 
