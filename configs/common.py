@@ -77,6 +77,9 @@ def apply_mode(c: ml_collections.ConfigDict, mode: str, runlocal: bool,
   probe's head sees standardised features (heads on the pooled embedding)."""
   if mode not in allowed:
     raise ValueError(f"Config arg mode={mode!r} is not one of {tuple(allowed)}.")
+  # Read when the run starts: init_from may still be set on the command line, and a fresh
+  # mode then takes only its backbone and grid (loading.adopt_init_from).
+  c.mode = mode
   if mode == "finetune":
     return
   c.optim.layer_decay = None
@@ -114,6 +117,9 @@ def pretrain_loop(c: ml_collections.ConfigDict, *, runlocal: bool) -> None:
   c.visualize_every = 100 if runlocal else 2_000
   c.nonfinite = "error"
   c.progress_bar = True
+  # No step boundary (a save or an evaluation included) for this long: the process
+  # says where it is stuck and exits non-zero (0 = off).
+  c.watchdog_seconds = 1800
 
 
 def downstream_loop(c: ml_collections.ConfigDict, *, runlocal: bool) -> None:
@@ -125,6 +131,9 @@ def downstream_loop(c: ml_collections.ConfigDict, *, runlocal: bool) -> None:
   c.visualize_every = 0
   c.nonfinite = "error"
   c.progress_bar = True
+  # No step boundary (a save or an evaluation included) for this long: the process
+  # says where it is stuck and exits non-zero (0 = off).
+  c.watchdog_seconds = 1800
 
 
 def adamw(base_lr: float, warmup_steps: int, *, b2: float = 0.999, weight_decay: float,

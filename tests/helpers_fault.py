@@ -16,7 +16,12 @@ and lensfm's config has no test fields:
     a step it chose, with no timing guesses;
   LENSFM_TEST_SIGTERM_AT_STEP=k: at the end of step k process 0 (only: a scheduler may
     preempt one host of several) sends itself SIGTERM, in the middle of the trainer's
-    step boundary (in multi-process runs it then waits 3 s, see `visualize`).
+    step boundary (in multi-process runs it then waits 3 s, see `visualize`);
+  LENSFM_TEST_SIGINT_AT_STEP=k: the same with SIGINT (Ctrl-C), sent
+    LENSFM_TEST_SIGINT_COUNT times (default 1; 2 = a second Ctrl-C, sent once the
+    checkpoint of the last even step is complete, so the abort cannot cut it off);
+  LENSFM_TEST_PAUSE_PROCESS=i: the process that pauses (default 0), e.g. one stuck
+    rank of several for the watchdog.
 """
 import os
 import signal
@@ -47,6 +52,9 @@ class Objective(mae.Objective):
     self.nan_at = _env_step("LENSFM_TEST_NAN_AT_STEP")
     self.pause_at = _env_step("LENSFM_TEST_PAUSE_AT_STEP")
     self.sigterm_at = _env_step("LENSFM_TEST_SIGTERM_AT_STEP")
+    self.sigint_at = _env_step("LENSFM_TEST_SIGINT_AT_STEP")
+    self.sigint_count = int(os.environ.get("LENSFM_TEST_SIGINT_COUNT", "") or 1)
+    self.pause_process = int(os.environ.get("LENSFM_TEST_PAUSE_PROCESS", "") or 0)
 
   def init(self, rng, batch):
     params, extra = super().init(rng, batch)
@@ -61,8 +69,16 @@ class Objective(mae.Objective):
   def visualize(self, params, extra, batch, rng, path):
     del params, extra, batch, rng  # No pictures: only the host-side hooks.
     step = _step_of(path)
+    if step == self.pause_at and jax.process_index() == self.pause_process:
+      self._pause(path, step)
     if jax.process_index() != 0:
       return
+    if step == self.sigint_at:
+      if self.sigint_count > 1:  # The last save (in the background) is complete first.
+        _wait_for_checkpoint(os.path.dirname(path), step - step % 2)
+      for _ in range(self.sigint_count):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)
     if step == self.sigterm_at:
       os.kill(os.getpid(), signal.SIGTERM)
       if jax.process_count() > 1:
@@ -70,11 +86,20 @@ class Objective(mae.Objective):
         # every process agree on a step; waiting here (the others wait in the next
         # collective) keeps that step within the test's few steps however fast they are.
         time.sleep(3)
-    if step == self.pause_at:
-      with open(os.path.join(os.path.dirname(path), f"paused_at_{step}"), "w") as f:
-        f.write(str(os.getpid()))
-      while True:  # Until the test kills this process.
-        time.sleep(1)
+
+  @staticmethod
+  def _pause(path, step):
+    with open(os.path.join(os.path.dirname(path), f"paused_at_{step}"), "w") as f:
+      f.write(str(os.getpid()))
+    while True:  # Until the test (or the watchdog) ends this process.
+      time.sleep(1)
+
+
+def _wait_for_checkpoint(workdir, step, timeout=300):
+  deadline = time.time() + timeout
+  target = os.path.join(workdir, "checkpoints", str(step))
+  while not os.path.isdir(target) and time.time() < deadline:
+    time.sleep(0.2)
 
 
 def main():

@@ -83,7 +83,7 @@ def output(log_path) -> str:
     return f.read()
 
 
-def run(cmd, env, log_path, timeout=300) -> tuple[int, str]:
+def run(cmd, env, log_path, timeout=600) -> tuple[int, str]:
   """Runs to the end; returns (exit code, stdout and stderr)."""
   proc = launch(cmd, env, log_path)
   try:
@@ -128,6 +128,14 @@ def leftovers(workdir) -> list[str]:
 def metrics(workdir) -> list[dict]:
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f]
+
+
+def tensorboard_steps(workdir, tag="loss") -> list[int]:
+  """The steps of `tag` as TensorBoard shows them (purged events left out)."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  events = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
+  events.Reload()
+  return [e.step for e in events.Scalars(tag)]
 
 
 def summary(workdir) -> dict:

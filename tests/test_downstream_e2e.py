@@ -4,6 +4,7 @@
 TFDS on first use and mapped onto the model grid) -> summary.json and figures ->
 predictions on 64x64 and 150x150 .npy / FITS files, with bad files named."""
 import csv
+import hashlib
 import json
 import os
 
@@ -233,3 +234,52 @@ def test_superres_evaluation_on_paired_files(tmp_path):
   bicubic = np.asarray(metrics.bicubic_upsample(lr[None, ..., None], 2))[0]
   np.testing.assert_allclose(np.load(rows[0]["sr_file"]), bicubic, atol=1e-3 * np.ptp(lr))
   assert [r["flag"] for r in rows] == [""] * 4
+
+
+def test_evaluate_on_the_train_split_counts_each_example_once(workdirs, tmp_path):
+  root, _ = workdirs
+  write_deeplense_files(tmp_path / "deeplense")  # 12 train and 12 test images.
+  c = load("evaluate.py:runlocal")
+  c.update(init_from=str(root / "finetune"), batch_size=BATCH, split="train")
+  c.data.update(name="deeplense/model_ii", manual_dir=str(tmp_path / "deeplense"),
+                data_dir=str(tmp_path / "tfds"))
+  evaluate.run(c, str(tmp_path / "eval"))
+  summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+  # One pass: not the shuffled, endless training stream (num_examples batches of it).
+  assert summary["split"] == "train" and summary["num_examples"] == 12
+  assert np.asarray(summary["confusion_matrix"]).sum() == 12
+
+
+def test_predict_outputs_are_one_set_an_all_bad_rerun_keeps_them(workdirs, tmp_path):
+  root, _ = workdirs
+  rng = np.random.default_rng(2)
+  good, bad, out = tmp_path / "good", tmp_path / "bad", tmp_path / "out"
+  good.mkdir()
+  bad.mkdir()
+  np.save(good / "lens0.npy", rng.random((64, 64)).astype(np.float32))
+  np.save(good / "small.npy", rng.random((32, 32)))
+  np.save(bad / "small.npy", rng.random((32, 32)))
+  c = load("predict.py:runlocal")
+  c.update(init_from=str(root / "finetune"), inputs=str(good), progress_bar=False,
+           batch_size=4)
+  first = predict.run(c, str(out))
+  assert first["num_images"] == 1 and first["num_skipped"] == 1
+  names = ("predictions.csv", "predictions_skipped.csv", "predict_summary.json")
+  before = {n: (out / n).read_bytes() for n in names}
+  summary = json.loads(before["predict_summary.json"])
+  assert summary["sha256"][str(out / "predictions.csv")] == hashlib.sha256(
+      before["predictions.csv"]).hexdigest()
+
+  # Every input bad: an error that says the earlier results stay, and they do.
+  c.inputs = str(bad)
+  with pytest.raises(ValueError, match="the previous results are kept"):
+    predict.run(c, str(out))
+  assert {n: (out / n).read_bytes() for n in names} == before
+  assert sorted(os.listdir(out)) == sorted(names)  # No temporary files left.
+
+  # A clean run: no stale list of skipped files beside num_skipped 0.
+  os.remove(good / "small.npy")
+  c.inputs = str(good)
+  clean = predict.run(c, str(out))
+  assert clean["num_skipped"] == 0 and not (out / "predictions_skipped.csv").exists()
+  assert json.loads((out / "predict_summary.json").read_text())["num_skipped"] == 0

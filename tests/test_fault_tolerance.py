@@ -23,6 +23,7 @@ import helpers_runs as runs
 from lensfm.train import checkpoint
 from lensfm.train import loading
 from lensfm.train import trainer as trainer_lib
+from lensfm.train import watchdog
 
 TOTAL = runs.TOTAL_STEPS
 
@@ -97,6 +98,66 @@ def test_sigterm_saves_at_the_next_step_exits_0_and_restart_finishes(reference, 
   runs.assert_states_equal(workdir, reference)
 
 
+def test_first_ctrl_c_saves_at_the_next_step_exits_0_and_restart_is_bit_exact(
+    reference, cache_dir, tmp_path):
+  workdir = tmp_path / "run"
+  # Ctrl-C during step 3's boundary: saved at step 4, exit 0, no traceback.
+  code, out = runs.run(runs.command(workdir),
+                       runs.environment(8, cache_dir, LENSFM_TEST_SIGINT_AT_STEP=3),
+                       tmp_path / "interrupted.txt")
+  assert code == 0, out[-3000:]
+  assert "Ctrl-C: saving a checkpoint at the next step boundary" in out, out[-3000:]
+  assert "Received SIGINT: saved a checkpoint at step 4" in out, out[-3000:]
+  assert "KeyboardInterrupt" not in out
+  assert runs.checkpoint_steps(workdir) == [2, 4] and not runs.leftovers(workdir)
+
+  code, out = runs.run(runs.command(workdir), runs.environment(8, cache_dir),
+                       tmp_path / "restart.txt")
+  assert code == 0, out[-3000:]
+  assert "Resuming from checkpoint step 4" in out
+  runs.assert_states_equal(workdir, reference)
+
+
+def test_second_ctrl_c_aborts_and_the_resumed_run_logs_each_step_once(reference, cache_dir,
+                                                                    tmp_path):
+  workdir = tmp_path / "run"
+  # Two Ctrl-C during step 3's boundary: out at once, nothing saved after step 2, yet
+  # steps 1-3 were logged (log_every=1).
+  code, out = runs.run(runs.command(workdir),
+                       runs.environment(8, cache_dir, LENSFM_TEST_SIGINT_AT_STEP=3,
+                                        LENSFM_TEST_SIGINT_COUNT=2),
+                       tmp_path / "aborted.txt")
+  assert code == 130, out[-3000:]
+  assert "Second Ctrl-C: aborting now, without saving." in out
+  assert runs.checkpoint_steps(workdir) == [2]
+  assert [m["step"] for m in runs.metrics(workdir)] == [1, 2, 3]
+
+  code, out = runs.run(runs.command(workdir), runs.environment(8, cache_dir),
+                       tmp_path / "restart.txt")
+  assert code == 0, out[-3000:]
+  assert "Resuming from checkpoint step 2" in out
+  # Step 3 was logged by both runs: once in metrics.jsonl and TensorBoard.
+  assert [m["step"] for m in runs.metrics(workdir)] == list(range(1, TOTAL + 1))
+  assert runs.tensorboard_steps(workdir) == list(range(1, TOTAL + 1))
+  runs.assert_states_equal(workdir, reference)
+
+
+def test_watchdog_ends_a_stuck_run_naming_the_step(cache_dir, tmp_path):
+  workdir = tmp_path / "run"
+  # The host is stuck after step 2 (as if in a collective that never returns).
+  code, out = runs.run(runs.command(workdir, watchdog_seconds=45),
+                       runs.environment(8, cache_dir, LENSFM_TEST_PAUSE_AT_STEP=2),
+                       tmp_path / "stuck.txt", timeout=600)
+  assert code == watchdog.WATCHDOG_EXIT_CODE, out[-3000:]
+  # (On a heavily loaded machine step 2's first save alone may outlast the watchdog.)
+  found = re.search(r"lensfm watchdog: process 0 of 1 .* is stuck: no step boundary for 45 s "
+                    r".*last boundary: step 2, then (drawing pictures|saving checkpoint) ",
+                    out)
+  assert found, out[-3000:]
+  if "drawing pictures" in found.group(0):
+    assert "in _pause" in out  # The Python stacks show where.
+
+
 def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(reference, cache_dir,
                                                                    tmp_path):
   workdir = tmp_path / "run"
@@ -127,6 +188,16 @@ def _truncate_chunk(step_dir):
   os.truncate(chunk, os.path.getsize(chunk) // 2)
 
 
+def _flip_a_byte(step_dir):
+  chunk = max(glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True),
+              key=os.path.getsize)
+  with open(chunk, "r+b") as f:
+    f.seek(os.path.getsize(chunk) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0x10]))
+
+
 DAMAGE = {
     "truncated_array_file": _truncate_chunk,
     "missing_tree_metadata": lambda d: os.remove(os.path.join(d, "state", "_METADATA")),
@@ -134,6 +205,8 @@ DAMAGE = {
     "missing_state_item": lambda d: shutil.rmtree(os.path.join(d, "state")),
     "invalid_data_json": lambda d: os.truncate(os.path.join(d, "data", "metadata"), 3),
     "emptied_step": lambda d: [shutil.rmtree(d), os.makedirs(d)],
+    # A bit flip that leaves every file readable: only the checksums see it.
+    "flipped_byte_in_array_file": _flip_a_byte,
 }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from lensfm.train import distributed
+from lensfm.train import watchdog
 import helpers_runs as runs
 
 TOTAL = runs.TOTAL_STEPS
@@ -29,17 +30,19 @@ def reference(tmp_path_factory):
   return workdir
 
 
-def run_two_processes(workdir, log_prefix, timeout=420, **hooks) -> list[tuple[int, str]]:
+def run_two_processes(workdir, log_prefix, timeout=420, overrides=None, cache_dir=None,
+                      **hooks) -> list[tuple[int, str]]:
   """Both processes of a run to the end: [(exit code, output)] for processes 0 and 1."""
   port = runs.free_port()
   procs, logs = [], []
   for i in range(2):
-    cmd = runs.command(workdir) + [f"--coordinator_address=localhost:{port}",
-                                   "--num_processes=2", f"--process_id={i}"]
+    cmd = runs.command(workdir, **(overrides or {})) + [
+        f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"]
     logs.append(f"{log_prefix}.process{i}.txt")
-    # No shared compilation cache: process 1 would compile alone (only process 0 writes
-    # the cache) and reach the first collective past gloo's 30 s rendezvous timeout.
-    procs.append(runs.launch(cmd, runs.environment(4, **hooks), logs[-1]))
+    # No shared compilation cache unless it is already filled by an earlier run of the
+    # same programs: process 1 would compile alone (only process 0 writes the cache)
+    # and reach the first collective past gloo's 30 s rendezvous timeout.
+    procs.append(runs.launch(cmd, runs.environment(4, cache_dir, **hooks), logs[-1]))
   try:
     for proc in procs:
       proc.wait(timeout=timeout)
@@ -84,6 +87,53 @@ def test_two_processes_stop_together_on_sigterm_resume_and_match_one(reference, 
   assert sorted(got) == sorted(expected)
   for key in expected:
     np.testing.assert_allclose(got[key], expected[key], rtol=1e-4, atol=2e-5, err_msg=key)
+
+
+# Before the trainer bounded its run-ahead (trainer.MAX_STEPS_IN_FLIGHT) this job hung
+# in most runs once the host was ~16 steps ahead: no logging, saving or pictures to
+# stop it; 40 steps leave room for that. The watchdog turns a hang into exit 124.
+NO_SYNC_RUN = dict(total_steps=40, log_every=1000, checkpoint_every=1000,
+                   visualize_every=0, watchdog_seconds=200)
+
+
+def test_two_process_runs_never_hang(reference_40, tmp_path):
+  cache_dir = tmp_path / "xla_cache"  # Filled by run 1's process 0, read by both after.
+  for attempt in range(3):
+    workdir = tmp_path / f"run{attempt}"
+    results = run_two_processes(workdir, tmp_path / f"run{attempt}", timeout=900,
+                                overrides=NO_SYNC_RUN,
+                                cache_dir=cache_dir if attempt else None)
+    for i, (code, out) in enumerate(results):
+      assert code == 0, f"run {attempt}, process {i} (exit {code}):\n{out[-4000:]}"
+    got, expected = runs.flat_state(workdir), runs.flat_state(reference_40)
+    for key in expected:
+      np.testing.assert_allclose(got[key], expected[key], rtol=1e-4, atol=2e-5,
+                                 err_msg=f"run {attempt}: {key}")
+
+
+@pytest.fixture(scope="module")
+def reference_40(tmp_path_factory):
+  """NO_SYNC_RUN in one process with 8 devices."""
+  workdir = tmp_path_factory.mktemp("reference_40")
+  code, out = runs.run(runs.command(workdir, **NO_SYNC_RUN),
+                       runs.environment(8, runs.shared_cache_dir(tmp_path_factory)),
+                       workdir / "log.txt")
+  assert code == 0, out[-3000:]
+  return workdir
+
+
+def test_a_stuck_rank_makes_every_process_exit_by_the_watchdog(tmp_path):
+  # Process 1 stops in Python after step 2; process 0 then waits in step 3's collective.
+  results = run_two_processes(tmp_path / "run", tmp_path / "stuck", timeout=900,
+                              overrides=dict(watchdog_seconds=60),
+                              LENSFM_TEST_PAUSE_AT_STEP=2, LENSFM_TEST_PAUSE_PROCESS=1)
+  for i, (code, out) in enumerate(results):
+    assert code == watchdog.WATCHDOG_EXIT_CODE, f"process {i} (exit {code}):\n{out[-4000:]}"
+    assert re.search(rf"lensfm watchdog: process {i} of 2 .* is stuck: no step boundary "
+                     r"for 60 s", out), out[-3000:]
+  # The stuck rank names where it is; the other waits for it further on.
+  assert "last boundary: step 2, then drawing pictures at step 2" in results[1][1]
+  assert "in _pause" in results[1][1]
 
 
 @pytest.mark.parametrize("flags,environ,expected", [

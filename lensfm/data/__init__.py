@@ -29,6 +29,7 @@ Batch = dict[str, jax.Array]
 _SOURCES = {
     "sim": "lensfm.data.sim_source",
     "sim_pool": "lensfm.data.sim_pool",
+    "sim_mixture": "lensfm.data.sim_mixture",  # Same-lens views, instrument mixture.
     "tfds": "lensfm.data.pipeline",
 }
 
@@ -61,7 +62,7 @@ def source_name(data_config) -> str:
 
 def make_input(data_config, *, global_batch_size: int,
                sharding: jax.sharding.NamedSharding, seed: int,
-               split: str = "train") -> Input:
+               split: str = "train", single_pass: bool = False) -> Input:
   """Builds the input named by `data_config.source`.
 
   Args:
@@ -71,6 +72,10 @@ def make_input(data_config, *, global_batch_size: int,
     sharding: sharding of the leading (batch) axis over the mesh's data axes.
     seed: makes shuffling, augmentation and simulation reproducible.
     split: which split to read ('train', 'test', ...; sources may map names).
+    single_pass: read a finite split exactly once, in record order and unaugmented,
+      even 'train' (evaluations); otherwise 'train' is shuffled and endless. Endless
+      sources (the simulator) are unchanged: an evaluation takes a fixed number of
+      their batches.
   """
   source = source_name(data_config)
   if source not in _SOURCES:
@@ -83,4 +88,4 @@ def make_input(data_config, *, global_batch_size: int,
         f"of processes ({jax.process_count()}).")
   module = importlib.import_module(_SOURCES[source])
   return module.make(data_config, global_batch_size=global_batch_size,
-                     sharding=sharding, seed=seed, split=split)
+                     sharding=sharding, seed=seed, split=split, single_pass=single_pass)

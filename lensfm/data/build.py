@@ -28,7 +28,12 @@ partial dataset where a good one is expected (a killed build leaves only a
 With --overwrite the old build stays in place until the new one is complete.
 An existing build is reused if its stored build arguments match the requested
 ones (arguments not given are not compared); otherwise it is an error unless
-overwrite=True. If several processes build the same dataset at once, the first
+overwrite=True. Each build records its source's fingerprint (builder, version,
+arguments; for deeplense every file under manual_dir with its size and
+modification time, see source_fingerprint.py): a build asked for with a
+manual_dir whose files differ (or a build that records none) is rebuilt, the
+old one staying in place until the new one is complete; a manual_dir that does
+not exist is an error even when a build exists. If several processes build the same dataset at once, the first
 to finish wins and the others reuse its result.
 """
 from __future__ import annotations
@@ -49,7 +54,9 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lensfm import compilation_cache
 from lensfm.data import builders
+from lensfm.data import source_fingerprint
 from lensfm.data.builders import base
 from lensfm.data.builders import lensfm_sim
 
@@ -68,11 +75,14 @@ class BuildResult:
   num_examples: dict[str, int]  # Per split.
   report: dict[str, Any]       # Written / skipped counts (see builders.base).
   seconds: float
+  rebuilt_because: str = ""    # Why an existing build was replaced (its source changed).
 
   def summary(self) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(self.num_examples.items()))
     lines = [f"{'Built' if self.built else 'Reused'} {self.name}: {counts} "
              f"examples at {self.path} ({self.seconds:.1f} s)."]
+    if self.rebuilt_because:
+      lines.append(f"Rebuilt: the previous build's source differs: {self.rebuilt_because}.")
     skipped = self.report.get("skipped_total", 0)
     if skipped:
       lines.append(f"Skipped {skipped} bad files "
@@ -201,12 +211,15 @@ def read_labels(source) -> np.ndarray:
   return np.asarray(labels, np.int32)
 
 
-def write_label_index(path: str) -> None:
+def write_label_index(path: str, known: Optional[dict] = None) -> None:
   """Writes the labels of every split in record order (`LABEL_INDEX_FILE`),
-  so labels_per_class subsets need not read every image."""
+  so labels_per_class subsets need not read every image. `known`: {split:
+  labels in record order} that the builder kept (no re-reading), if any."""
   builder = tfds.builder_from_directory(path)
-  for split in builder.info.splits.keys():
-    labels = read_labels(builder.as_data_source(split=split))
+  for split, info in builder.info.splits.items():
+    labels = (known or {}).get(split)
+    if labels is None or len(labels) != info.num_examples:
+      labels = read_labels(builder.as_data_source(split=split))
     np.save(os.path.join(path, LABEL_INDEX_FILE.format(split=split)), labels)
 
 
@@ -256,8 +269,14 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
       dataset, num_examples=num_examples, num_test_examples=num_test_examples,
       seed=seed, test_fraction=test_fraction, recipe_overrides=recipe_overrides)
 
+  source = _source(dataset, manual_dir, requested)
+  rebuilt_because = ""
   if is_built(final) and not overwrite:
-    return _reuse(name, final, requested, start)
+    stale = _stale(final, source)
+    if not stale:
+      return _reuse(name, final, requested, start)
+    rebuilt_because = "; ".join(stale)
+    overwrite = True  # The old build stays until the new one is complete.
 
   os.makedirs(data_dir, exist_ok=True)
   _remove_stale_incomplete(data_dir, dataset, config)
@@ -281,7 +300,9 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
           download_config=tfds.download.DownloadConfig(
               download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
     built_path = os.fspath(builder.data_path)
-    write_label_index(built_path)
+    write_label_index(built_path, getattr(builder, "record_labels", None))
+    source["args"] = builder.build_args() if hasattr(builder, "build_args") else source["args"]
+    source_fingerprint.write(built_path, source)
     report = builder.report.to_dict()
     _copy_default_config_marker(tmp_root, data_dir, dataset)
     if not _publish(built_path, final, overwrite):
@@ -290,7 +311,29 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
     shutil.rmtree(tmp_root, ignore_errors=True)
   return BuildResult(name=name, path=final, built=True,
                      num_examples=_split_sizes(final), report=report,
-                     seconds=time.time() - start)
+                     seconds=time.time() - start, rebuilt_because=rebuilt_because)
+
+
+def _source(dataset: str, manual_dir: Optional[str], requested: dict) -> dict:
+  """The fingerprint of what is asked for; a manual_dir that is gone is an error."""
+  if manual_dir and not os.path.isdir(manual_dir):
+    raise base.BadInputError(manual_dir, "manual_dir does not exist",
+                             "the directory holding the source files",
+                             reason="missing_dir")
+  files_from = base.abspath(manual_dir) if dataset == "deeplense" and manual_dir else None
+  return source_fingerprint.make(dataset, str(builders.BUILDERS[dataset].VERSION),
+                                 requested, files_from)
+
+
+def _stale(path: str, source: dict) -> list[str]:
+  """Why the build at `path` is not of `source` ([]: reuse it). Without a manual_dir
+  there are no files to compare: the build is taken as it is."""
+  if "files" not in source:
+    return []
+  stored = source_fingerprint.read(path)
+  if stored is not None:  # Arguments are compared by _reuse (not given = any).
+    stored = {**stored, "args": source["args"]}
+  return source_fingerprint.differences(stored, source)
 
 
 def _reuse(name: str, path: str, requested: dict, start: float) -> BuildResult:
@@ -333,6 +376,7 @@ def _parse_args(argv):
 
 def main(argv=None) -> int:
   args = _parse_args(argv)
+  compilation_cache.enable()  # The simulator compiles once per machine, not per build.
   try:
     result = ensure_built(
         args.name, args.data_dir, args.manual_dir,

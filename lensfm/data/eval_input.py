@@ -7,7 +7,8 @@
   * the simulator is endless, so a simulated split is the first `num_examples`
     (rounded up to whole batches) of that split's stream: the same examples at every
     evaluation of a run and in every run with the same seed;
-  * a TFDS split is read once (the last batch padded, with 'mask' False on padding).
+  * a TFDS split, 'train' included, is read exactly once (in record order, the last
+    batch padded, with 'mask' False on padding; `num_examples` may cap it).
 """
 import math
 
@@ -37,7 +38,7 @@ def make_eval_input(data_config, *, split: str, batch_size: int, sharding, seed:
   """(input, num_batches): num_batches is None for a single-pass TFDS split."""
   config = eval_data_config(data_config)
   source = data_lib.make_input(config, global_batch_size=batch_size, sharding=sharding,
-                               seed=seed, split=split)
+                               seed=seed, split=split, single_pass=True)
   if getattr(source, "num_batches", None) is not None:  # A finite split.
     limit = source.num_batches
     if num_examples:

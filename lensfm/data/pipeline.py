@@ -8,7 +8,8 @@ Host side (numpy, grain):
     and makes batches of global_batch_size / P;
   * 'train' (the split name before any '[...]' slice is 'train'): a seeded
     global shuffle of the process's records (grain `shuffle`: a different
-    permutation every epoch, no shuffle buffer) repeated forever;
+    permutation every epoch, no shuffle buffer) repeated forever, unless
+    `single_pass` (evaluations: every split, 'train' included, is read once);
   * any other split: one pass in record order. The last batch is padded to
     full size with zero examples and 'mask' False, so shapes stay static and
     every process yields the same number of batches (`num_batches`); metrics
@@ -459,7 +460,7 @@ def build_if_needed(data_config, show: bool = True) -> None:
 def make(data_config, *, global_batch_size: int,
          sharding: jax.sharding.NamedSharding, seed: int, split: str = "train",
          process_index: Optional[int] = None,
-         process_count: Optional[int] = None) -> GrainInput:
+         process_count: Optional[int] = None, single_pass: bool = False) -> GrainInput:
   """Builds the grain input (see the module docstring).
 
   `process_index` / `process_count` default to jax's; tests pass them to
@@ -471,8 +472,8 @@ def make(data_config, *, global_batch_size: int,
                    else process_count)
   plan = _plan(data_config, global_batch_size=global_batch_size, seed=seed,
                split=split, process_index=process_index,
-               process_count=process_count)
-  training = base_split(split) == "train"
+               process_count=process_count, single_pass=single_pass)
+  training = base_split(split) == "train" and not single_pass
   prepare = make_prepare(
       sharding=sharding, seed=seed, split=split,
       normalize=data_config.get("normalize", transforms.DEFAULT_NORMALIZE),
@@ -489,16 +490,17 @@ def make(data_config, *, global_batch_size: int,
 
 def host_batches(data_config, *, global_batch_size: int, seed: int,
                  split: str = "train", process_index: int = 0,
-                 process_count: int = 1) -> grain.MapDataset:
+                 process_count: int = 1, single_pass: bool = False) -> grain.MapDataset:
   """One process's host batches (numpy, before normalisation): what `make`
   feeds to the devices. For tests and inspection."""
   return _plan(data_config, global_batch_size=global_batch_size, seed=seed,
                split=split, process_index=process_index,
-               process_count=process_count)["batches"]
+               process_count=process_count, single_pass=single_pass)["batches"]
 
 
 def _plan(data_config, *, global_batch_size: int, seed: int, split: str,
-          process_index: int, process_count: int) -> dict[str, Any]:
+          process_index: int, process_count: int,
+          single_pass: bool = False) -> dict[str, Any]:
   """Opens the dataset and lays out this process's grain MapDataset."""
   if global_batch_size % process_count:
     raise ValueError(f"Global batch size {global_batch_size} must be divisible "
@@ -515,7 +517,7 @@ def _plan(data_config, *, global_batch_size: int, seed: int, split: str,
   image_shape = check_dataset_image_shape(features, data_config, name)
   split = resolve_split(split, builder.info.splits.keys())
   source = builder.as_data_source(split=split)
-  training = base_split(split) == "train"
+  training = base_split(split) == "train" and not single_pass
 
   indices = np.arange(len(source))
   per_class = data_config.get("labels_per_class", None)

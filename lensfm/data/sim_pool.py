@@ -160,12 +160,13 @@ class PoolInput(sim_source.StepIndexedInput):
 
 
 def make(data_config, *, global_batch_size: int, sharding: jax.sharding.NamedSharding,
-         seed: int, split: str = "train"):
-  """The 'sim_pool' source: the pool for 'train', the plain simulator otherwise."""
+         seed: int, split: str = "train", single_pass: bool = False):
+  """The 'sim_pool' source: the pool for 'train', the plain simulator otherwise
+  (`single_pass`: see `lensfm.data.make_input`)."""
   plain = sim_config(data_config)
   if sim_source.SPLIT_ALIASES.get(split, split) != "train":
     return sim_source.make(plain, global_batch_size=global_batch_size, sharding=sharding,
-                           seed=seed, split=split)
+                           seed=seed, split=split, single_pass=single_pass)
   per_class = data_config.get("labels_per_class", None)
   labels_seed = data_config.get("labels_seed", None)
   pool = draw_pool(plain, per_class or 0, seed if labels_seed is None else int(labels_seed))

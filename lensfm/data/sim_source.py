@@ -274,8 +274,9 @@ class SimInput(StepIndexedInput):
 
 def make(data_config, *, global_batch_size: int,
          sharding: jax.sharding.NamedSharding, seed: int,
-         split: str = "train") -> SimInput:
-  """Builds the on-device simulated input (see the module docstring)."""
+         split: str = "train", single_pass: bool = False) -> SimInput:
+  """Builds the on-device simulated input (see the module docstring); endless whatever
+  `single_pass` (evaluations take a fixed number of batches), unaugmented then."""
   recipe = get_recipe(data_config)
   check_image_shape(recipe.image_shape, data_config,
                     f"Simulator recipe {recipe.name!r}")
@@ -286,7 +287,7 @@ def make(data_config, *, global_batch_size: int,
                   "simulate the full global batch, not only its shard.")
   normalize = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)
   augment = transforms.parse_augment(data_config.get("augment", ""))
-  if split_id(split) != SPLIT_IDS["train"]:
+  if split_id(split) != SPLIT_IDS["train"] or single_pass:
     augment = ()  # Evaluation data are never augmented.
   stats = normalization_stats(data_config, recipe)
   return SimInput(recipe, global_batch_size=global_batch_size,

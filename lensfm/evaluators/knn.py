@@ -112,10 +112,13 @@ class Evaluator:
     for part, split in self.splits.items():
       source = data_lib.make_input(self.data_config, global_batch_size=self.batch_size,
                                    sharding=self.data_sharding, seed=self.seed,
-                                   split=split)
+                                   split=split, single_pass=True)
       keep = ("image", self.label_key, "mask")
+      # At most one pass: a small split gives fewer batches, never repeated examples.
+      count = min(self.num_batches[part], getattr(source, "num_batches", None) or
+                  self.num_batches[part])
       batches[part] = [{k: v for k, v in next(source).items() if k in keep}
-                       for _ in range(self.num_batches[part])]
+                       for _ in range(count)]
     return batches
 
   def run(self, state, step) -> dict[str, float]:

@@ -22,6 +22,12 @@ once on the console). Files that cannot be used (unreadable, truncated, not an i
 pickles without allow_pickle) are skipped, each named with the reason on the console and
 in DIR/predictions_skipped.csv; the counts are in DIR/predict_summary.json.
 
+The three outputs are one set: each is written to a temporary file and renamed into
+place only when all are complete, the summary last (it holds the SHA-256 of the two
+CSVs, so a set can be checked); a run without skipped files removes an older
+predictions_skipped.csv. A run that can read no image writes nothing: the previous
+results stay as they were (and it says so).
+
 config fields:
   task: 'predict'.
   init_from: the fine-tuned workdir (or checkpoints/<step>).
@@ -39,6 +45,7 @@ config fields:
 """
 import csv
 import functools
+import hashlib
 import json
 import os
 import time
@@ -178,45 +185,75 @@ def run(config, workdir: str) -> dict:
   if config.get("progress_bar", True):
     progress = lambda xs: tqdm(xs, unit="image", dynamic_ncols=True, mininterval=1.0)
   skipped, flagged, num_written = [], [], 0
+  skipped_path = os.path.join(workdir, "predictions_skipped.csv")
+  summary_path = os.path.join(workdir, "predict_summary.json")
   tmp = f"{output}.tmp-{os.getpid()}"
-  with open(tmp, "w", newline="") as f, jax.set_mesh(mesh):
-    writer = csv.writer(f)
-    writer.writerow(["file"] + objective.output_columns() + ["flag"])
-    for names, images, scale in read_batches(paths, batch_size, read, skipped, progress):
-      n = len(names)
-      doubtful_inputs = [image_files.suspicious(image) for image in images]
-      padded = np.zeros((batch_size,) + images.shape[1:], np.float32)
-      padded[:n] = np.nan_to_num(images, nan=0., posinf=0., neginf=0.)
-      outputs = jax.device_get(predict(params, extra, jax.device_put(padded, data_sharding),
-                                       scale))
-      outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
-      rows = objective.output_rows(outputs, [image_files.image_name(p) for p in names],
-                                   os.path.join(workdir, "superres"))
-      for name, row, doubtful_input, doubtful_answer in zip(
-          names, rows, doubtful_inputs, objective.output_flags(outputs)):
-        if doubtful_input and not objective.answers_suspicious_inputs:
-          row = [""] * len(row)
-          doubtful_answer = ""  # No answer, nothing to doubt about it.
-        flag = "; ".join(x for x in (doubtful_input, doubtful_answer) if x)
-        writer.writerow([name] + row + [flag])
-        if flag:
-          flagged.append(name)
-      num_written += n
-  os.replace(tmp, output)
+  try:
+    with open(tmp, "w", newline="") as f, jax.set_mesh(mesh):
+      writer = csv.writer(f)
+      writer.writerow(["file"] + objective.output_columns() + ["flag"])
+      for names, images, scale in read_batches(paths, batch_size, read, skipped, progress):
+        n = len(names)
+        doubtful_inputs = [image_files.suspicious(image) for image in images]
+        padded = np.zeros((batch_size,) + images.shape[1:], np.float32)
+        padded[:n] = np.nan_to_num(images, nan=0., posinf=0., neginf=0.)
+        outputs = jax.device_get(predict(params, extra, jax.device_put(padded, data_sharding),
+                                         scale))
+        outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
+        rows = objective.output_rows(outputs, [image_files.image_name(p) for p in names],
+                                     os.path.join(workdir, "superres"))
+        for name, row, doubtful_input, doubtful_answer in zip(
+            names, rows, doubtful_inputs, objective.output_flags(outputs)):
+          if doubtful_input and not objective.answers_suspicious_inputs:
+            row = [""] * len(row)
+            doubtful_answer = ""  # No answer, nothing to doubt about it.
+          flag = "; ".join(x for x in (doubtful_input, doubtful_answer) if x)
+          writer.writerow([name] + row + [flag])
+          if flag:
+            flagged.append(name)
+        num_written += n
+  except BaseException:
+    os.remove(tmp)  # An interrupted run leaves the previous results alone.
+    raise
+  if not num_written:
+    os.remove(tmp)
+    kept = [p for p in (output, skipped_path, summary_path) if os.path.exists(p)]
+    raise errors.UserError(
+        f"None of the {len(paths)} input files could be read; first problems: "
+        + "; ".join(r for _, r in skipped[:3]) + ". Nothing was written"
+        + (f"; the previous results are kept ({', '.join(kept)})." if kept else "."))
 
+  skipped_tmp = None
+  if skipped:
+    skipped_tmp = f"{skipped_path}.tmp-{os.getpid()}"
+    with open(skipped_tmp, "w", newline="") as f:
+      csv.writer(f).writerows([("file", "reason")] + skipped)
   summary = {"output": output, "num_images": num_written, "num_skipped": len(skipped),
              "skipped": [p for p, _ in skipped], "num_flagged": len(flagged),
              "flagged": flagged, "checkpoint": trained.path,
-             "checkpoint_step": trained.step, "seconds": time.time() - start}
+             "checkpoint_step": trained.step, "seconds": time.time() - start,
+             "sha256": {output: _sha256(tmp)} | (
+                 {skipped_path: _sha256(skipped_tmp)} if skipped_tmp else {})}
+  summary_tmp = f"{summary_path}.tmp-{os.getpid()}"
+  ckpt_lib.write_json_atomically(summary_tmp, summary)
+  # All three are complete: into place, the summary last.
+  os.replace(tmp, output)
+  if skipped_tmp:
+    os.replace(skipped_tmp, skipped_path)
+  elif os.path.exists(skipped_path):
+    os.remove(skipped_path)  # An older run's list would contradict num_skipped: 0.
+  os.replace(summary_tmp, summary_path)
   if skipped:
-    with open(os.path.join(workdir, "predictions_skipped.csv"), "w", newline="") as f:
-      csv.writer(f).writerows([("file", "reason")] + skipped)
-    print(f"Skipped {len(skipped)} of {len(paths)} files (listed in "
-          f"{os.path.join(workdir, 'predictions_skipped.csv')}).", flush=True)
-  if not num_written:
-    raise errors.UserError(f"None of the {len(paths)} input files could be read; first problems: "
-                     + "; ".join(r for _, r in skipped[:3]))
-  ckpt_lib.write_json_atomically(os.path.join(workdir, "predict_summary.json"), summary)
+    print(f"Skipped {len(skipped)} of {len(paths)} files (listed in {skipped_path}).",
+          flush=True)
   print(f"Wrote {num_written} predictions to {output}"
         + (f"; {len(flagged)} flagged (see its flag column)." if flagged else "."), flush=True)
   return summary
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()

@@ -17,13 +17,25 @@ checkpoint under a step's name; such leftovers are removed when the next run sta
 (truncated, deleted, unreadable) is detected on restore, by every process agreeing that
 it read its part: the run falls back to the newest intact step, moves the damaged one
 to WORKDIR/checkpoints_damaged/ (never deleting anything) and says which steps it
-skipped and why. Undetected: bit flips that leave a chunk decodable (no checksums).
+skipped and why.
+
+Checksums: every step directory holds CHECKSUMS_FILE, the CRC-32 and size of each
+file of the step, computed by process 0 in orbax's background thread once all
+processes' files are written and before the step directory gets its final name, so
+async saving is kept and a step never appears without its checksums (a save with
+async_save=False writes them right after the save). Restoring checks them first
+(each process a share of the files); a mismatch (a flipped bit, a truncated file) is
+damage like any other: named, set aside, the previous intact step restored. A step
+saved by a version of lensfm without checksums is restored unchecked.
 """
+import collections
+import glob
 import json
 import os
 import shutil
 import time
 from typing import Any, Optional
+import zlib
 
 from absl import logging
 from etils import epath
@@ -35,6 +47,57 @@ from lensfm import errors
 
 # Key of the data item when processes' input states differ (e.g. grain, per host).
 PER_PROCESS = "per_process"
+CHECKSUMS_FILE = "lensfm_checksums.json"
+# Orbax rewrites the step's own metadata (commit time) after the files are final.
+_UNCHECKED = (CHECKSUMS_FILE, "_CHECKPOINT_METADATA")
+_CHUNK = 1 << 24
+
+
+class ChecksumError(ValueError):
+  """A checkpoint file whose bytes are not those that were saved."""
+
+
+def file_crc32(path: str) -> int:
+  crc = 0
+  with open(path, "rb") as f:
+    while chunk := f.read(_CHUNK):
+      crc = zlib.crc32(chunk, crc)
+  return crc
+
+
+def write_checksums(step_dir: str) -> None:
+  """Records {relative path: [size, crc32]} of every file under `step_dir`."""
+  files = {}
+  for root, _, names in os.walk(step_dir):
+    for name in names:
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, step_dir)
+      if rel not in _UNCHECKED and ".tmp-" not in name:
+        files[rel] = [os.path.getsize(path), file_crc32(path)]
+  write_json_atomically(os.path.join(step_dir, CHECKSUMS_FILE),
+                        {"algorithm": "crc32", "files": files})
+
+
+def verify_checksums(step_dir: str, share: tuple[int, int] = (0, 1)) -> bool:
+  """Checks the files listed in CHECKSUMS_FILE (the `share` = (index, count) of them);
+  raises ChecksumError naming the first bad file. False if the step has no checksums."""
+  path = os.path.join(step_dir, CHECKSUMS_FILE)
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    files = json.load(f)["files"]
+  index, count = share
+  for rel in sorted(files)[index::count]:
+    size, crc = files[rel]
+    full = os.path.join(step_dir, rel)
+    if not os.path.exists(full):
+      raise ChecksumError(f"{full} is missing")
+    if os.path.getsize(full) != size:
+      raise ChecksumError(f"{full} has {os.path.getsize(full)} bytes, {size} were saved")
+    if file_crc32(full) != crc:
+      raise ChecksumError(f"{full} does not match its checksum (its bytes changed "
+                          f"after the save)")
+  return True
 
 
 def item_handlers():
@@ -56,9 +119,13 @@ class Checkpointer:
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     # cleanup_tmp_directories: a save interrupted by a crash or a full disk leaves an
     # unfinished temporary directory that is no checkpoint and may be large.
+    self._async = async_save
+    self._saving = collections.deque()  # Steps whose checksums are still to write.
     self._options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True)
+        cleanup_tmp_directories=True,
+        async_options=ocp.AsyncOptions(post_finalization_callback=self._write_checksums)
+        if async_save else None)
     self._manager = self._new_manager()
 
   def _new_manager(self):
@@ -77,9 +144,32 @@ class Checkpointer:
     The caller decides when to save; orbax's own policies (intervals, its preemption
     check) are bypassed with force=True so that they never skip or add a step.
     """
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave(_data_item(data_state)),
-        config=ocp.args.JsonSave(config_dict)), force=True)
+    data_item = _data_item(data_state)
+    if self._async and jax.process_index() == 0:
+      self._saving.append(step)
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave(data_item),
+          config=ocp.args.JsonSave(config_dict)), force=True)
+    except BaseException:
+      if step in self._saving:
+        self._saving.remove(step)
+      raise
+    if not self._async and jax.process_index() == 0:
+      write_checksums(os.path.join(self.directory, str(step)))
+
+  def _write_checksums(self):
+    """Orbax's post-finalisation callback (process 0, background thread): every file
+    of the oldest unfinished save is written and still in its temporary directory."""
+    step = self._saving.popleft() if self._saving else None
+    if step is None:
+      return
+    try:
+      tmp = glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*"))
+      target = tmp[0] if len(tmp) == 1 else os.path.join(self.directory, str(step))
+      write_checksums(target)
+    except OSError as e:  # The step stays restorable, only unchecked.
+      logging.warning("Could not write checksums of checkpoint step %s: %s", step, e)
 
   def wait(self):
     self._manager.wait_until_finished()
@@ -119,6 +209,7 @@ class Checkpointer:
     """Reads one step without orbax's end-of-restore barrier (a process that fails
     would leave the others waiting there); `restore_latest_intact` syncs instead."""
     path = epath.Path(self.directory) / str(step)
+    verify_checksums(os.fspath(path), (jax.process_index(), jax.process_count()))
     restore_args = jax.tree.map(
         lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
         abstract_state)

@@ -12,6 +12,7 @@ from typing import Optional
 
 from absl import logging
 import jax
+from orbax.checkpoint import multihost as ocp_multihost
 
 from lensfm import errors
 
@@ -87,3 +88,12 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None) ->
   jax.distributed.initialize(**settings)
   logging.info("Process %d of %d; %d local of %d devices.", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def barrier(name: str, timeout_seconds: float = 3600) -> None:
+  """Waits until every process got here, through JAX's coordination service (not a
+  device collective, so it has no 30 s connection timeout like gloo's); a no-op for one
+  process. `name` must be new for each barrier."""
+  if jax.process_count() > 1:
+    sync = ocp_multihost.get_barrier_sync_fn()
+    sync(key=name, timeout_ms=int(timeout_seconds * 1000))

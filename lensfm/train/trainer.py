@@ -18,10 +18,16 @@ model, objective, data, and optionally
 
 Fault tolerance: a run started again in its workdir resumes from the newest intact
 checkpoint, bit for bit (state, input position; step s's randomness is
-fold_in(base_rng, s)); SIGTERM saves at the next step boundary and returns normally
-(the process exits 0), all processes of a multi-process run agreeing on the step (see
-_PreemptionFlag); damaged checkpoints are skipped and set aside (see checkpoint.py).
+fold_in(base_rng, s)); SIGTERM or a first Ctrl-C saves at the next step boundary and
+returns normally (the process exits 0), all processes of a multi-process run agreeing
+on the step (see _PreemptionFlag); a second Ctrl-C aborts at once; damaged checkpoints
+are skipped and set aside (see checkpoint.py); metrics logged after the restored step
+are dropped (see writer.py). config.watchdog_seconds (default
+watchdog.DEFAULT_WATCHDOG_SECONDS, 0 = off): a process that reaches no step boundary
+for that long (an evaluation or a save included) says where it is stuck and exits
+with watchdog.WATCHDOG_EXIT_CODE (see watchdog.py).
 """
+import collections
 import functools
 import json
 import os
@@ -40,14 +46,28 @@ from lensfm import errors
 from lensfm import models
 from lensfm import objectives
 from lensfm.train import checkpoint as ckpt_lib
+from lensfm.train import distributed
 from lensfm.train import loading
 from lensfm.train import optim
 from lensfm.train import sharding
+from lensfm.train import watchdog as watchdog_lib
 from lensfm.train import writer as writer_lib
 
 
 # Step s uses fold_in(base_rng, s); initialisation takes a stream no step reaches.
 _INIT_STREAM = 2**31 - 1
+
+# How many train steps the host may dispatch ahead of the devices. Two keep the device
+# busy (the next step is always queued) and bound what the host queues. Unbounded
+# run-ahead deadlocks multi-process CPU runs with several devices per process: XLA's
+# CPU client (xla/pjrt/cpu/cpu_client.cc, PjRtCpuExecutable::Execute) dispatches each
+# local device's share of a program from its own thread pool, and that dispatch blocks
+# on a per-device limit of 32 queued programs (max_inflight_computations); once the host
+# is ~16 steps (sim batch + step each) ahead, every pool thread waits there and none is
+# left to run the queued programs (whose cross-process collectives then wait forever).
+# Upstream: CPU collectives with several local devices per process are fragile
+# (openxla/xla#16430) and a stuck collective never times out (jax-ml/jax#38503).
+MAX_STEPS_IN_FLIGHT = 2
 
 
 class NonFiniteError(FloatingPointError):
@@ -209,17 +229,32 @@ class Trainer:
     writer = writer_lib.MetricWriter(workdir, total, start_step=start,
                                      progress=config.get("progress_bar", True))
     evaluators = make_evaluators() if make_evaluators is not None else {}
-    preempted = _PreemptionFlag()
+    watchdog = watchdog_lib.Watchdog(
+        config.get("watchdog_seconds", watchdog_lib.DEFAULT_WATCHDOG_SECONDS),
+        process=(jax.process_index(), jax.process_count()))
+    preempted = _PreemptionFlag(on_signal=watchdog.stop_requested)
     step_fn = self.compile_step()
     every = lambda n, s: bool(n) and s % n == 0
     log_every = config.get("log_every", 50)
     t_last, n_last = None, start
     step, metrics = start, {}
+    in_flight = collections.deque()  # An output of each step still running.
     try:
       with jax.set_mesh(self.mesh):
         for step in range(start + 1, total + 1):
           batch = next(train_input)
+          if step == start + 1 and jax.process_count() > 1:
+            # Compiled first, then started together: a process that compiles slower
+            # (a loaded host) would reach the first collective after gloo's 30 s
+            # connection timeout.
+            step_fn.lower(state, batch).compile()
+            distributed.barrier(f"lensfm_first_step_{start + 1}")
           state, metrics = step_fn(state, batch)
+          in_flight.append(metrics["loss"])
+          if len(in_flight) > MAX_STEPS_IN_FLIGHT:  # See MAX_STEPS_IN_FLIGHT.
+            jax.block_until_ready(in_flight.popleft())
+          watchdog.beat(step, f"running step {step + 1} (step {step} dispatched, step "
+                              f"{step - len(in_flight)} done)")
           if t_last is None:  # Time after the first (compiling) step, not including it.
             jax.block_until_ready(metrics)
             t_last, n_last = time.perf_counter(), step
@@ -239,17 +274,21 @@ class Trainer:
           writer.advance(step)
           if every(config.get("checkpoint_every", 1000), step) or last:
             self._check_finite(jax.device_get(metrics))  # Never save after a fault ('error').
+            watchdog.beat(step, f"saving checkpoint step {step}")
             ckpt.save(step, state, train_input.get_state(), config.to_dict())
           if stop:
             break  # Preempted: no evaluations or pictures, the grace period is short.
           for name, (every_n, evaluator) in evaluators.items():
             if every(every_n, step) or last:
+              watchdog.beat(step, f"evaluating {name!r} at step {step}")
               writer.write(step, {f"{name}/{k}": v for k, v in evaluator.run(state, step).items()})
           if every(config.get("visualize_every", 0), step):
+            watchdog.beat(step, f"drawing pictures at step {step}")
             writer.write_pictures(step, {"visualize": self.visualize(state, batch, step)})
     finally:
       # Also on errors (NonFiniteError, a failing input): the checkpoint being written in
       # the background is completed, not cut off half-way by the exit.
+      watchdog.stop()
       ckpt.close()
       writer.close()
       preempted.restore()
@@ -262,8 +301,8 @@ class Trainer:
            f"or gradient, the first at step {int(final['first_nonfinite_step'])} "
            f"(config.nonfinite='skip').")
     if preempted.is_set():
-      _log(f"Received SIGTERM: saved a checkpoint at step {step} in {ckpt.directory}; "
-           f"exiting. Run the same command again to continue.")
+      _log(f"Received {preempted.signal_name()}: saved a checkpoint at step {step} in "
+           f"{ckpt.directory}; exiting. Run the same command again to continue.")
     return summary
 
   @functools.cached_property
@@ -296,36 +335,40 @@ class Trainer:
 
 
 class _PreemptionFlag:
-  """SIGTERM -> the loop saves at the next step boundary and exits 0; processes agree.
+  """SIGTERM or a first Ctrl-C -> the loop saves at the next step boundary and exits 0;
+  processes agree on the step.
 
-  One process: a Python SIGTERM handler sets a flag that `should_stop` reads.
+  One process: watchdog.StopSignals sets a flag that `should_stop` reads.
   Several processes: SIGTERM may reach only some of them (one preempted host), yet all
   must save the same step and stop together. `jax.distributed.initialize` starts JAX's
   preemption service, which catches SIGTERM itself, tells every process, and has them
   agree on one step (one past the furthest any has reached) at which
   `reached_preemption_sync_point` is True everywhere. Until a notice arrives that is a
   local check, so calling it at every step boundary costs no host sync. No Python
-  handler is installed then (it would replace the service's). With the service turned
-  off (jax_enable_preemption_service=False), processes OR their flags with an
-  all-gather at each boundary instead, which costs a host sync per step.
+  SIGTERM handler is installed then (it would replace the service's), and a Ctrl-C is
+  passed on to the service as SIGTERM. With the service turned off
+  (jax_enable_preemption_service=False), processes OR their flags with an all-gather at
+  each boundary instead, which costs a host sync per step.
   """
 
-  def __init__(self):
-    self._signalled = False  # This process got SIGTERM (Python handler only).
+  def __init__(self, on_signal=None):
+    self._signalled = False  # This process got SIGTERM or SIGINT.
     self._stop = False  # All processes agreed to stop: sticky.
-    self._previous = None
+    self._name = "SIGTERM"
+    self._on_signal = on_signal
     self._several = jax.process_count() > 1
     self._service = self._several and jax.config.jax_enable_preemption_service
-    if self._service:
-      return
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # Not the main thread (e.g. some notebook runners): no handler.
-      self._previous = None
+    self._signals = watchdog_lib.StopSignals(self._handle, handle_sigterm=not self._service)
 
-  def _handle(self, signum, frame):
-    del signum, frame
+  def _handle(self, name: str):
+    """Called by StopSignals' thread as the signal arrives."""
+    if not self._signalled:
+      self._name = name
     self._signalled = True
+    if self._on_signal is not None:
+      self._on_signal()
+    if self._service and name == "SIGINT":
+      os.kill(os.getpid(), signal.SIGTERM)  # The service brings every process along.
 
   def should_stop(self, step: int) -> bool:
     """Called once at every step boundary by every process, with the same steps."""
@@ -339,15 +382,19 @@ class _PreemptionFlag:
         from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
         flags = multihost_utils.process_allgather(np.int32(self._signalled))
         self._stop = bool(np.any(flags))
+      if self._stop and self._on_signal is not None:
+        self._on_signal()  # A peer's notice: this process too must be quick now.
     return self._stop
 
   def is_set(self) -> bool:
     return self._stop
 
+  def signal_name(self) -> str:
+    """What this process received ('SIGTERM' also when only a peer was signalled)."""
+    return self._name if self._signalled else "SIGTERM"
+
   def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    self._signals.restore()
 
 
 def _log(msg: str):

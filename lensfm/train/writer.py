@@ -4,6 +4,11 @@ ETA starts once the first step has compiled, and WORKDIR/summary.json at the end
 
 Only process 0 writes; other processes get a writer that does nothing, so callers
 never branch on the process index.
+
+A run resumed from step s first drops what was logged after s (by the run that went
+on past its last checkpoint): metrics.jsonl keeps its rows up to step s (rewritten
+atomically) and TensorBoard is told to purge events after s, so every step is logged
+once however often a run is interrupted.
 """
 import json
 import math
@@ -28,6 +33,32 @@ def _plain(value):
   except (TypeError, ValueError):
     return value
   return value if math.isfinite(value) else str(value)
+
+
+def drop_rows_after(path: str, step: int) -> None:
+  """Keeps only the rows of metrics.jsonl logged at steps <= `step` (atomically).
+
+  A torn last line (a process killed mid-write) is dropped too.
+  """
+  if not os.path.exists(path):
+    return
+  kept, changed = [], False
+  with open(path) as f:
+    for line in f:
+      try:
+        row_step = int(json.loads(line)["step"])
+      except (ValueError, KeyError, TypeError):
+        changed = True
+        continue
+      if row_step > step:
+        changed = True
+        continue
+      kept.append(line if line.endswith("\n") else line + "\n")
+  if changed:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
 
 
 def read_png(path: str) -> np.ndarray:
@@ -60,10 +91,16 @@ class MetricWriter:
     if not self.active:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if metrics_file else None
+    self._jsonl = None
+    if metrics_file:  # A training run's log: what a resumed run repeats is dropped.
+      path = os.path.join(workdir, "metrics.jsonl")
+      drop_rows_after(path, start_step)
+      self._jsonl = open(path, "a")
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      # purge_step: TensorBoard discards earlier files' events from this step on.
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                               purge_step=start_step + 1 if metrics_file else None)
     if progress:
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
       self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
