@@ -55,8 +55,8 @@ def _build(name, data_dir, manual_dir=None, **kwargs):
 
 
 def _no_leftovers(data_dir):
-  return not [d for d in os.listdir(data_dir)
-              if d.startswith(build.INCOMPLETE_PREFIX)]
+  return not os.path.isdir(data_dir) or not [d for d in os.listdir(data_dir)
+                                             if d.startswith(build.INCOMPLETE_PREFIX)]
 
 
 def test_model_ii_seeded_split_counts_labels_masses(tmp_path):
