@@ -36,6 +36,8 @@ setuptools.setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["lensfm", "lensfm.*"]),
+    # Shipped checkpoints ('lensfm:tiny'): orbax files, config.json and MODEL_CARD.md.
+    package_data={"lensfm": ["weights/*/*.json", "weights/*/*.md", "weights/*/checkpoints/**/*"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},

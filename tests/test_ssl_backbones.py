@@ -135,7 +135,7 @@ def check_target_updates(objective_name, objective, before, after, batch, traine
   if objective_name == "dino":
     rng = jax.random.fold_in(trainer.base_rng, 0)  # The step's key, as the trainer makes it.
     teacher_logits = lambda teacher, images: objective.teacher_logits(
-        teacher, objective.make_views(rng, images)[0])
+        teacher, objective.make_views(rng, {"image": images})[0])
     teacher = np.asarray(compile_fast(teacher_logits, before["extra"]["teacher"],
                                       batch["image"])(before["extra"]["teacher"], batch["image"]))
     c = objective.center_momentum

@@ -29,6 +29,7 @@ Batch = dict[str, jax.Array]
 _SOURCES = {
     "sim": "lensfm.data.sim_source",
     "sim_pool": "lensfm.data.sim_pool",
+    "sim_mixture": "lensfm.data.sim_mixture",  # Same-lens views, instrument mixture.
     "tfds": "lensfm.data.pipeline",
 }
 

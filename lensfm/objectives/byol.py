@@ -18,7 +18,8 @@ without batch statistics given normalised hidden layers, Richemond et al. 2020).
 
 config.objective fields: name='byol', ema_momentum (0.996), ema_momentum_end (1.0),
 proj_hidden_dim (4096), proj_dim (256), pred_hidden_dim (4096), head_norm
-('layernorm'), views (see views.py; two global views).
+('layernorm'), views (see views.py; two global views, or views.source='same_lens'),
+aux (optional simulation-supervised loss, see simsup.py).
 Metrics: prediction_similarity (mean cosine of prediction and target), ema_momentum,
 embedding_std (collapse indicator of the online backbone's pooled embeddings).
 """
@@ -32,6 +33,7 @@ from lensfm import errors
 from lensfm.objectives import base
 from lensfm.objectives import metrics as metrics_lib
 from lensfm.objectives import simclr
+from lensfm.objectives import simsup
 from lensfm.objectives import views as views_lib
 
 
@@ -89,6 +91,7 @@ class Objective(base.Objective):
     proj_dim = cfg.get("proj_dim", 256)
     self.projector = simclr.ProjectionMLP(cfg.get("proj_hidden_dim", 4096), proj_dim, 2, norm)
     self.predictor = simclr.ProjectionMLP(cfg.get("pred_hidden_dim", 4096), proj_dim, 2, norm)
+    self.aux = simsup.make_auxiliary(cfg)
 
   def online(self) -> OnlineNetwork:
     return OnlineNetwork(self.model, self.projector, self.predictor)
@@ -99,20 +102,20 @@ class Objective(base.Objective):
   def momentum(self, step) -> jax.Array:
     return cosine_momentum(step, self.total_steps, self.momentum_base, self.momentum_end)
 
-  def make_views(self, rng, images):
-    return views_lib.flatten_views(
-        views_lib.make_views(rng, images, self.views, self.views.global_crop, 2))
+  def make_views(self, rng, batch):
+    return views_lib.flatten_views(views_lib.global_views(rng, batch, self.views, 2))
 
   def init(self, rng, batch):
     images = views_lib.placeholder_views(batch["image"], self.views.global_crop)
     params = self.online().init(rng, images)["params"]
     # The target starts as a copy of the online backbone and projector.
     target = jax.tree.map(jnp.copy, {"encoder": params["encoder"], "head": params["head"]})
-    return params, {"target": target}
+    return simclr.add_aux_params(self.aux, params, rng, self.model), {"target": target}
 
   def loss(self, params, extra, batch, rng, step):
-    images = self.make_views(rng, batch["image"])
-    pooled, prediction = self.online().apply({"params": params}, images)
+    images = self.make_views(rng, batch)
+    online = {k: params[k] for k in ("encoder", "head", "predictor")}
+    pooled, prediction = self.online().apply({"params": online}, images)
     _, target = self.target().apply({"params": extra["target"]}, images)
     target = jax.lax.stop_gradient(target)
     p1, p2 = simclr.split_views(prediction, 2)
@@ -122,6 +125,8 @@ class Objective(base.Objective):
     metrics = {"prediction_similarity": 1. - loss / 4.,
                "ema_momentum": self.momentum(step),
                "embedding_std": metrics_lib.embedding_std(simclr.split_views(pooled, 2)[0])}
+    loss, metrics = simclr.add_aux_loss(self.aux, params, simclr.split_views(pooled, 2)[0],
+                                        batch, loss, metrics)
     return loss, (metrics, extra)
 
   def update_extra(self, params, extra, step):
@@ -130,5 +135,7 @@ class Objective(base.Objective):
 
   def visualize(self, params, extra, batch, rng, path):
     del params, extra
+    if self.views.source == "same_lens":
+      return  # The trainer passes only 'image'; the pairs come from the data source.
     images = batch["image"]
-    simclr.save_views_picture(jax.jit(self.make_views)(rng, images), 2, images, path)
+    simclr.save_views_picture(jax.jit(self.make_views)(rng, batch), 2, images, path)

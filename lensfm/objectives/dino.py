@@ -29,7 +29,8 @@ config.objective fields: name='dino', out_dim (65536), hidden_dim (2048),
 bottleneck_dim (256), head_layers (3), student_temp (0.1), teacher_temp (0.04),
 warmup_teacher_temp (0.04), warmup_teacher_temp_steps (0), center_momentum (0.9),
 ema_momentum (0.996), ema_momentum_end (1.0), views (see views.py; DINO reads
-num_local_crops, 4 by default).
+num_local_crops, 4 by default; views.source='same_lens' for two observations of one
+lens), aux (optional simulation-supervised loss, see simsup.py).
 Metrics: teacher_entropy (mean entropy of the teacher's distribution: near 0 is a
 one-hot collapse, near log(out_dim) a uniform one), teacher_temperature,
 ema_momentum, center_norm, embedding_std (collapse indicator of the student
@@ -44,6 +45,7 @@ from lensfm.objectives import base
 from lensfm.objectives import byol
 from lensfm.objectives import metrics as metrics_lib
 from lensfm.objectives import simclr
+from lensfm.objectives import simsup
 from lensfm.objectives import views as views_lib
 
 
@@ -153,6 +155,7 @@ class Objective(base.Objective):
       simclr.check_view_size(model, self.views.local_crop.size, "local")
     self.head = DINOHead(self.out_dim, cfg.get("hidden_dim", 2048),
                          cfg.get("bottleneck_dim", 256), cfg.get("head_layers", 3))
+    self.aux = simsup.make_auxiliary(cfg)
 
   def network(self) -> simclr.EncoderWithHead:
     return simclr.EncoderWithHead(self.model, self.head)
@@ -164,14 +167,13 @@ class Objective(base.Objective):
     return teacher_temperature(step, self.warmup_teacher_temp, self.teacher_temp,
                                self.warmup_teacher_temp_steps)
 
-  def make_views(self, rng, images) -> tuple[jax.Array, jax.Array | None]:
+  def make_views(self, rng, batch) -> tuple[jax.Array, jax.Array | None]:
     """Global views [B, 2, G, G, C] and local views [B, n, L, L, C] (None if n = 0)."""
     global_rng, local_rng = jax.random.split(rng)
-    globals_ = views_lib.make_views(global_rng, images, self.views, self.views.global_crop, 2)
+    globals_ = views_lib.global_views(global_rng, batch, self.views, 2)
     if not self.views.num_local_crops:
       return globals_, None
-    locals_ = views_lib.make_views(local_rng, images, self.views, self.views.local_crop,
-                                   self.views.num_local_crops)
+    locals_ = views_lib.local_views(local_rng, batch, self.views, self.views.num_local_crops)
     return globals_, locals_
 
   def student_logits(self, params, globals_, locals_):
@@ -194,12 +196,14 @@ class Objective(base.Objective):
     images = views_lib.placeholder_views(batch["image"], self.views.global_crop)
     params = self.network().init(rng, images)["params"]
     teacher = jax.tree.map(jnp.copy, params)
+    params = simclr.add_aux_params(self.aux, params, rng, self.model)
     return params, {"teacher": teacher, "center": jnp.zeros((self.out_dim,), jnp.float32)}
 
   def loss(self, params, extra, batch, rng, step):
-    globals_, locals_ = self.make_views(rng, batch["image"])
+    globals_, locals_ = self.make_views(rng, batch)
     weights = batch.get("mask", None)
-    pooled, student = self.student_logits(params, globals_, locals_)
+    student_params = {k: params[k] for k in ("encoder", "head")}
+    pooled, student = self.student_logits(student_params, globals_, locals_)
     teacher = self.teacher_logits(extra["teacher"], globals_)
     temperature = self.temperature(step)
     q = teacher_probs(teacher, extra["center"], temperature)
@@ -208,13 +212,18 @@ class Objective(base.Objective):
     metrics = {"teacher_entropy": entropy(q), "teacher_temperature": temperature,
                "ema_momentum": self.momentum(step), "center_norm": jnp.linalg.norm(center),
                "embedding_std": metrics_lib.embedding_std(simclr.split_views(pooled, 2)[0])}
+    loss, metrics = simclr.add_aux_loss(self.aux, params, simclr.split_views(pooled, 2)[0],
+                                        batch, loss, metrics)
     return loss, (metrics, {**extra, "center": center})
 
   def update_extra(self, params, extra, step):
-    return {**extra, "teacher": byol.ema_update(extra["teacher"], params, self.momentum(step))}
+    student = {k: params[k] for k in ("encoder", "head")}
+    return {**extra, "teacher": byol.ema_update(extra["teacher"], student, self.momentum(step))}
 
   def visualize(self, params, extra, batch, rng, path):
     del params, extra
+    if self.views.source == "same_lens":
+      return  # The trainer passes only 'image'; the pairs come from the data source.
     images = batch["image"]
     global_views = jax.jit(lambda r, x: views_lib.flatten_views(self.make_views(r, x)[0]))
-    simclr.save_views_picture(global_views(rng, images), 2, images, path)
+    simclr.save_views_picture(global_views(rng, batch), 2, images, path)

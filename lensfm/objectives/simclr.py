@@ -13,7 +13,9 @@ image's embedding does not depend on the rest of its batch.
 
 config.objective fields: name='simclr', temperature (0.1), proj_hidden_dim (2048),
 proj_dim (128), proj_layers (2: Dense-norm-relu-Dense), head_norm ('layernorm' |
-'none'), views (see lensfm/objectives/views.py; two global views per image).
+'none'), views (see lensfm/objectives/views.py; two global views per image:
+views.source='same_lens' contrasts two observations of one lens), aux (optional: the
+simulation-supervised loss on the first view's embedding, see simsup.py).
 Metrics: contrastive_accuracy (how often the other view of an image is the most
 similar of the 2B - 1 candidates), positive_similarity (mean cosine of the two
 views' projections), embedding_std (collapse indicator of the backbone's pooled
@@ -30,6 +32,7 @@ from lensfm import errors
 from lensfm.objectives import base
 from lensfm.objectives import metrics as metrics_lib
 from lensfm.objectives import pictures
+from lensfm.objectives import simsup
 from lensfm.objectives import views as views_lib
 
 HEAD_NORMS = ("layernorm", "none")
@@ -134,33 +137,53 @@ class Objective(base.Objective):
     check_view_size(model, self.views.global_crop.size, "global")
     self.head = ProjectionMLP(cfg.get("proj_hidden_dim", 2048), cfg.get("proj_dim", 128),
                               cfg.get("proj_layers", 2), cfg.get("head_norm", "layernorm"))
+    self.aux = simsup.make_auxiliary(cfg)
 
   def network(self) -> EncoderWithHead:
     return EncoderWithHead(self.model, self.head)
 
-  def make_views(self, rng, images):
-    """[B, H, W, C] -> [2B, s, s, C], the two views of each image adjacent."""
-    return views_lib.flatten_views(
-        views_lib.make_views(rng, images, self.views, self.views.global_crop, 2))
+  def make_views(self, rng, batch):
+    """batch -> [2B, s, s, C], the two views of each image adjacent."""
+    return views_lib.flatten_views(views_lib.global_views(rng, batch, self.views, 2))
 
   def init(self, rng, batch):
     images = views_lib.placeholder_views(batch["image"], self.views.global_crop)
-    return self.network().init(rng, images)["params"], {}
+    params = self.network().init(rng, images)["params"]
+    return add_aux_params(self.aux, params, rng, self.model), {}
 
   def loss(self, params, extra, batch, rng, step):
     del step
-    pooled, z = self.network().apply({"params": params}, self.make_views(rng, batch["image"]))
+    pooled, z = self.network().apply({"params": params}, self.make_views(rng, batch))
     z1, z2 = split_views(z, 2)
     loss, accuracy = nt_xent(z1, z2, self.temperature, batch.get("mask", None))
     metrics = {"contrastive_accuracy": accuracy,
                "positive_similarity": positive_similarity(z1, z2),
                "embedding_std": metrics_lib.embedding_std(split_views(pooled, 2)[0])}
+    loss, metrics = add_aux_loss(self.aux, params, split_views(pooled, 2)[0], batch, loss,
+                                 metrics)
     return loss, (metrics, extra)
 
   def visualize(self, params, extra, batch, rng, path):
     del params, extra
+    if self.views.source == "same_lens":
+      return  # The trainer passes only 'image'; the pairs come from the data source.
     images = batch["image"]
-    save_views_picture(jax.jit(self.make_views)(rng, images), 2, images, path)
+    save_views_picture(jax.jit(self.make_views)(rng, batch), 2, images, path)
+
+
+def add_aux_params(aux, params, rng, model):
+  """params plus 'sim_head' when the objective has an auxiliary simulation loss."""
+  if aux is None:
+    return params
+  return {**params, "sim_head": aux.init(jax.random.fold_in(rng, 1), model.embed_dim)}
+
+
+def add_aux_loss(aux, params, pooled, batch, loss, metrics):
+  """(loss + the auxiliary loss on `pooled` [B, D], metrics with its own) if any."""
+  if aux is None:
+    return loss, metrics
+  aux_loss, aux_metrics = aux.loss(params, pooled, batch)
+  return loss + aux_loss, {**metrics, **aux_metrics, "ssl_loss": loss}
 
 
 def save_views_picture(flat_views, num_views: int, images, path: str) -> None:

@@ -21,6 +21,12 @@ to match a view with arcs to one without. The crop's size is the knob: global vi
 keep most of the field, DINO's local views keep the central region, where the arcs are.
 
 config.objective.views fields (all optional; the objective's defaults otherwise):
+  source: 'augment' (default: every view is an augmentation of the batch's 'image') or
+    'same_lens': the two global views are two observations of the same lens by
+    different instruments, 'image' and 'image_pair' of the 'sim_mixture' data source
+    (config.data.views=2), with the augmentations below applied on top (usually none:
+    the simulator already varied the source, instrument and orientation); DINO's local
+    views are crops of the two observations in turn.
   augment: names from `transforms.AUGMENTATIONS`, comma-separated
     (default 'rotate,flip,shift,blur,noise,scale').
   normalize: normalisation applied after blur and noise (default 'none': the input
@@ -49,7 +55,8 @@ from lensfm.data import transforms
 from lensfm import errors
 
 DEFAULT_AUGMENT = "rotate,flip,shift,blur,noise,scale"
-_FIELDS = ("augment", "normalize", "global_crop_scale", "global_size", "local_crop_scale",
+SOURCES = ("augment", "same_lens")
+_FIELDS = ("source", "augment", "normalize", "global_crop_scale", "global_size", "local_crop_scale",
            "local_size", "num_local_crops", "crop_jitter")
 
 
@@ -67,6 +74,7 @@ class Crop:
 @dataclasses.dataclass(frozen=True)
 class ViewConfig:
   """config.objective.views, parsed and validated (see the module docstring)."""
+  source: str
   augment: tuple[str, ...]
   normalize: str
   global_crop: Crop
@@ -100,11 +108,15 @@ def parse_views(views_config: Optional[Mapping[str, Any]], image_size: int,
   if unknown:
     raise errors.UserError(
         f"config.objective.views has unknown fields {unknown}; known: {_FIELDS}.")
-  v = {"augment": DEFAULT_AUGMENT, "normalize": "none", "global_crop_scale": (0.8, 1.),
+  v = {"source": "augment", "augment": DEFAULT_AUGMENT, "normalize": "none",
+       "global_crop_scale": (0.8, 1.),
        "global_size": image_size, "local_crop_scale": (0.45, 0.7),
        "local_size": image_size // 2, "num_local_crops": 4, "crop_jitter": 0.03}
   v.update(defaults)
   v.update(given)
+  if v["source"] not in SOURCES:
+    raise errors.UserError(
+        f"config.objective.views.source={v['source']!r} is not one of {SOURCES}.")
   augment = transforms.parse_augment(v["augment"])
   transforms.check_normalize(v["normalize"])
   jitter = float(v["crop_jitter"])
@@ -115,7 +127,7 @@ def parse_views(views_config: Optional[Mapping[str, Any]], image_size: int,
   if num_local < 0:
     raise errors.UserError(f"config.objective.views.num_local_crops={num_local} must be >= 0.")
   return ViewConfig(
-      augment=augment, normalize=v["normalize"],
+      source=v["source"], augment=augment, normalize=v["normalize"],
       global_crop=Crop(_positive_int(v["global_size"], "global_size"),
                        _scale_range(v["global_crop_scale"], "global_crop_scale"), jitter),
       local_crop=Crop(_positive_int(v["local_size"], "local_size"),
@@ -216,6 +228,50 @@ def make_views(key: jax.Array, images: jax.Array, view_config: ViewConfig, crop:
   view = lambda u_, n_, image: view_from_draws(u_, n_, image, view_config, crop)
   per_example = jax.vmap(view, in_axes=(0, 0 if noise is not None else None, None))
   return jax.vmap(per_example)(u, noise, images.astype(jnp.float32))
+
+
+def make_views_of(key: jax.Array, images: jax.Array, view_config: ViewConfig,
+                  crop: Crop) -> jax.Array:
+  """[B, V, H, W, C] -> [B, V, s, s, C]: one augmented view of each given image."""
+  b, v, c = images.shape[0], images.shape[1], images.shape[-1]
+  if not view_config.augment and crop.is_identity(images.shape[2]):
+    return images.astype(jnp.float32)
+  u_key, noise_key = jax.random.split(key)
+  u = jax.random.uniform(u_key, (b, v, len(_CHOICES)))
+  noise = (jax.random.normal(noise_key, (b, v, crop.size, crop.size, c))
+           if "noise" in view_config.augment else None)
+  view = lambda u_, n_, image: view_from_draws(u_, n_, image, view_config, crop)
+  per_example = jax.vmap(view, in_axes=(0, 0 if noise is not None else None, 0))
+  return jax.vmap(per_example)(u, noise, images.astype(jnp.float32))
+
+
+def observations(batch, view_config: ViewConfig) -> jax.Array:
+  """The two observations [B, 2, H, W, C] of each lens ('same_lens' views)."""
+  if "image_pair" not in batch:
+    raise errors.UserError("config.objective.views.source='same_lens' needs batches with "
+                     "'image_pair': use config.data.source='sim_mixture' with "
+                     "config.data.views=2.")
+  del view_config
+  return jnp.stack([batch["image"], batch["image_pair"]], axis=1)
+
+
+def global_views(key: jax.Array, batch, view_config: ViewConfig, num_views: int = 2):
+  """[B, num_views, s, s, C]: augmentations of 'image', or the same-lens observations."""
+  if view_config.source == "same_lens":
+    if num_views != 2:
+      raise errors.UserError(f"same_lens views come in pairs; {num_views} global views asked.")
+    return make_views_of(key, observations(batch, view_config), view_config,
+                         view_config.global_crop)
+  return make_views(key, batch["image"], view_config, view_config.global_crop, num_views)
+
+
+def local_views(key: jax.Array, batch, view_config: ViewConfig, num_views: int):
+  """[B, num_views, l, l, C]: local crops of 'image' (or of the two observations in turn)."""
+  if view_config.source == "same_lens":
+    pairs = observations(batch, view_config)
+    images = pairs[:, jnp.arange(num_views) % 2]
+    return make_views_of(key, images, view_config, view_config.local_crop)
+  return make_views(key, batch["image"], view_config, view_config.local_crop, num_views)
 
 
 def placeholder_views(images: jax.Array, crop: Crop) -> jax.Array:

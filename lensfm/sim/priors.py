@@ -18,6 +18,13 @@ class UniformStream:
     self._u = jax.random.uniform(key, (size,), jnp.float32)
     self._next = 0
 
+  @classmethod
+  def from_uniforms(cls, u):
+    """A stream over given U(0, 1) draws u [size] (e.g. one row of a vmapped block)."""
+    stream = cls.__new__(cls)
+    stream._u, stream._next = u, 0
+    return stream
+
   def unit(self, shape=()):
     """U(0, 1) of the given (static) shape."""
     n = math.prod(shape)

@@ -1,9 +1,9 @@
 """Task 'finetune': the training loop around a supervised objective, for downstream tasks.
 
 It is task 'pretrain' after two preparations that only downstream runs need:
-  1. `config.init_from` is checked before anything compiles: the checkpoint must exist
-     and its backbone must equal config.model (other width, depth, patch size, ...: a
-     ValueError listing every differing field) and its channels config.data.channels.
+  1. The config adopts `config.init_from`'s backbone and input grid (any checkpoint, or a
+     shipped one such as 'lensfm:tiny'; `loading.adopt_init_from`; mode 'scratch' keeps
+     the backbone, not the weights), then it is checked before anything compiles.
   2. The objective fills the config fields that depend on the data
      (`DownstreamObjective.prepare_config`: regression target statistics), so the
      checkpoint carries them to evaluation and prediction.
@@ -49,5 +49,6 @@ def prepare_config(config) -> ml_collections.ConfigDict:
 
 
 def run(config, workdir: str):
+  config = loading.adopt_init_from(config)
   loading.check_init_from(config)
   return pretrain.run(prepare_config(config), workdir)

@@ -91,6 +91,7 @@ def pool_batches(config, batch_size, sharding):
 
 def run(config, workdir: str) -> dict:
   start = time.time()
+  config = loading.adopt_init_from(config)
   knn_cfg = config.get("knn", {})
   mesh = sharding_lib.make_mesh(config.get("mesh", (("data", -1), ("fsdp", 1))))
   sharding = sharding_lib.batch_sharding(mesh)

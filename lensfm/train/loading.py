@@ -8,15 +8,21 @@
   load_downstream(path, what)    (trained, objective) for evaluation and prediction;
   check_same_backbone, check_init_from: a checkpoint fits config.model and config.data.
 
-`path` is a workdir, its checkpoints/ directory or a checkpoints/<step> directory.
+  export_encoder(path, out_dir)  the encoder alone as a checkpoint of its own (shipping);
+  adopt_init_from(config)        a downstream config takes init_from's backbone and grid.
+
+`path` is a workdir, its checkpoints/ directory, a checkpoints/<step> directory, or the
+name of a checkpoint shipped in lensfm/weights/ ('lensfm:tiny').
 Only the requested subtrees are read from disk (never the optimizer state), as numpy
 arrays, so loading a ViT-H encoder costs its own size in memory.
 """
 import dataclasses
 import json
 import os
+import shutil
 from typing import Any, Optional
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -39,9 +45,36 @@ class Trained:
   path: str              # The checkpoint step directory.
 
 
+# Named checkpoints shipped inside the package: 'lensfm:tiny' -> lensfm/weights/tiny/.
+NAMED_PREFIX = "lensfm:"
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "weights")
+
+
+def named_checkpoints() -> list[str]:
+  """Names of the checkpoints shipped in lensfm/weights/ ('tiny', ...)."""
+  if not os.path.isdir(WEIGHTS_DIR):
+    return []
+  return sorted(d for d in os.listdir(WEIGHTS_DIR)
+                if os.path.isdir(os.path.join(WEIGHTS_DIR, d, "checkpoints")))
+
+
+def resolve(path: str) -> str:
+  """'lensfm:NAME' -> the shipped checkpoint's directory; any other path unchanged."""
+  if not str(path).startswith(NAMED_PREFIX):
+    return path
+  name = str(path)[len(NAMED_PREFIX):]
+  if name not in named_checkpoints():
+    raise errors.MissingFileError(f"No named checkpoint {path!r}: lensfm ships "
+                            f"{[NAMED_PREFIX + n for n in named_checkpoints()]} (in "
+                            f"{WEIGHTS_DIR}).")
+  return os.path.join(WEIGHTS_DIR, name)
+
+
 def find_checkpoint(path: str) -> tuple[str, int]:
-  """Resolves a workdir, a checkpoints/ dir or a step dir to (checkpoints dir, step)."""
-  path = os.path.abspath(os.path.expanduser(path))
+  """Resolves 'lensfm:NAME', a workdir, a checkpoints/ dir or a step dir to
+  (checkpoints dir, step)."""
+  path = os.path.abspath(os.path.expanduser(resolve(path)))
   if not os.path.isdir(path):
     raise errors.MissingFileError(
         f"Checkpoint path {path} does not exist (expected a workdir, its checkpoints/ "
@@ -98,9 +131,97 @@ def load_params(path: str, subtree: str = "encoder") -> tuple[Any, Any, int]:
 
 
 def load_encoder(path: str) -> tuple[Any, Any]:
-  """(encoder params, pretraining config): a pretrained backbone for your own code."""
+  """(encoder params, pretraining config): a pretrained backbone for your own code;
+  `path` may be a shipped name such as 'lensfm:tiny'."""
   params, config, _ = load_params(path, "encoder")
   return params, config
+
+
+def export_encoder(path: str, out_dir: str, *, max_file_bytes: int = 16 * 2**20) -> str:
+  """Writes the encoder of checkpoint `path` (params/encoder only, no optimizer state)
+  as a checkpoint of its own in out_dir (out_dir/checkpoints/<step>, loadable like any
+  workdir) with every file at most `max_file_bytes`, plus out_dir/config.json.
+
+  Written to a temporary directory next to out_dir and moved into place when complete;
+  other files in out_dir (e.g. a model card) are kept.
+  """
+  encoder, config, step = load_params(path, "encoder")
+  out_dir = os.path.abspath(out_dir)
+  tmp = f"{out_dir}.tmp-{os.getpid()}"
+  if os.path.exists(tmp):
+    shutil.rmtree(tmp)
+  os.makedirs(tmp)
+  # Arrays in chunks, and OCDBT data files capped, so no file exceeds the limit.
+  save_args = jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=max_file_bytes // 4),
+                           encoder)
+  with ocp.CheckpointManager(os.path.join(tmp, "checkpoints"),
+                             item_handlers=ckpt_lib.item_handlers(),
+                             options=ocp.CheckpointManagerOptions(create=True)) as manager:
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeSave({"params": {"encoder": encoder}},
+                                  save_args={"params": {"encoder": save_args}},
+                                  ocdbt_target_data_file_size=max_file_bytes // 2),
+        data=ocp.args.JsonSave({}), config=ocp.args.JsonSave(config.to_dict())), force=True)
+    manager.wait_until_finished()
+  ckpt_lib.write_json_atomically(os.path.join(tmp, "config.json"), config.to_dict())
+  too_big = [(f, os.path.getsize(os.path.join(d, f))) for d, _, files in os.walk(tmp)
+             for f in files if os.path.getsize(os.path.join(d, f)) > max_file_bytes]
+  if too_big:
+    shutil.rmtree(tmp)
+    raise ValueError(f"Exported files exceed {max_file_bytes} bytes: {too_big}.")
+  os.makedirs(out_dir, exist_ok=True)
+  old = os.path.join(out_dir, "checkpoints")
+  if os.path.exists(old):
+    shutil.move(old, f"{tmp}.old")
+  os.replace(os.path.join(tmp, "checkpoints"), old)
+  os.replace(os.path.join(tmp, "config.json"), os.path.join(out_dir, "config.json"))
+  shutil.rmtree(tmp)
+  shutil.rmtree(f"{tmp}.old", ignore_errors=True)
+  return out_dir
+
+
+# Input-grid fields a pretrained encoder fixes for whatever fine-tunes it.
+GRID_FIELDS = ("image_size", "pixel_scale", "channels", "normalize")
+# Adaptation modes that train a fresh network (init_from only lends its backbone/grid).
+FRESH_MODES = ("scratch", "resnet")
+
+
+def adopt_init_from(config) -> ml_collections.ConfigDict:
+  """A copy of a downstream config that takes init_from's backbone and input grid.
+
+  `--config.init_from=lensfm:tiny` (or any checkpoint) then just works with any downstream
+  config: config.model becomes the checkpoint's backbone (the config's compute dtype and
+  remat are kept) and config.data its grid (GRID_FIELDS). With config.mode 'scratch' the
+  same backbone is trained from random weights (init_from is cleared after adopting);
+  'resnet' keeps its ResNet-18 and adopts only the grid.
+  """
+  path = config.get("init_from", "")
+  if not path:
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())
+  pre = load_config(path)  # FileNotFoundError naming the path if missing.
+  mode = config.get("mode", "finetune")
+  changed = []
+  if mode != "resnet":
+    model = pre.model.to_dict()
+    for keep in ("dtype", "remat", "attention_impl"):
+      if keep in config.model:
+        model[keep] = config.model[keep]
+    if model != config.model.to_dict():
+      changed.append(f"model={model}")
+    config.model = model
+  for field in GRID_FIELDS:
+    if field in pre.data and config.data.get(field, None) != pre.data[field]:
+      changed.append(f"data.{field}={pre.data[field]!r}")
+      config.data[field] = pre.data[field]
+  if mode in FRESH_MODES:
+    config.init_from = ""
+    config.backbone_from = path
+  if changed:
+    logging.info("Adopted from %s: %s", path, ", ".join(changed))
+    if jax.process_index() == 0:
+      print(f"Adopted from {path}: {', '.join(changed)}", flush=True)
+  return config
 
 
 def load_trained(path: str) -> Trained:

@@ -1,0 +1,136 @@
+"""Endless same-lens observations from a mixture of instruments: `config.data.source =
+'sim_mixture'`, for pretraining.
+
+Every example is one mass model of `lensfm.sim.same_lens` observed `views` times (1 or
+2), each time by an instrument drawn from `families` (Model I, II, III-like cameras and
+a randomized camera) with its own source, PSF, noise, exposure and orientation. Each
+native observation is mapped onto the model's grid (`image_size` x `pixel_scale`) and
+normalised, all on device inside one jitted batch function laid out with the batch
+sharding, so the model always sees what a real instrument's image would look like on
+its grid. Randomness and resumption as in `sim_source` (batch = f(seed, split, step)).
+
+config.data fields:
+  source: 'sim_mixture'.
+  image_size, pixel_scale: the model grid (pixels, arcsec/px).
+  channels: 1.
+  normalize: as `sim_source` (default 'zscore', per image).
+  views: 1 (default) or 2: with 2, batches also hold 'image_pair', a second observation
+    of the same lens (same-lens positive pairs for SimCLR / BYOL / DINO).
+  families: comma-separated `same_lens.FAMILIES` names (default all).
+  classes: comma-separated class names (default no_sub,cdm,axion).
+  clean_fraction: share of noise-free views (default 0.25).
+
+Batches: 'image' [B, H, W, 1], 'image_pair' (views=2), 'label', 'latents' [B, K] and
+'latent_mask' [B, K] (standardised simulator latents of the first view, see
+`same_lens.LATENTS`), 'native_pixel_scale' [B], 'family' [B], the physical label keys
+('axion_mass', 'n_subhalos', 'sub_mass_fraction', 'theta_e') and 'mask'.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lensfm import errors
+from lensfm.data import sim_source
+from lensfm.data import transforms
+from lensfm.sim import same_lens
+
+SOURCE_NAME = "sim_mixture"
+
+
+def _names(value, default) -> tuple:
+  if not value:
+    return tuple(default)
+  if isinstance(value, str):
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+  return tuple(value)
+
+
+def simulator(data_config) -> same_lens.SameLens:
+  """The SameLens simulator that fills config.data's grid."""
+  size = data_config.get("image_size", None)
+  scale = data_config.get("pixel_scale", None)
+  if not size or not scale:
+    raise errors.UserError(f"config.data.source='{SOURCE_NAME}' needs config.data.image_size and "
+                     f"config.data.pixel_scale (got {size!r} and {scale!r}).")
+  if data_config.get("channels", 1) != 1:
+    raise errors.UserError(f"config.data.source='{SOURCE_NAME}' makes single-band images; "
+                     f"config.data.channels={data_config.get('channels')} must be 1.")
+  return same_lens.SameLens(
+      field_of_view=float(size) * float(scale),
+      families=_names(data_config.get("families", ""), same_lens.DEFAULT_FAMILIES),
+      classes=_names(data_config.get("classes", ""), same_lens.CLASSES),
+      clean_fraction=float(data_config.get("clean_fraction", 0.25)))
+
+
+def to_model_grid(native, native_scale, image_size: int, pixel_scale: float):
+  """One native observation [N, N, C] at `native_scale` (traced) -> [S, S, C] on the
+  model grid, flux per model pixel (exact area sums of the native pixels)."""
+  return same_lens.pixelate(native, native_scale, image_size, pixel_scale)
+
+
+@functools.lru_cache(maxsize=16)
+def _batch_function(sim, views: int, image_size: int, pixel_scale: float,
+                    normalize: str, global_batch_size: int, sharding):
+  """Jitted fn(base_key, step) -> batch; shared by equal settings (e.g. other seeds)."""
+
+  def one(key):
+    out = sim.sample_example(key, views)
+    grid = jax.vmap(lambda n, s: to_model_grid(n, s, image_size, pixel_scale))(
+        out["native"], out["pixel_scale"])
+    grid = jax.vmap(lambda im: transforms.normalize(im, normalize))(grid)
+    example = {"image": grid[0], "label": out["label"], "latents": out["latents"][0],
+               "latent_mask": out["latent_mask"][0], "family": out["family"][0],
+               "native_pixel_scale": out["pixel_scale"][0]}
+    if views == 2:
+      example["image_pair"] = grid[1]
+    for k in ("axion_mass", "n_subhalos", "sub_mass_fraction", "theta_e"):
+      example[k] = out[k]
+    return example
+
+  def batch_at(base_key, step):
+    keys = transforms.sharded_example_keys(jax.random.fold_in(base_key, step),
+                                           global_batch_size, sharding)
+    batch = jax.vmap(one)(keys)
+    batch["mask"] = jnp.ones((global_batch_size,), jnp.bool_)
+    return batch
+
+  return jax.jit(batch_at, out_shardings=sharding)
+
+
+class MixtureInput(sim_source.StepIndexedInput):
+  """Endless same-lens batches; see the module docstring."""
+
+  def __init__(self, sim, *, views: int, image_size: int, pixel_scale: float,
+               normalize: str, global_batch_size: int, sharding, seed: int, split: str):
+    self._step = 0
+    self._base_key = jax.random.fold_in(jax.random.PRNGKey(int(seed)),
+                                        sim_source.split_id(split))
+    self._make_batch = _batch_function(sim, int(views), int(image_size), float(pixel_scale),
+                                       normalize, int(global_batch_size), sharding)
+
+  def batch_at(self, step: int):
+    return self._make_batch(self._base_key, np.uint32(step))
+
+  def abstract_batch(self):
+    return jax.eval_shape(self._make_batch, self._base_key, np.uint32(0))
+
+
+def make(data_config, *, global_batch_size: int, sharding, seed: int,
+         split: str = "train") -> MixtureInput:
+  views = int(data_config.get("views", 1))
+  if views not in (1, 2):
+    raise errors.UserError(f"config.data.views={views}: expected 1 or 2 observations per lens.")
+  normalize = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)
+  if normalize == "standardize":
+    raise errors.UserError(f"config.data.normalize='standardize' is not available for "
+                     f"source '{SOURCE_NAME}'; use 'zscore' (per image).")
+  transforms.check_normalize(normalize)
+  return MixtureInput(simulator(data_config), views=views,
+                      image_size=data_config.image_size,
+                      pixel_scale=data_config.pixel_scale, normalize=normalize,
+                      global_batch_size=global_batch_size, sharding=sharding, seed=seed,
+                      split=split)

@@ -1,0 +1,69 @@
+"""Shipped checkpoints: 'lensfm:tiny' loads by name, exports round-trip in small files,
+and downstream configs adopt its backbone and input grid."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lensfm import config_args
+from lensfm import models
+from lensfm.train import loading
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_lensfm_tiny_loads_by_name_and_fits_its_backbone():
+  params, config = loading.load_encoder("lensfm:tiny")
+  model = models.get_model(config.model)
+  size, channels = config.data.image_size, config.data.get("channels", 1)
+  assert config.data.pixel_scale > 0
+  expected = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                               jnp.zeros((1, size, size, channels))))["params"]
+  assert jax.tree.map(lambda x: x.shape, params) == jax.tree.map(lambda x: x.shape, expected)
+  out = model.apply({"params": params}, jnp.ones((2, size, size, channels)), train=False)
+  assert np.isfinite(np.asarray(out["pooled"])).all()
+  card = os.path.join(loading.WEIGHTS_DIR, "tiny", "MODEL_CARD.md")
+  assert os.path.exists(card)
+  total = sum(os.path.getsize(os.path.join(d, f))
+              for d, _, files in os.walk(os.path.join(loading.WEIGHTS_DIR, "tiny"))
+              for f in files)
+  assert total < 25 * 2**20
+
+
+def test_unknown_name_lists_the_shipped_ones():
+  with pytest.raises(FileNotFoundError, match="lensfm:tiny"):
+    loading.load_encoder("lensfm:no_such_model")
+
+
+def test_export_round_trips_in_files_under_the_limit(tmp_path):
+  out = tmp_path / "exported"
+  os.makedirs(out)
+  (out / "MODEL_CARD.md").write_text("kept")
+  loading.export_encoder("lensfm:tiny", str(out), max_file_bytes=1 << 20)
+  sizes = [os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(out) for f in files]
+  assert max(sizes) <= 1 << 20
+  assert (out / "MODEL_CARD.md").read_text() == "kept"
+  want, _ = loading.load_encoder("lensfm:tiny")
+  got, config = loading.load_encoder(str(out))
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+  assert config.model.to_dict() == loading.load_config("lensfm:tiny").model.to_dict()
+
+
+@pytest.mark.parametrize("mode", ["finetune", "scratch", "linear", "resnet"])
+def test_downstream_config_adopts_the_backbone_and_grid(mode):
+  c = config_args.load(os.path.join(ROOT, f"configs/finetune_classify.py:runlocal,mode={mode}"))
+  c.init_from = "lensfm:tiny"
+  adopted = loading.adopt_init_from(c)
+  pre = loading.load_config("lensfm:tiny")
+  assert adopted.data.image_size == pre.data.image_size
+  assert adopted.data.pixel_scale == pre.data.pixel_scale
+  if mode == "resnet":
+    assert adopted.model.name == "resnet"
+  else:
+    for field in ("name", "width", "depth", "patch_size"):
+      assert adopted.model[field] == pre.model[field]
+  assert adopted.init_from == ("" if mode in ("scratch", "resnet") else "lensfm:tiny")
+  if adopted.init_from:
+    loading.check_init_from(adopted)
