@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from lensfm import compilation_cache
 from lensfm import config_args
 from lensfm import errors
 from lensfm import tasks
@@ -155,6 +156,7 @@ def main(argv):
     # Orbax and JAX log every save at INFO; the progress bar and our messages suffice.
     logging.set_verbosity(logging.WARNING)
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  compilation_cache.enable(config.get("compilation_cache_dir", None))
   logging.info("Config:\n%s", config)
   workdir = os.path.expanduser(_WORKDIR.value)
   tasks.TASKS[task].run(config, workdir)

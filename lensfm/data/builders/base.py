@@ -62,6 +62,16 @@ class PixelStats:
     self.total_sq += (pixels ** 2).sum(axis=0)
     self.count += pixels.shape[0]
 
+  def add_batch(self, images: np.ndarray) -> None:
+    """Adds images [N, H, W, C]."""
+    pixels = np.asarray(images, np.float64).reshape(-1, images.shape[-1])
+    if self.total is None:
+      self.total = np.zeros(pixels.shape[-1])
+      self.total_sq = np.zeros(pixels.shape[-1])
+    self.total += pixels.sum(axis=0)
+    self.total_sq += (pixels ** 2).sum(axis=0)
+    self.count += pixels.shape[0]
+
   def result(self) -> Optional[dict[str, list[float]]]:
     if not self.count:
       return None
