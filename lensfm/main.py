@@ -80,6 +80,15 @@ def _argv_value(argv, name: str) -> Optional[str]:
   return value
 
 
+def _make_configs_importable(path: str) -> None:
+  """Configs import their shared pieces as `configs.common`: put the folder holding
+  `configs/` on the path, so a config runs from any working directory."""
+  folder = os.path.dirname(os.path.abspath(path))
+  root = os.path.dirname(folder)
+  if os.path.basename(folder) == "configs" and root not in sys.path:
+    sys.path.insert(0, root)
+
+
 def _config_overrides(argv) -> list[str]:
   """The fields of --config.FIELD=VALUE arguments, in order."""
   return [m.group(1) for m in (re.match(r"--config\.([^=\s]+)", a) for a in argv[1:]) if m]
@@ -90,6 +99,7 @@ def parse_flags(argv):
   spec = _argv_value(argv, "config")
   if spec:
     config_args.check_config_file(os.path.expanduser(spec.partition(":")[0]))
+    _make_configs_importable(os.path.expanduser(spec.partition(":")[0]))
   try:
     return flags.FLAGS(argv)
   except (KeyError, AttributeError):
