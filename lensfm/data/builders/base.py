@@ -55,13 +55,7 @@ class PixelStats:
 
   def add(self, image: np.ndarray) -> None:
     """Adds one image [H, W, C]."""
-    pixels = np.asarray(image, np.float64).reshape(-1, image.shape[-1])
-    if self.total is None:
-      self.total = np.zeros(pixels.shape[-1])
-      self.total_sq = np.zeros(pixels.shape[-1])
-    self.total += pixels.sum(axis=0)
-    self.total_sq += (pixels ** 2).sum(axis=0)
-    self.count += pixels.shape[0]
+    self.add_batch(np.asarray(image)[None])
 
   def add_batch(self, images: np.ndarray) -> None:
     """Adds images [N, H, W, C]."""
