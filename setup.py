@@ -29,6 +29,11 @@ TEST_REQUIRES = [
     "lenstronomy",   # reference simulator
 ]
 
+# Benchmarks against other tools only (experiments/bench_vs_torch.py); never imported by lensfm.
+BENCH_REQUIRES = [
+    "torch>=2.4",
+]
+
 setuptools.setup(
     name="lensfm",
     version="0.1.0",
@@ -40,7 +45,7 @@ setuptools.setup(
     package_data={"lensfm": ["weights/*/*.json", "weights/*/*.md", "weights/*/checkpoints/**/*"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES},
     license="Apache-2.0",
     license_files=["LICENSE"],
 )

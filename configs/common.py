@@ -19,6 +19,8 @@ step budget so that they compare fairly:
 """
 import ml_collections
 
+from lensfm.sim import recipes
+
 MODES = ("finetune", "linear", "scratch", "resnet", "knn")
 
 
@@ -153,18 +155,23 @@ def knn_eval(features: str = "params/encoder", every: int = 2_000) -> dict:
 
 
 def pretrain_data(augment: str) -> dict:
-  """config.data for pretraining on simulated Model II lenses, 64x64."""
-  return dict(source="sim", recipe="model_ii", recipe_overrides={}, image_size=64, channels=1,
+  """config.data for pretraining on simulated Model II lenses: the model grid is 64 px at
+  Model II's 0.101"/px (image_size x pixel_scale, stored in every checkpoint)."""
+  return dict(source="sim", recipe="model_ii", recipe_overrides={}, image_size=64,
+              pixel_scale=recipes.PIXEL_SCALES["model_ii"], channels=1,
               normalize="zscore", augment=augment, prefetch=2)
 
 
 def sim_data(recipe: str, *, runlocal: bool, augment: str = "rot90,flip", **overrides) -> dict:
-  """config.data for simulated lenses (32x32 under runlocal, for CPU speed). `name` and
-  `data_dir` exist so that --config.data.source=tfds --config.data.name=... works."""
+  """config.data for simulated lenses (32x32 under runlocal, for CPU speed) on the model
+  grid image_size x pixel_scale (the recipe's pixel scale; other data are mapped onto it).
+  `name`, `data_dir`, `manual_dir` exist so that --config.data.source=tfds
+  --config.data.name=... works; `source_pixel_scale` for datasets that do not say theirs."""
   recipe_overrides = dict(overrides)
   if runlocal:
     recipe_overrides["num_pix"] = 32
   return dict(source="sim", recipe=recipe, recipe_overrides=recipe_overrides,
-              image_size=32 if runlocal else 64, channels=1, normalize="zscore",
-              augment=augment, prefetch=2, name="", data_dir="", labels_per_class=0,
+              image_size=32 if runlocal else 64, pixel_scale=recipes.PIXEL_SCALES[recipe],
+              channels=1, normalize="zscore", augment=augment, prefetch=2, name="",
+              data_dir="", manual_dir="", source_pixel_scale=0., labels_per_class=0,
               labels_seed=0)

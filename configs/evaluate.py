@@ -4,7 +4,8 @@ By default the checkpoint's own data, held-out split ('test'):
   python -m lensfm.main --config=configs/evaluate.py --config.init_from=FINETUNED_WORKDIR \
       --workdir=DIR
 On the released DeepLense files (the TFDS dataset is built from the directory on first
-use, then reused; images must have the checkpoint's size, 64x64 for Model II):
+use, then reused; images of any size and pixel scale, e.g. Model I's 150x150 at 0.05"/px,
+are mapped onto the checkpoint's grid):
   python -m lensfm.main --config=configs/evaluate.py --config.init_from=FINETUNED_WORKDIR \
       --config.data.name=deeplense/model_ii --config.data.manual_dir=DEEPLENSE_DIR \
       [--config.data.data_dir=TFDS_DIR] --workdir=DIR
@@ -35,6 +36,10 @@ def get_config(arg=None):
   c.seed = 0
   c.mesh = (("data", -1), ("fsdp", 1))
   # Overrides of the checkpoint's config.data ('' keeps the checkpoint's value).
-  c.data = dict(source="", name="", manual_dir="", data_dir="", recipe="", hr="", lr="")
+  # source_pixel_scale: arcsec/pixel of the data when they do not say it (0: their own).
+  # image_size / pixel_scale are the checkpoint's model grid and cannot change: any image
+  # size is mapped onto it (they exist only to explain that when set).
+  c.data = dict(source="", name="", manual_dir="", data_dir="", recipe="", hr="", lr="",
+                source_pixel_scale=0., image_size=0, pixel_scale=0.)
   c.plots = True
   return c

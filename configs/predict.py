@@ -8,10 +8,12 @@ has one row per readable image: the file, then class probabilities and the predi
 SR image DIR/superres/<name>_sr.npy (super-resolution; give LR images; the SR image is
 in the LR file's units), then `flag`: why an answer is doubtful (a NaN, all-zero or
 constant image gets no answer; a regression value outside its training range is
-marked). Unreadable or wrongly shaped files are skipped and named (console,
+marked). Unreadable files (or not images) are skipped and named (console,
 DIR/predictions_skipped.csv).
-Images must have the model's input size (e.g. 64x64) and are normalised like its training
-data. On a laptop CPU `:runlocal` only lowers the batch size.
+Images of any size (e.g. 64x64 or 150x150) are mapped onto the model's grid (its
+image_size x pixel_scale) at their pixel scale: `--config.pixel_scale`, else the FITS WCS,
+else the model's; then normalised like its training data.
+On a laptop CPU `:runlocal` only lowers the batch size.
 """
 from lensfm.config_args import parse_arg
 import ml_collections
@@ -27,6 +29,7 @@ def get_config(arg=None):
   c.batch_size = 16 if arg.runlocal else 64
   c.allow_pickle = False  # Pickled .npy files can run code: only for files you trust.
   c.hdu = -1  # FITS extension; -1 = the first holding an image.
+  c.pixel_scale = 0.  # arcsec/pixel of the files; 0 = their FITS WCS, else the model's.
   c.norm_stats = ""  # JSON {"mean": [...], "std": [...]}, only for 'standardize' checkpoints.
   c.progress_bar = True
   c.mesh = (("data", -1), ("fsdp", 1))

@@ -1,7 +1,12 @@
 """What the CPU-scale studies in experiments/ share."""
+import os
+import shutil
+
 import ml_collections
 
+from configs import bench as bench_config
 from configs import mae_vit_b
+from lensfm.tasks import bench
 
 
 def cpu_pretrain_config(steps: int) -> ml_collections.ConfigDict:
@@ -14,3 +19,19 @@ def cpu_pretrain_config(steps: int) -> ml_collections.ConfigDict:
            visualize_every=0, progress_bar=False)
   c.optim.update(base_lr=1.5e-3, warmup_steps=max(steps // 10, 1))
   return c
+
+
+def lensbench(init_from: str, workdir: str, *, preset: str = "cpu", only: str = "",
+              results_stem: str = "", **overrides) -> dict:
+  """Runs LensBench (configs/bench.py:preset=PRESET) on a checkpoint, restricted to the
+  rows matching `only`; copies BENCH.md / bench.json / plots to RESULTS_STEM.*"""
+  c = bench_config.get_config(f"preset={preset}")
+  c.update(init_from=init_from, only=only, **overrides)
+  summary = bench.run(c, workdir)
+  if results_stem:
+    os.makedirs(os.path.dirname(results_stem), exist_ok=True)
+    for src, suffix in (("BENCH.md", ".md"), ("bench.json", ".json"),
+                        ("label_efficiency.png", "_label_efficiency.png"),
+                        ("cross_instrument.png", "_cross_instrument.png")):
+      shutil.copyfile(os.path.join(workdir, src), results_stem + suffix)
+  return summary

@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from lensfm import compilation_cache
 from lensfm import config_args
 from lensfm import errors
 from lensfm import tasks
@@ -79,6 +80,15 @@ def _argv_value(argv, name: str) -> Optional[str]:
   return value
 
 
+def _make_configs_importable(path: str) -> None:
+  """Configs import their shared pieces as `configs.common`: put the folder holding
+  `configs/` on the path, so a config runs from any working directory."""
+  folder = os.path.dirname(os.path.abspath(path))
+  root = os.path.dirname(folder)
+  if os.path.basename(folder) == "configs" and root not in sys.path:
+    sys.path.insert(0, root)
+
+
 def _config_overrides(argv) -> list[str]:
   """The fields of --config.FIELD=VALUE arguments, in order."""
   return [m.group(1) for m in (re.match(r"--config\.([^=\s]+)", a) for a in argv[1:]) if m]
@@ -89,6 +99,7 @@ def parse_flags(argv):
   spec = _argv_value(argv, "config")
   if spec:
     config_args.check_config_file(os.path.expanduser(spec.partition(":")[0]))
+    _make_configs_importable(os.path.expanduser(spec.partition(":")[0]))
   try:
     return flags.FLAGS(argv)
   except (KeyError, AttributeError):
@@ -155,6 +166,7 @@ def main(argv):
     # Orbax and JAX log every save at INFO; the progress bar and our messages suffice.
     logging.set_verbosity(logging.WARNING)
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  compilation_cache.enable(config.get("compilation_cache_dir", None))
   logging.info("Config:\n%s", config)
   workdir = os.path.expanduser(_WORKDIR.value)
   tasks.TASKS[task].run(config, workdir)

@@ -9,8 +9,10 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lensfm.data import build
+from lensfm.data import grid
 from lensfm.data import make_input
 from lensfm.data import pipeline
+from lensfm.tasks import predict
 
 BATCH = 8
 PER_CLASS = 10  # 30 records: 24 train, 6 test.
@@ -187,9 +189,35 @@ def test_standardize_uses_stored_statistics(data_dir, sharding):
       atol=1e-5)
 
 
+def test_other_grids_are_mapped_like_every_other_input_path(data_dir, sharding):
+  """64x64 records at Model II's 0.101"/px read by a 32 px model at 0.08"/px: the batch is
+  the grid map of the raw records, the same function (and re-drawn sky) as predict and the
+  simulator use for the same image."""
+  raw = pipeline.host_batches(_config(data_dir), global_batch_size=BATCH, seed=0,
+                              split="test")[0]
+  source = _make(data_dir, sharding, split="test", image_size=32, pixel_scale=0.08,
+                 normalize="none")
+  batch = _host(next(source))
+  assert batch["image"].shape == (BATCH, 32, 32, 1)
+  mapped = np.asarray(grid.map_images(raw["image"], 0.101, 32, 0.08))
+  real = raw["mask"]
+  np.testing.assert_allclose(batch["image"][real], mapped[real], rtol=1e-5, atol=1e-6)
+  files = np.asarray(jax.jit(predict.on_model_grid, static_argnums=(1, 2, 3))(
+      raw["image"], 0.101, 32, 0.08))
+  np.testing.assert_allclose(files[real], mapped[real], rtol=1e-5, atol=1e-6)
+  assert pipeline.dataset_pixel_scale(
+      tfds_info(data_dir), "deeplense/model_ii", _config(data_dir)) == 0.101
+
+
+def tfds_info(data_dir):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds.builder_from_directory(
+      pipeline.find_dataset_dir("deeplense/model_ii", data_dir)).info
+
+
 def test_clear_errors(data_dir, sharding):
-  with pytest.raises(ValueError, match=r"\(64, 64, 1\).*image_size=32"):
-    _make(data_dir, sharding, image_size=32)
+  with pytest.raises(ValueError, match=r"\(64, 64, 1\).*channels=3"):
+    _make(data_dir, sharding, channels=3)
   with pytest.raises(FileNotFoundError, match="lensfm.data.build"):
     _make(data_dir, sharding, name="deeplense/model_iii")
   with pytest.raises(ValueError, match="not in the dataset"):

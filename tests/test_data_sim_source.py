@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from lensfm.data import grid
 from lensfm.data import make_input
 from lensfm.data import sim_source
 
@@ -102,10 +103,20 @@ def test_splits_have_fixed_ids():
   assert sim_source.split_id("holdout") not in (0, 1, 2)
 
 
-def test_image_shape_mismatch_names_both(sharding):
-  with pytest.raises(ValueError, match=r"\(16, 16, 1\).*image_size=32"):
-    _make(sharding, image_size=32)
-  with pytest.raises(ValueError, match="channels=3"):
+def test_recipe_is_mapped_onto_the_model_grid(sharding):
+  """A 16 px recipe at 0.101"/px for a 24 px model at 0.05"/px: the batch is the grid map
+  of the recipe's raw images (upsampled and padded with re-drawn sky)."""
+  raw = _host(next(_make(sharding, normalize="none", split="test")))
+  mapped = _host(next(_make(sharding, normalize="none", split="test", image_size=24,
+                            pixel_scale=0.05)))
+  assert mapped["image"].shape == (BATCH, 24, 24, 1)
+  expected = np.asarray(grid.map_images(raw["image"], 0.101, 24, 0.05))
+  np.testing.assert_allclose(mapped["image"], expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(mapped["label"], raw["label"])
+
+
+def test_channel_mismatch_names_both(sharding):
+  with pytest.raises(ValueError, match=r"\(16, 16, 1\).*channels=3"):
     _make(sharding, channels=3)
 
 

@@ -1,6 +1,8 @@
-"""End to end on CPU: pretrain (runlocal MAE) -> fine-tune from its checkpoint -> evaluate
-(simulated test split, and DeepLense-layout files built into TFDS on first use) ->
-summary.json and figures -> predictions on .npy / FITS files, with bad files named."""
+"""End to end on CPU, the runlocal chain with no extra flags: pretrain (runlocal MAE,
+64x64) -> fine-tune from its checkpoint (runlocal, 32x32 at 0.101"/px) -> evaluate
+(simulated test split, and DeepLense-layout files of 64x64 and Model I's 150x150 built into
+TFDS on first use and mapped onto the model grid) -> summary.json and figures ->
+predictions on 64x64 and 150x150 .npy / FITS files, with bad files named."""
 import csv
 import hashlib
 import json
@@ -21,8 +23,6 @@ import test_writer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("no_sub", "cdm", "axion")
-# Every stage uses this batch size and 64x64 images, so the simulator's batch function
-# compiles once for training (pretraining and fine-tuning share it) and once for eval.
 BATCH = 16
 
 
@@ -38,9 +38,7 @@ def workdirs(tmp_path_factory):
              visualize_every=0, progress_bar=False)
   pretrain.run(pre, str(root / "pretrain"))
 
-  ft = load("finetune_classify.py:runlocal")
-  ft.data.image_size = 64
-  ft.data.recipe_overrides = {}  # The recipe's own 64x64, as in pretraining.
+  ft = load("finetune_classify.py:runlocal")  # Its own grid: 32 px at 0.101"/px.
   ft.update(init_from=str(root / "pretrain"), batch_size=BATCH, total_steps=4, log_every=2,
             checkpoint_every=4, progress_bar=False)
   ft.evals.val.update(every=2, num_examples=32)
@@ -85,15 +83,15 @@ def test_evaluate_writes_summary_with_every_metric(workdirs):
   assert images == {"roc": [4], "confusion_matrix": [4]}, images
 
 
-def write_deeplense_files(directory, per_class=4):
-  """DeepLense's layout with user splits: <split>/<class>/<class>_sim_<i>.npy, 64x64;
+def write_deeplense_files(directory, per_class=4, size=64):
+  """DeepLense's layout with user splits: <split>/<class>/<class>_sim_<i>.npy, size^2;
   axion files are pickled [image, mass_eV] as in the released data."""
   rng = np.random.default_rng(0)
   for split in ("train", "test"):
     for label, name in enumerate(CLASSES):
       os.makedirs(directory / split / name)
       for i in range(per_class):
-        image = rng.random((64, 64)).astype(np.float32) + label
+        image = rng.random((size, size)).astype(np.float32) + label
         path = directory / split / name / f"{name}_sim_{i}.npy"
         if name == "axion":
           np.save(path, np.array([image, 10.**-22.5], dtype=object), allow_pickle=True)
@@ -101,18 +99,29 @@ def write_deeplense_files(directory, per_class=4):
           np.save(path, image)
 
 
-def test_evaluate_on_deeplense_files_builds_the_dataset_first(workdirs, tmp_path):
+@pytest.mark.parametrize("name, size", [("model_ii", 64), ("model_i", 150)])
+def test_evaluate_on_deeplense_files_builds_the_dataset_first(workdirs, tmp_path, name, size):
+  """64x64 Model II files and 150x150 Model I counts, on a 32 px model: mapped, no flags."""
   root, _ = workdirs
-  write_deeplense_files(tmp_path / "deeplense")
+  write_deeplense_files(tmp_path / "deeplense", size=size)
   c = load("evaluate.py:runlocal")
   c.update(init_from=str(root / "finetune"), batch_size=BATCH)
-  c.data.update(name="deeplense/model_ii", manual_dir=str(tmp_path / "deeplense"),
+  c.data.update(name=f"deeplense/{name}", manual_dir=str(tmp_path / "deeplense"),
                 data_dir=str(tmp_path / "tfds"))
   evaluate.run(c, str(tmp_path / "eval"))
   summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
-  assert summary["data"] == "deeplense/model_ii" and summary["num_examples"] == 12
+  assert summary["data"] == f"deeplense/{name}" and summary["num_examples"] == 12
   in_unit_interval(summary, ["accuracy", "auc_macro"] + [f"auc_{k}" for k in CLASSES])
-  assert (tmp_path / "tfds" / "deeplense" / "model_ii").is_dir()  # Built, for reuse.
+  assert (tmp_path / "tfds" / "deeplense" / name).is_dir()  # Built, for reuse.
+
+
+def test_evaluate_explains_that_the_model_grid_is_fixed(workdirs):
+  root, _ = workdirs
+  c = load("evaluate.py:runlocal")
+  c.update(init_from=str(root / "finetune"))
+  c.data.image_size = 64
+  with pytest.raises(ValueError, match="model grid .* images of any size"):
+    evaluate.run(c, str(root / "unused"))
 
 
 def test_evaluate_rejects_a_pretraining_checkpoint(workdirs):
@@ -128,11 +137,14 @@ def test_predict_writes_csv_and_names_unreadable_files(workdirs, tmp_path):
   images = tmp_path / "images"
   images.mkdir()
   rng = np.random.default_rng(1)
-  for i in range(3):
-    np.save(images / f"lens{i}.npy", rng.random((64, 64)).astype(np.float32))
-  fits.PrimaryHDU(rng.random((64, 64)).astype(">f4")).writeto(images / "lens3.fits")
+  for i, size in enumerate((64, 150, 32)):
+    np.save(images / f"lens{i}.npy", rng.random((size, size)).astype(np.float32))
+  hdu = fits.PrimaryHDU(rng.random((150, 150)).astype(">f4"))
+  hdu.header.update(CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CDELT1=-0.05 / 3600,
+                    CDELT2=0.05 / 3600, CRPIX1=75.5, CRPIX2=75.5, CRVAL1=10., CRVAL2=20.)
+  hdu.writeto(images / "lens3.fits")
   (images / "truncated.npy").write_bytes(open(images / "lens0.npy", "rb").read()[:200])
-  np.save(images / "small.npy", rng.random((32, 32)))
+  np.save(images / "vector.npy", rng.random((32,)))
   # Suspicious inputs: flagged, with no confident class.
   np.save(images / "zeros.npy", np.zeros((64, 64), np.float32))
   np.save(images / "flat.npy", np.full((64, 64), 0.5, np.float32))
@@ -145,8 +157,8 @@ def test_predict_writes_csv_and_names_unreadable_files(workdirs, tmp_path):
   summary = predict.run(c, str(tmp_path / "out"))
   assert summary["num_images"] == 7 and summary["num_skipped"] == 2
   assert summary["num_flagged"] == 3
-  assert sorted(os.path.basename(p) for p in summary["skipped"]) == ["small.npy",
-                                                                     "truncated.npy"]
+  assert sorted(os.path.basename(p) for p in summary["skipped"]) == ["truncated.npy",
+                                                                     "vector.npy"]
   with open(tmp_path / "out" / "predictions.csv") as f:
     rows = {os.path.basename(r["file"]): r for r in csv.DictReader(f)}
   assert sorted(rows) == sorted([f"lens{i}.{e}" for i, e in enumerate(["npy"] * 3 + ["fits"])]
@@ -161,7 +173,7 @@ def test_predict_writes_csv_and_names_unreadable_files(workdirs, tmp_path):
     assert rows[name]["flag"].startswith(flag), rows[name]
     assert rows[name]["predicted_class"] == "" and rows[name]["prob_axion"] == ""
   skipped = (tmp_path / "out" / "predictions_skipped.csv").read_text()
-  assert "small.npy: has shape (32, 32); expected (64, 64)" in skipped
+  assert "vector.npy: has shape (32,); expected (H, W)" in skipped
   assert "with_nan.npy" not in skipped
   assert "truncated.npy" in skipped
 

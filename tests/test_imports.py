@@ -12,8 +12,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "lensfm")
-FLOORS = ("errors", "config_args", "sim", "data", "models", "objectives", "train", "evaluators",
-          "tasks", "main")
+FLOORS = ("errors", "config_args", "compilation_cache", "sim", "data", "models", "objectives",
+          "train", "evaluators", "tasks", "main")
 
 # Function-level imports of lensfm modules, each with the reason it is worth it.
 ALLOWED_LOCAL_IMPORTS = {

@@ -238,3 +238,11 @@ def test_poisson_draws_do_not_depend_on_the_batch():
   np.testing.assert_array_equal(np.asarray(nested).reshape(6, 12, 12), one_by_one)
   shared_key = jax.vmap(instrument.poisson, in_axes=(None, 0))(keys[0], lam)
   np.testing.assert_array_equal(np.asarray(shared_key[0]), one_by_one[0])
+
+
+def test_every_recipe_declares_its_pixel_scale():
+  assert set(recipes.PIXEL_SCALES) == set(recipes.names())
+  for name, scale in recipes.PIXEL_SCALES.items():
+    assert recipes.get(name).pixel_scale == scale, name
+  assert (recipes.PIXEL_SCALES['model_i'], recipes.PIXEL_SCALES['model_ii'],
+          recipes.PIXEL_SCALES['model_iii']) == (0.05, 0.101, 0.08)

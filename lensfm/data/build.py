@@ -54,6 +54,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lensfm import compilation_cache
 from lensfm.data import builders
 from lensfm.data import source_fingerprint
 from lensfm.data.builders import base
@@ -210,12 +211,15 @@ def read_labels(source) -> np.ndarray:
   return np.asarray(labels, np.int32)
 
 
-def write_label_index(path: str) -> None:
+def write_label_index(path: str, known: Optional[dict] = None) -> None:
   """Writes the labels of every split in record order (`LABEL_INDEX_FILE`),
-  so labels_per_class subsets need not read every image."""
+  so labels_per_class subsets need not read every image. `known`: {split:
+  labels in record order} that the builder kept (no re-reading), if any."""
   builder = tfds.builder_from_directory(path)
-  for split in builder.info.splits.keys():
-    labels = read_labels(builder.as_data_source(split=split))
+  for split, info in builder.info.splits.items():
+    labels = (known or {}).get(split)
+    if labels is None or len(labels) != info.num_examples:
+      labels = read_labels(builder.as_data_source(split=split))
     np.save(os.path.join(path, LABEL_INDEX_FILE.format(split=split)), labels)
 
 
@@ -296,7 +300,7 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
           download_config=tfds.download.DownloadConfig(
               download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
     built_path = os.fspath(builder.data_path)
-    write_label_index(built_path)
+    write_label_index(built_path, getattr(builder, "record_labels", None))
     source["args"] = builder.build_args() if hasattr(builder, "build_args") else source["args"]
     source_fingerprint.write(built_path, source)
     report = builder.report.to_dict()
@@ -372,6 +376,7 @@ def _parse_args(argv):
 
 def main(argv=None) -> int:
   args = _parse_args(argv)
+  compilation_cache.enable()  # The simulator compiles once per machine, not per build.
   try:
     result = ensure_built(
         args.name, args.data_dir, args.manual_dir,

@@ -36,8 +36,13 @@ thread read ahead), so `set_state` continues bit-for-bit where that was.
   manual_dir:       optional, deeplense only: the released .npy files; the
                     dataset is built from them on first use
                     (`lensfm.data.build.ensure_built`) and reused afterwards.
-  image_size, channels: must equal the dataset's image shape (a ValueError
-                    names both).
+  image_size, pixel_scale: the model's grid. The dataset's images (any size,
+                    at its pixel scale, see `dataset_pixel_scale`) are mapped
+                    onto it on device, before augmentation and normalisation.
+  channels:         must equal the dataset's channels (a ValueError names both).
+  source_pixel_scale: optional arcsec/pixel of the dataset's images, for
+                    datasets whose metadata has none (it wins over the
+                    metadata when set).
   normalize:        'zscore' (default) | 'minmax' | 'asinh' | 'standardize' (per-channel
                     train-split statistics stored at build time, or
                     `norm_stats`) | 'none'.
@@ -76,9 +81,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from lensfm.data import build
+from lensfm.data import grid as grid_lib
 from lensfm.data import sim_source
 from lensfm.data import transforms
 from lensfm import errors
+from lensfm.data.builders import deeplense as deeplense_builder
+from lensfm.data.builders import lensfm_sim as lensfm_sim_builder
 
 _SPLIT_FALLBACKS = {"test": ("validation",), "validation": ("test",),
                     "val": ("validation", "test"), "eval": ("test",
@@ -143,6 +151,28 @@ def numeric_features(features) -> dict[str, np.dtype]:
   out["label"] = np.int32
   out["image"] = np.float32
   return out
+
+
+def dataset_pixel_scale(info, name: str, data_config) -> float:
+  """Arcsec/pixel of a built dataset: config.data.source_pixel_scale if set, else its
+  metadata's 'pixel_scale', else what its builder config declares (builds made before
+  the metadata held it), else a ValueError saying what to set."""
+  given = data_config.get("source_pixel_scale", None)
+  if given:
+    return float(given)
+  metadata = dict(info.metadata or {}) if info.metadata else {}
+  if metadata.get("pixel_scale"):
+    return float(metadata["pixel_scale"])
+  dataset, _, config = name.partition("/")
+  if dataset == "deeplense":
+    for c in deeplense_builder.CONFIGS:
+      if c.name == config:
+        return float(c.pixel_scale)
+  if dataset == "lensfm_sim":
+    overrides = dict(metadata.get("build_args", {}).get("recipe_overrides", {}) or {})
+    return lensfm_sim_builder.get_recipe(config, overrides).pixel_scale
+  raise errors.UserError(f"Dataset {name!r} does not say its pixel scale (no 'pixel_scale' in "
+                   "its metadata.json); set config.data.source_pixel_scale (arcsec/pixel).")
 
 
 def check_dataset_image_shape(features, data_config, name: str) -> tuple:
@@ -375,8 +405,9 @@ class GrainInput:
 
 
 def make_prepare(*, sharding, seed: int, split: str, normalize: str, augment,
-                 stats):
-  """Jitted (batch, step) -> batch: augmentations + normalisation on device."""
+                 stats, mapper=None):
+  """Jitted (batch, step) -> batch: the map onto the model grid (`mapper`, per
+  example), then augmentations + normalisation, on device."""
   transform = transforms.make_transform(normalize, augment, stats)
   base_key = jax.random.fold_in(jax.random.PRNGKey(seed),
                                 sim_source.split_id(base_split(split)))
@@ -386,13 +417,17 @@ def make_prepare(*, sharding, seed: int, split: str, normalize: str, augment,
     keys = transforms.sharded_example_keys(key, batch["image"].shape[0],
                                            sharding)
     batch = dict(batch)
+    if mapper is not None:
+      batch["image"] = jax.vmap(mapper)(batch["image"])
     batch["image"] = jax.vmap(transform)(keys, batch["image"])
     return batch
 
   return jax.jit(prepare, out_shardings=sharding)
 
 
-def normalization_stats(data_config, info) -> Optional[dict]:
+def normalization_stats(data_config, info, area_ratio: float = 1.0) -> Optional[dict]:
+  """'standardize' statistics; stored ones (native grid) are scaled by the pixel-area
+  ratio of the map onto the model grid (flux per pixel scales with the area)."""
   if data_config.get("normalize", transforms.DEFAULT_NORMALIZE) != "standardize":
     return None
   given = data_config.get("norm_stats", None)
@@ -403,7 +438,7 @@ def normalization_stats(data_config, info) -> Optional[dict]:
     raise ValueError("normalize='standardize' needs pixel statistics, but the "
                      "dataset has none in metadata.json; rebuild it with "
                      "lensfm.data.build or set config.data.norm_stats.")
-  return stats
+  return {k: [float(v) * area_ratio for v in stats[k]] for k in ("mean", "std")}
 
 
 def build_if_needed(data_config, show: bool = True) -> None:
@@ -444,7 +479,8 @@ def make(data_config, *, global_batch_size: int,
       normalize=data_config.get("normalize", transforms.DEFAULT_NORMALIZE),
       augment=(transforms.parse_augment(data_config.get("augment", ""))
                if training else ()),
-      stats=normalization_stats(data_config, plan["info"]))
+      stats=normalization_stats(data_config, plan["info"], plan["area_ratio"]),
+      mapper=plan["mapper"])
   return GrainInput(plan["batches"], sharding=sharding, prepare=prepare,
                     prefetch=data_config.get("prefetch", 2),
                     num_workers=data_config.get("num_workers", 0),
@@ -507,5 +543,9 @@ def _plan(data_config, *, global_batch_size: int, seed: int, split: str,
     records = ProcessSource(source, local, dtypes, shapes,
                             length=num_batches * local_batch)
     dataset = grain.MapDataset.source(records).batch(local_batch)
+  src_scale = dataset_pixel_scale(builder.info, name, data_config)
+  dst_size, dst_scale = grid_lib.model_grid(data_config)
   return {"batches": dataset, "info": builder.info, "num_batches": num_batches,
-          "num_examples": len(indices)}
+          "num_examples": len(indices), "pixel_scale": src_scale,
+          "mapper": grid_lib.make_mapper(image_shape, src_scale, dst_size, dst_scale),
+          "area_ratio": grid_lib.area_ratio(src_scale, dst_scale)}

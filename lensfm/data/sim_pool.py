@@ -117,7 +117,8 @@ class PoolInput(sim_source.StepIndexedInput):
 
   def __init__(self, pool: Mapping[str, np.ndarray], *, global_batch_size: int,
                sharding: jax.sharding.NamedSharding, seed: int,
-               normalize: str = transforms.DEFAULT_NORMALIZE, augment=(), stats=None):
+               normalize: str = transforms.DEFAULT_NORMALIZE, augment=(), stats=None,
+               grid=None):
     self.global_batch_size = int(global_batch_size)
     self.sharding = sharding
     self.size = len(pool["label"])
@@ -127,6 +128,7 @@ class PoolInput(sim_source.StepIndexedInput):
     base = jax.random.fold_in(jax.random.PRNGKey(int(seed)), sim_source.split_id("train"))
     self._shuffle_key, self._augment_key = jax.random.split(base)
     self._transform = transforms.make_transform(normalize, augment, stats)
+    self._mapper = sim_source.grid_mapper(grid)  # The pool is raw: mapped per batch.
     self._make_batch = jax.jit(self._batch_at, out_shardings=sharding)
     self._step = 0
 
@@ -147,6 +149,8 @@ class PoolInput(sim_source.StepIndexedInput):
     out = {k: jnp.take(v, idx, axis=0) for k, v in pool.items()}
     keys = transforms.sharded_example_keys(jax.random.fold_in(self._augment_key, step),
                                            self.global_batch_size, self.sharding)
+    if self._mapper is not None:
+      out["image"] = jax.vmap(self._mapper)(out["image"])
     out["image"] = jax.vmap(self._transform)(keys, out["image"])
     out["mask"] = jnp.ones((self.global_batch_size,), jnp.bool_)
     return out
@@ -170,7 +174,8 @@ def make(data_config, *, global_batch_size: int, sharding: jax.sharding.NamedSha
   return PoolInput(pool, global_batch_size=global_batch_size, sharding=sharding, seed=seed,
                    normalize=plain.get("normalize", transforms.DEFAULT_NORMALIZE),
                    augment=transforms.parse_augment(plain.get("augment", "")),
-                   stats=sim_source.normalization_stats(plain, recipe))
+                   stats=sim_source.normalization_stats(plain, recipe),
+                   grid=sim_source.grid_key(recipe, plain))
 
 
 def sim_config(data_config):

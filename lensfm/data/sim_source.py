@@ -19,9 +19,13 @@ number of devices or processes.
                     'model_ii', 'model_iv', 'randomized', 'lensfind'.
   recipe_overrides: dict passed to `recipes.get` (e.g. {'num_pix': 32}),
                     optional.
-  image_size, channels: must equal the recipe's image shape (H = W =
-                    image_size, C = channels); a mismatch is a ValueError naming
-                    both.
+  image_size, pixel_scale: the model's grid (pixels, arcsec/pixel). The
+                    recipe's images (its num_pix at its instrument's pixel
+                    scale, `recipe.pixel_scale`) are mapped onto it on device
+                    (`grid.map_to_grid`: crop/pad to the field of view with
+                    re-drawn sky, area-average or interpolate), before the
+                    augmentations and the normalisation.
+  channels:         must equal the recipe's bands (a ValueError names both).
   normalize:        'zscore' (default) | 'minmax' | 'asinh' | 'standardize' | 'none' (see
                     `transforms`). 'standardize' uses per-channel statistics of
                     `STATS_EXAMPLES` simulated images drawn with a fixed key
@@ -47,6 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lensfm.data import grid as grid_lib
 from lensfm.data import transforms
 from lensfm import errors
 from lensfm.sim import recipes
@@ -102,17 +107,27 @@ def get_recipe(data_config):
 
 
 def check_image_shape(shape, data_config, what: str) -> None:
-  """Raises a ValueError naming both shapes if `shape` (H, W, C) differs from
-  config.data.image_size/channels."""
-  size = data_config.get("image_size", None)
+  """Raises a ValueError naming both if the source's channels (shape (H, W, C)) differ
+  from config.data.channels. Any H, W is fine: images are mapped onto the model grid."""
+  grid_lib.model_grid(data_config)  # image_size must be set.
   channels = data_config.get("channels", 1)
-  expected = (size, size, channels)
-  if tuple(int(s) for s in shape) != expected:
+  if len(shape) != 3 or int(shape[-1]) != int(channels):
     raise errors.UserError(
         f"{what} makes images of shape {tuple(shape)} (H, W, C), but "
-        f"config.data.image_size={size} and config.data.channels={channels} "
-        f"ask for {expected}. Change the config or the source (e.g. "
-        "recipe_overrides={'num_pix': ...}).")
+        f"config.data.channels={channels}. Change config.data.channels or the source.")
+
+
+def grid_key(recipe, data_config) -> Optional[tuple]:
+  """(source shape, source scale, size, scale) of the recipe -> model grid map, or None
+  when the recipe already renders on the model grid."""
+  size, scale = grid_lib.model_grid(data_config)
+  if not grid_lib.needs_mapping(recipe.image_shape, recipe.pixel_scale, size, scale):
+    return None
+  return (tuple(recipe.image_shape), float(recipe.pixel_scale), size, scale)
+
+
+def grid_mapper(key: Optional[tuple]):
+  return None if key is None else grid_lib.make_mapper(*key)
 
 
 def simulate(recipe, keys: jax.Array) -> dict[str, jax.Array]:
@@ -126,10 +141,17 @@ def simulate(recipe, keys: jax.Array) -> dict[str, jax.Array]:
 
 
 @functools.lru_cache(maxsize=8)
-def simulated_statistics(recipe, num_examples: int = STATS_EXAMPLES) -> dict:
-  """Per-channel mean/std of raw simulated images (fixed key, chunked)."""
-  sample_chunk = jax.jit(lambda k: simulate(
-      recipe, jax.random.split(k, _STATS_CHUNK))["image"])
+def simulated_statistics(recipe, num_examples: int = STATS_EXAMPLES,
+                         grid: Optional[tuple] = None) -> dict:
+  """Per-channel mean/std of raw simulated images (fixed key, chunked), after the map
+  onto the model grid `grid` (a `grid_key`) if given."""
+  mapper = grid_mapper(grid)
+
+  def images_of(k):
+    images = simulate(recipe, jax.random.split(k, _STATS_CHUNK))["image"]
+    return images if mapper is None else jax.vmap(mapper)(images)
+
+  sample_chunk = jax.jit(images_of)
   base = jax.random.PRNGKey(_STATS_SEED)
   total, total_sq, count = 0.0, 0.0, 0
   for chunk in range(-(-num_examples // _STATS_CHUNK)):
@@ -150,7 +172,7 @@ def normalization_stats(data_config, recipe) -> Optional[dict]:
   given = data_config.get("norm_stats", None)
   if given:
     return _plain_dict(given)
-  return simulated_statistics(recipe)
+  return simulated_statistics(recipe, STATS_EXAMPLES, grid_key(recipe, data_config))
 
 
 def _hashable(value):
@@ -164,7 +186,7 @@ def _hashable(value):
 
 @functools.lru_cache(maxsize=32)
 def _batch_function(recipe_key, recipe, global_batch_size: int, sharding,
-                    transform_key):
+                    transform_key, grid: Optional[tuple] = None):
   """The jitted fn(base_key, step) -> batch, shared by every SimInput with
   the same recipe, batch size, sharding and transforms (e.g. other seeds), so
   each combination compiles once per process."""
@@ -172,12 +194,15 @@ def _batch_function(recipe_key, recipe, global_batch_size: int, sharding,
   normalize, augment, stats = transform_key
   transform = transforms.make_transform(
       normalize, augment, None if stats is None else dict(stats))
+  mapper = grid_mapper(grid)
 
   def batch_at(base_key, step):
     key = jax.random.fold_in(base_key, step)
     sim_key, transform_key_ = jax.random.split(key)
     out = dict(simulate(recipe, transforms.sharded_example_keys(
         sim_key, global_batch_size, sharding)))
+    if mapper is not None:
+      out["image"] = jax.vmap(mapper)(out["image"])
     out["image"] = jax.vmap(transform)(
         transforms.sharded_example_keys(transform_key_, global_batch_size,
                                         sharding), out["image"])
@@ -218,7 +243,7 @@ class SimInput(StepIndexedInput):
   def __init__(self, recipe, *, global_batch_size: int,
                sharding: jax.sharding.NamedSharding, seed: int, split: str,
                normalize: str = transforms.DEFAULT_NORMALIZE, augment=(),
-               stats: Optional[Mapping] = None):
+               stats: Optional[Mapping] = None, grid: Optional[tuple] = None):
     self.recipe = recipe
     self.global_batch_size = int(global_batch_size)
     self.sharding = sharding
@@ -232,7 +257,7 @@ class SimInput(StepIndexedInput):
     # One compilation: the key and step are traced arguments.
     self._make_batch = _batch_function(
         _recipe_cache_key(recipe), recipe, self.global_batch_size, sharding,
-        transform_key)
+        transform_key, grid)
 
   def batch_at(self, step: int) -> dict[str, jax.Array]:
     """The batch at position `step` (does not move the iterator)."""
@@ -267,4 +292,5 @@ def make(data_config, *, global_batch_size: int,
   stats = normalization_stats(data_config, recipe)
   return SimInput(recipe, global_batch_size=global_batch_size,
                   sharding=sharding, seed=seed, split=split,
-                  normalize=normalize, augment=augment, stats=stats)
+                  normalize=normalize, augment=augment, stats=stats,
+                  grid=grid_key(recipe, data_config))

@@ -120,6 +120,11 @@ class Recipe:
   def image_shape(self):
     return (self.num_pix, self.num_pix, self.num_bands)
 
+  @property
+  def pixel_scale(self) -> float:
+    """Arcsec per pixel of the images this recipe makes (its instrument's grid)."""
+    return float(self.inst.pixel_scale)
+
   # --- to implement --------------------------------------------------------------------
   def scene(self, key, label) -> tuple[dict, dict]:
     """One image's parameters and labels (label: traced int32 class index)."""
@@ -632,6 +637,17 @@ class LensFind(Recipe):
 # =========================================================================================
 
 RECIPES = {cls.name: cls for cls in (ModelI, ModelII, ModelIII, ModelIV, Randomized, LensFind)}
+
+# Default arcsec/pixel of each recipe (`Recipe.pixel_scale`), readable without building
+# one (configs use it to declare their model grid).
+PIXEL_SCALES = {
+    'model_i': instrument_lib.MODEL_I.pixel_scale,
+    'model_ii': instrument_lib.EUCLID_VIS.pixel_scale,
+    'model_iii': instrument_lib.HST_WFC3_F160W.pixel_scale,
+    'model_iv': instrument_lib.EUCLID_VIS.pixel_scale,
+    'randomized': instrument_lib.EUCLID_VIS.pixel_scale,
+    'lensfind': instrument_lib.EUCLID_VIS.pixel_scale,
+}
 
 
 def names() -> tuple:

@@ -88,3 +88,31 @@ def render(params, inst: instrument_lib.Instrument, max_psf_sigma=None):
   max_radius = max(instrument_lib.gaussian_radius_pixels(max_sigma_pix, inst.psf_truncation), 1)
   sigma_pix = params['psf_sigma'] / inst.pixel_scale
   return instrument_lib.convolve_gaussian(image, sigma_pix, inst.psf_truncation, max_radius)
+
+
+def _turn(x, y, cos, sin):
+  return cos * x - sin * y, sin * x + cos * y
+
+
+def rotate_scene(params, angle):
+  """The scene rigidly rotated counter-clockwise by `angle` (radians) about the optical
+  axis: every centre turns, ellipticities and shear (spin 2) by 2 angle, line-like
+  substructure angles by angle. Rendering it gives the rotated sky, not a resampled image.
+  """
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  cos2, sin2 = jnp.cos(2 * angle), jnp.sin(2 * angle)
+  out = dict(params)
+  for name in ('lens', 'point_masses', 'vortex', 'line_mass', 'tnfw', 'source', 'lens_light'):
+    if name not in params:
+      continue
+    part = dict(params[name])
+    part['center_x'], part['center_y'] = _turn(part['center_x'], part['center_y'], cos, sin)
+    if 'e1' in part:
+      part['e1'], part['e2'] = _turn(part['e1'], part['e2'], cos2, sin2)
+    if 'angle' in part:
+      part['angle'] = part['angle'] + angle
+    out[name] = part
+  shear = dict(params['shear'])
+  shear['gamma1'], shear['gamma2'] = _turn(shear['gamma1'], shear['gamma2'], cos2, sin2)
+  out['shear'] = shear
+  return out

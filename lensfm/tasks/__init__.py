@@ -1,5 +1,6 @@
 """Tasks: what `python -m lensfm.main` runs, one module per `config.task`, each with
 `run(config, workdir) -> dict` (the summary it also writes to the workdir)."""
+from lensfm.tasks import bench
 from lensfm.tasks import evaluate
 from lensfm.tasks import finetune
 from lensfm.tasks import knn
@@ -12,4 +13,5 @@ TASKS = {
     "evaluate": evaluate,
     "predict": predict,
     "knn": knn,
+    "bench": bench,
 }

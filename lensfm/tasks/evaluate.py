@@ -8,11 +8,14 @@ names, regression statistics) and, by default, what data it was trained on; eval
 then uses the held-out `split` of that data. `config.data` fields that are set replace
 the checkpoint's: giving `name` switches to that TFDS dataset ('deeplense/model_ii',
 'lensfm_sim/model_ii', ...), and with `manual_dir` the dataset is built from the files
-there on first use (`lensfm.data.build.ensure_built`; later runs reuse the build). The
-images must have the checkpoint's size and channels (a ValueError names both).
+there on first use (`lensfm.data.build.ensure_built`; later runs reuse the build). Images
+of any size and pixel scale are mapped onto the checkpoint's grid (config.data.image_size
+x pixel_scale, `lensfm.data.grid`); the data's scale comes from the recipe or the dataset's
+metadata, or `source_pixel_scale`. Channels must match (a ValueError names both).
 Super-resolution checkpoints can also be evaluated on paired files: `data.hr` and
-`data.lr` (a file, directory or glob each; .npy or FITS), paired by file name, LR of
-size image_size / scale; both are mapped by the HR image's min-max normalisation.
+`data.lr` (a file, directory or glob each; .npy or FITS), paired by file name; HR images
+at `source_pixel_scale` (default the model's) and LR images covering the same field are
+mapped onto the model's HR and LR grids, then both by the HR image's normalisation.
 
 Writes WORKDIR/summary.json (every metric of the task, see `objectives.reports`; plus
 the confusion matrix, the checkpoint, its step, the data, the device and the JAX version),
@@ -42,6 +45,7 @@ import numpy as np
 
 from lensfm.data import build
 from lensfm.data import eval_input
+from lensfm.data import grid as grid_lib
 from lensfm.data import transforms
 from lensfm import errors
 from lensfm.evaluators import common
@@ -53,14 +57,26 @@ from lensfm.train import loading
 from lensfm.train import sharding as sharding_lib
 from lensfm.train import writer as writer_lib
 
-_OVERRIDABLE = ("source", "name", "manual_dir", "data_dir", "recipe", "hr", "lr")
+_OVERRIDABLE = ("source", "name", "manual_dir", "data_dir", "recipe", "hr", "lr",
+                "source_pixel_scale")
+_MODEL_GRID = ("image_size", "pixel_scale")
 PAIRS = "pairs"
 
 
 def merged_data_config(trained_data, overrides) -> ml_collections.ConfigDict:
   """The checkpoint's data config with the set (non-empty) overrides applied."""
   data = eval_input.as_dict(trained_data)
-  given = {k: v for k, v in eval_input.as_dict(overrides or {}).items() if v not in ("", None)}
+  given = {k: v for k, v in eval_input.as_dict(overrides or {}).items()
+           if v not in ("", None) and not (k in _MODEL_GRID + ("source_pixel_scale",)
+                                           and not v)}
+  grid = sorted(set(given) & set(_MODEL_GRID))
+  if grid:
+    raise errors.UserError(
+        f"config.data.{grid[0]} is the checkpoint's model grid ({data.get('image_size')} px "
+        f"at {data.get('pixel_scale') or 'the default'} arcsec/px) and cannot change for "
+        "evaluation: images of any size and pixel scale are mapped onto it. Drop the "
+        "override; give the data's own pixel scale with config.data.source_pixel_scale "
+        "if they do not declare it.")
   unknown = sorted(set(given) - set(_OVERRIDABLE))
   if unknown:
     raise errors.UserError(f"config.data fields {unknown} cannot be overridden for evaluation; "
@@ -113,6 +129,9 @@ def paired_batches(data_config, objective, batch_size: int, sharding):
     raise errors.UserError(f"Paired files can be evaluated for checkpoints trained with "
                            f"normalize 'zscore', 'minmax' or 'none'; this one used {method!r}.")
   size, channels = int(data_config.image_size), int(data_config.get("channels", 1))
+  _, model_scale = grid_lib.model_grid(data_config)
+  hr_scale = float(data_config.get("source_pixel_scale", 0.) or model_scale)
+  lr_size = size // objective.scale
   pairs = paired_files(data_config)
   for start in range(0, len(pairs), batch_size):
     chunk = pairs[start:start + batch_size]
@@ -121,8 +140,12 @@ def paired_batches(data_config, objective, batch_size: int, sharding):
                   np.float32)
     mask = np.arange(batch_size) < len(chunk)
     for i, (hr_path, lr_path) in enumerate(chunk):
-      h = image_files.read_image(hr_path, size=size, channels=channels)
-      l = image_files.read_image(lr_path, size=size // objective.scale, channels=channels)
+      h = image_files.read_image(hr_path, size=None, channels=channels)
+      l = image_files.read_image(lr_path, size=None, channels=channels)
+      lr_scale = hr_scale * h.shape[1] / l.shape[1]  # The pair covers one field.
+      h = np.asarray(grid_lib.map_images(h[None], hr_scale, size, model_scale))[0]
+      l = np.asarray(grid_lib.map_images(l[None], lr_scale, lr_size,
+                                         model_scale * objective.scale))[0]
       if method == "minmax":
         lo, span = h.min(), max(float(h.max() - h.min()), 1e-12)
         h, l = (h - lo) / span, (l - lo) / span

@@ -4,8 +4,10 @@
 or a glob pattern (or a comma-separated list of them) into a sorted list of paths.
 `read_image` returns float32 [H, W, C] or raises `UnreadableImage` saying what is wrong
 with the file: unreadable or truncated, not an image array, NaN or infinite pixels
-(unless `allow_nonfinite`), or a shape that is not the model's. `suspicious` says what
-makes a readable image a doubtful input (non-finite pixels, all zero, constant).
+(unless `allow_nonfinite`), or (when `size` is given) a shape that is not `size`.
+`read_image_and_scale` also returns the pixel scale (arcsec/pixel) a FITS file's WCS
+declares (None for .npy or no WCS). `suspicious` says what makes a readable image a
+doubtful input (non-finite pixels, all zero, constant).
 
 Accepted layouts for a model of H x W pixels and C channels: (H, W) when C = 1,
 (H, W, C) and (C, H, W). Pickled .npy files are refused unless `allow_pickle` (pickles
@@ -89,7 +91,23 @@ def _read_npy(path: str, allow_pickle: bool) -> np.ndarray:
   return array
 
 
-def _read_fits(path: str, hdu: Optional[int]) -> np.ndarray:
+def wcs_pixel_scale(header) -> Optional[float]:
+  """Arcsec/pixel from a FITS header's celestial WCS (CD or CDELT/PC; the geometric mean
+  of the two axes), or None if it has none."""
+  from astropy import wcs  # pylint: disable=g-import-not-at-top
+  from astropy.wcs import utils as wcs_utils  # pylint: disable=g-import-not-at-top
+  try:
+    celestial = wcs.WCS(header, naxis=2).celestial
+    if not celestial.has_celestial:
+      return None
+    scales = wcs_utils.proj_plane_pixel_scales(celestial)  # degrees
+  except Exception:  # pylint: disable=broad-except  (malformed WCS: treat as absent)
+    return None
+  scale = float(np.sqrt(abs(scales[0] * scales[1]))) * 3600.0
+  return scale if np.isfinite(scale) and scale > 0 else None
+
+
+def _read_fits(path: str, hdu: Optional[int]) -> tuple[np.ndarray, Optional[float]]:
   from astropy.io import fits  # pylint: disable=g-import-not-at-top
   try:
     with fits.open(path, memmap=False) as hdus:
@@ -97,13 +115,14 @@ def _read_fits(path: str, hdu: Optional[int]) -> np.ndarray:
         if hdu >= len(hdus):
           raise UnreadableImage(f"{path}: has {len(hdus)} HDUs; config.hdu={hdu} does not "
                                 "exist.")
-        data = hdus[hdu].data
+        chosen = hdus[hdu]
       else:
-        data = next((h.data for h in hdus if h.data is not None and
-                     getattr(h.data, "ndim", 0) >= 2), None)
-      if data is None:
+        chosen = next((h for h in hdus if h.data is not None and
+                       getattr(h.data, "ndim", 0) >= 2), None)
+      if chosen is None or chosen.data is None:
         raise UnreadableImage(f"{path}: has no image HDU (no array of 2 or more dimensions).")
-      return np.asarray(data).astype(np.float32)  # Also makes big-endian data native.
+      # astype also makes big-endian data native.
+      return np.asarray(chosen.data).astype(np.float32), wcs_pixel_scale(chosen.header)
   except UnreadableImage:
     raise
   except Exception as e:  # pylint: disable=broad-except  (astropy raises many types)
@@ -125,11 +144,11 @@ def to_hwc(array: np.ndarray, path: str, size: Optional[int], channels: int,
     image = np.moveaxis(array, 0, -1)
   else:
     image = None
-  expected = " or ".join(([f"({size}, {size})"] if channels == 1 else []) +
-                         [f"({size}, {size}, {channels})", f"({channels}, {size}, {size})"])
+  side = "H, W" if size is None else f"{size}, {size}"
+  expected = " or ".join(([f"({side})"] if channels == 1 else []) +
+                         [f"({side}, {channels})", f"({channels}, {side})"])
   if image is None or (size is not None and image.shape[:2] != (size, size)):
-    raise UnreadableImage(f"{path}: has shape {array.shape}; expected {expected} (the "
-                          "model's input size; resample the image first).")
+    raise UnreadableImage(f"{path}: has shape {array.shape}; expected {expected}.")
   image = image.astype(np.float32)
   if not allow_nonfinite and not np.all(np.isfinite(image)):
     raise UnreadableImage(f"{path}: has {int((~np.isfinite(image)).sum())} NaN or infinite "
@@ -137,18 +156,28 @@ def to_hwc(array: np.ndarray, path: str, size: Optional[int], channels: int,
   return image
 
 
-def read_image(path: str, *, size: Optional[int], channels: int = 1,
-               allow_pickle: bool = False, hdu: Optional[int] = None,
-               allow_nonfinite: bool = False) -> np.ndarray:
+def read_image_and_scale(path: str, *, size: Optional[int] = None, channels: int = 1,
+                         allow_pickle: bool = False, hdu: Optional[int] = None,
+                         allow_nonfinite: bool = False
+                         ) -> tuple[np.ndarray, Optional[float]]:
+  """(float32 [H, W, C], arcsec/pixel from the FITS WCS or None)."""
   if not os.path.isfile(path):
     raise UnreadableImage(f"{path}: does not exist.")
+  scale = None
   if path.lower().endswith(".npy"):
     array = _read_npy(path, allow_pickle)
   elif is_image_file(path):
-    array = _read_fits(path, hdu)
+    array, scale = _read_fits(path, hdu)
   else:
     raise UnreadableImage(f"{path}: unknown file type; expected one of {EXTENSIONS}.")
-  return to_hwc(array, path, size, channels, allow_nonfinite)
+  return to_hwc(array, path, size, channels, allow_nonfinite), scale
+
+
+def read_image(path: str, *, size: Optional[int], channels: int = 1,
+               allow_pickle: bool = False, hdu: Optional[int] = None,
+               allow_nonfinite: bool = False) -> np.ndarray:
+  return read_image_and_scale(path, size=size, channels=channels, allow_pickle=allow_pickle,
+                              hdu=hdu, allow_nonfinite=allow_nonfinite)[0]
 
 
 def suspicious(image: np.ndarray) -> str:

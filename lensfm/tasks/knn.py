@@ -74,8 +74,14 @@ def pool_batches(config, batch_size, sharding):
   recipe = sim_source.get_recipe(plain)
   transform = transforms.make_transform(plain.get("normalize", transforms.DEFAULT_NORMALIZE), (),
                                         sim_source.normalization_stats(plain, recipe))
-  normalize = jax.jit(lambda x: jax.vmap(transform)(
-      jax.random.split(jax.random.key(0), x.shape[0]), x), out_shardings=sharding)
+  mapper = sim_source.grid_mapper(sim_source.grid_key(recipe, plain))
+
+  def prepare(x):  # The raw pool onto the model grid, then normalised.
+    if mapper is not None:
+      x = jax.vmap(mapper)(x)
+    return jax.vmap(transform)(jax.random.split(jax.random.key(0), x.shape[0]), x)
+
+  normalize = jax.jit(prepare, out_shardings=sharding)
   n = len(pool["label"])
   for start in range(0, n, batch_size):
     images = np.zeros((batch_size,) + pool["image"].shape[1:], np.float32)

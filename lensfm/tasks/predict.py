@@ -3,7 +3,8 @@
   python -m lensfm.main --config=configs/predict.py --config.init_from=FINETUNED_WORKDIR \
       --config.inputs='my_lenses/*.fits' --workdir=DIR
 
-One row per readable image, in file order: `file`, then the task's columns, then `flag`:
+One row per readable image, in file order within each image size (sizes are batched
+apart): `file`, then the task's columns, then `flag`:
   classification: prob_<class> for every class and predicted_class;
   regression: one column per target, in physical units (e.g. log10_axion_mass);
   super-resolution: sr_file, the path of the SR image written as DIR/superres/<name>_sr.npy
@@ -12,12 +13,14 @@ One row per readable image, in file order: `file`, then the task's columns, then
     infinite pixels, an all-zero or constant image: no confident class or value is
     given for it, the task's columns stay empty) or a doubtful answer (a regression
     value outside the range seen in training), from the objective's `output_flags`.
-Images are normalised exactly as the training data were (config.data.normalize of the
-checkpoint) and must have the model's input size: config.data.image_size of the
-checkpoint, or image_size / scale (the LR size) for super-resolution. Files that cannot
-be used (unreadable, truncated, wrong shape, pickles without allow_pickle) are skipped,
-each named with the reason on the console and in DIR/predictions_skipped.csv; the
-counts are in DIR/predict_summary.json.
+Images of any size are mapped onto the model's grid (config.data.image_size x pixel_scale
+of the checkpoint; for super-resolution its LR grid, image_size / scale pixels at
+pixel_scale x scale) inside the jitted prediction function (`lensfm.data.grid`), then
+normalised exactly as the training data were (config.data.normalize). A file's pixel
+scale is `pixel_scale` if set, else its FITS WCS, else assumed to be the model's (said
+once on the console). Files that cannot be used (unreadable, truncated, not an image,
+pickles without allow_pickle) are skipped, each named with the reason on the console and
+in DIR/predictions_skipped.csv; the counts are in DIR/predict_summary.json.
 
 The three outputs are one set: each is written to a temporary file and renamed into
 place only when all are complete, the summary last (it holds the SHA-256 of the two
@@ -33,6 +36,7 @@ config fields:
   batch_size: images per forward pass (default 64; padded to a multiple of the devices).
   allow_pickle: read pickled .npy files (default False: pickles can run code).
   hdu: FITS extension to read (default -1: the first one holding an image).
+  pixel_scale: arcsec/pixel of the input files (default 0: FITS WCS, else the model's).
   norm_stats: JSON '{"mean": [C values], "std": [C values]}' when the checkpoint used
     normalize='standardize' and its statistics cannot be recomputed (its TFDS dataset is
     not on this machine); '' (default) otherwise.
@@ -40,6 +44,7 @@ config fields:
   mesh: default (('data', -1), ('fsdp', 1)).
 """
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -51,6 +56,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
+from lensfm.data import grid as grid_lib
 from lensfm.data import pipeline
 from lensfm.data import sim_source
 from lensfm.data import transforms
@@ -83,20 +89,50 @@ def normalization_stats(data_config, override=None):
 
 
 def read_batches(paths, batch_size, read, skipped, progress):
-  """Yields (names, images [n, H, W, C]) of up to batch_size readable files."""
-  names, images = [], []
+  """Yields (names, images [n, H, W, C], pixel scale) of up to batch_size readable files
+  of one shape and scale (files of other shapes wait in their own group)."""
+  groups = {}
   for path in progress(paths):
     try:
-      images.append(read(path))
-      names.append(path)
+      image, scale = read(path)
     except image_files.UnreadableImage as e:
       skipped.append((path, str(e)))
       print(f"Skipping unreadable image: {e}", flush=True)
+      continue
+    names, images = groups.setdefault((image.shape, scale), ([], []))
+    names.append(path)
+    images.append(image)
     if len(images) == batch_size:
-      yield names, np.stack(images)
-      names, images = [], []
-  if images:
-    yield names, np.stack(images)
+      yield names, np.stack(images), scale
+      del groups[(image.shape, scale)]
+  for (_, scale), (names, images) in groups.items():
+    yield names, np.stack(images), scale
+
+
+def on_model_grid(images, src_scale: float, size: int, scale: float):
+  """A batch of files' images mapped onto the model grid (inside predict's jit), by the
+  same per-image function every other input path uses."""
+  mapper = grid_lib.make_mapper(images.shape[1:], src_scale, size, scale)
+  return images if mapper is None else jax.vmap(mapper)(images)
+
+
+def file_scale_resolver(given: float, model_scale: float):
+  """fn(scale from the file or None) -> the scale to use: `given` if set, else the file's,
+  else the model's (said once)."""
+  told = []
+
+  def resolve(from_file):
+    if given:
+      return float(given)
+    if from_file:
+      return float(from_file)
+    if not told:
+      told.append(True)
+      print(f"Input files without a pixel scale (no config.pixel_scale, no FITS WCS) are "
+            f"taken to be on the model's {model_scale:g} arcsec/pixel.", flush=True)
+    return float(model_scale)
+
+  return resolve
 
 
 def run(config, workdir: str) -> dict:
@@ -106,12 +142,21 @@ def run(config, workdir: str) -> dict:
   paths = image_files.expand_inputs(config.get("inputs", ""))
   trained, objective = loading.load_downstream(config.init_from, "predict")
   data_config = trained.config.data
-  size = objective.input_size(int(data_config.image_size))
+  size, model_scale = grid_lib.model_grid(data_config)
+  input_size = objective.input_size(size)
+  input_scale = model_scale * size / input_size  # The LR grid of super-resolution.
   channels = int(data_config.get("channels", 1))
   hdu = int(config.get("hdu", -1))
-  read = lambda p: image_files.read_image(p, size=size, channels=channels,
-                                          allow_pickle=bool(config.get("allow_pickle", False)),
-                                          hdu=None if hdu < 0 else hdu, allow_nonfinite=True)
+  resolve_scale = file_scale_resolver(float(config.get("pixel_scale", 0.) or 0.),
+                                      input_scale)
+
+  def read(path):
+    image, scale = image_files.read_image_and_scale(
+        path, size=None, channels=channels,
+        allow_pickle=bool(config.get("allow_pickle", False)), hdu=None if hdu < 0 else hdu,
+        allow_nonfinite=True)
+    return image, resolve_scale(scale)
+
   method = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)
   stats = normalization_stats(data_config, config.get("norm_stats", None))
   transform = transforms.make_transform(method, (), stats)
@@ -124,9 +169,11 @@ def run(config, workdir: str) -> dict:
   data_sharding = sharding_lib.batch_sharding(mesh)
   params, extra = jax.device_put((trained.params, trained.extra), NamedSharding(mesh, P()))
 
-  @jax.jit
-  def predict(params, extra, images):
-    # Normalisation takes no randomness: one key serves every example.
+  @functools.partial(jax.jit, static_argnums=3)
+  def predict(params, extra, images, src_scale):
+    # Onto the model grid (one compilation per input shape and scale), then normalised;
+    # normalisation takes no randomness: one key serves every example.
+    images = on_model_grid(images, src_scale, input_size, input_scale)
     keys = jax.random.split(jax.random.key(0), images.shape[0])
     outputs = objective.predict(params, extra, jax.vmap(transform)(keys, images))
     return objective.outputs_in_input_units(outputs, lambda v: to_input_units(v, images))
@@ -145,12 +192,13 @@ def run(config, workdir: str) -> dict:
     with open(tmp, "w", newline="") as f, jax.set_mesh(mesh):
       writer = csv.writer(f)
       writer.writerow(["file"] + objective.output_columns() + ["flag"])
-      for names, images in read_batches(paths, batch_size, read, skipped, progress):
+      for names, images, scale in read_batches(paths, batch_size, read, skipped, progress):
         n = len(names)
         doubtful_inputs = [image_files.suspicious(image) for image in images]
         padded = np.zeros((batch_size,) + images.shape[1:], np.float32)
         padded[:n] = np.nan_to_num(images, nan=0., posinf=0., neginf=0.)
-        outputs = jax.device_get(predict(params, extra, jax.device_put(padded, data_sharding)))
+        outputs = jax.device_get(predict(params, extra, jax.device_put(padded, data_sharding),
+                                         scale))
         outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
         rows = objective.output_rows(outputs, [image_files.image_name(p) for p in names],
                                      os.path.join(workdir, "superres"))

@@ -164,6 +164,7 @@ def export_encoder(path: str, out_dir: str, *, max_file_bytes: int = 16 * 2**20)
                                   ocdbt_target_data_file_size=max_file_bytes // 2),
         data=ocp.args.JsonSave({}), config=ocp.args.JsonSave(config.to_dict())), force=True)
     manager.wait_until_finished()
+  ckpt_lib.write_checksums(os.path.join(tmp, "checkpoints", str(step)))  # Checked on load.
   ckpt_lib.write_json_atomically(os.path.join(tmp, "config.json"), config.to_dict())
   too_big = [(f, os.path.getsize(os.path.join(d, f))) for d, _, files in os.walk(tmp)
              for f in files if os.path.getsize(os.path.join(d, f)) > max_file_bytes]

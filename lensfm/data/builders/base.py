@@ -11,6 +11,7 @@ Every builder stores in the dataset's `metadata.json` (TFDS `MetadataDict`,
 available as `builder.info.metadata`):
   'pixel_stats': per-channel {'mean': [C], 'std': [C]} of the train split's raw
                  pixels, for config.data.normalize='standardize';
+  'pixel_scale': arcsec per pixel of the images (mapped onto a model's grid on read);
   'build_args':  the arguments that decide the content (checked on reuse);
   'report':      examples written per split and files skipped per reason.
 """
@@ -54,7 +55,11 @@ class PixelStats:
 
   def add(self, image: np.ndarray) -> None:
     """Adds one image [H, W, C]."""
-    pixels = np.asarray(image, np.float64).reshape(-1, image.shape[-1])
+    self.add_batch(np.asarray(image)[None])
+
+  def add_batch(self, images: np.ndarray) -> None:
+    """Adds images [N, H, W, C]."""
+    pixels = np.asarray(images, np.float64).reshape(-1, images.shape[-1])
     if self.total is None:
       self.total = np.zeros(pixels.shape[-1])
       self.total_sq = np.zeros(pixels.shape[-1])

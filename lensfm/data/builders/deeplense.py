@@ -55,20 +55,21 @@ USER_SPLIT_DIRS = {"train": "train", "test": "test", "val": "validation",
 class DeepLenseConfig(tfds.core.BuilderConfig):
   """A released DeepLense layout."""
   image_size: int = 64
+  pixel_scale: float = 0.101  # arcsec / pixel of the released files
   class_dirs: tuple[str, ...] = ("no_sub", "cdm", "axion")
   axion_dir: Optional[str] = "axion"  # Its files are pickled [image, mass].
   counts: bool = False  # Model I stores integer photon counts.
 
 
 CONFIGS = [
-    DeepLenseConfig(name="model_i", image_size=150, counts=True,
+    DeepLenseConfig(name="model_i", image_size=150, pixel_scale=0.05, counts=True,
                     description="Model I: 150x150, Gaussian PSF, Poisson "
                     "counts."),
-    DeepLenseConfig(name="model_ii", image_size=64,
-                    description="Model II: 64x64, Euclid-like."),
-    DeepLenseConfig(name="model_iii", image_size=64,
-                    description="Model III: 64x64, HST-like."),
-    DeepLenseConfig(name="common_test", image_size=150,
+    DeepLenseConfig(name="model_ii", image_size=64, pixel_scale=0.101,
+                    description="Model II: 64x64, Euclid-like (0.101\"/px)."),
+    DeepLenseConfig(name="model_iii", image_size=64, pixel_scale=0.08,
+                    description="Model III: 64x64, HST-like (WFC3 F160W, 0.08\"/px)."),
+    DeepLenseConfig(name="common_test", image_size=150, pixel_scale=0.05,
                     class_dirs=("no", "sphere", "vort"), axion_dir=None,
                     description="The common test set: train|val/{no,sphere,"
                     "vort}/*.npy, (1, 150, 150), min-max normalised."),
@@ -320,6 +321,7 @@ class Deeplense(tfds.core.GeneratorBasedBuilder):
     # Called after each split: the last call, after the last split, wins.
     self.info.metadata.update({
         "pixel_stats": self._stats.result(),
+        "pixel_scale": self.builder_config.pixel_scale,
         "build_args": self.build_args(),
         "manual_dir": self._manual_dir,
         "report": self.report.to_dict(),
