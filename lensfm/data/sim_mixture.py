@@ -7,7 +7,8 @@ a randomized camera) with its own source, PSF, noise, exposure and orientation. 
 native observation is mapped onto the model's grid (`image_size` x `pixel_scale`) and
 normalised, all on device inside one jitted batch function laid out with the batch
 sharding, so the model always sees what a real instrument's image would look like on
-its grid. Randomness and resumption as in `sim_source` (batch = f(seed, split, step)).
+its grid (`grid.map_to_grid`, as every downstream input path). Randomness and
+resumption as in `sim_source` (batch = f(seed, split, step)).
 
 config.data fields:
   source: 'sim_mixture'.
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensfm import errors
+from lensfm.data import grid
 from lensfm.data import sim_source
 from lensfm.data import transforms
 from lensfm.sim import same_lens
@@ -66,10 +68,14 @@ def simulator(data_config) -> same_lens.SameLens:
       clean_fraction=float(data_config.get("clean_fraction", 0.25)))
 
 
-def to_model_grid(native, native_scale, image_size: int, pixel_scale: float):
+def to_model_grid(native, native_scale, image_size: int, pixel_scale: float,
+                  min_native_scale: float):
   """One native observation [N, N, C] at `native_scale` (traced) -> [S, S, C] on the
-  model grid, flux per model pixel (exact area sums of the native pixels)."""
-  return same_lens.pixelate(native, native_scale, image_size, pixel_scale)
+  model grid with `grid.map_to_grid`, the operator every downstream input path uses. The
+  native field always covers the model's, so no padding reaches the output."""
+  return grid.map_to_grid(native, native_scale, image_size, pixel_scale,
+                          key=jax.random.PRNGKey(0), sky_level=0., sky_sigma=0.,
+                          min_src_scale=min_native_scale)
 
 
 @functools.lru_cache(maxsize=16)
@@ -79,14 +85,15 @@ def _batch_function(sim, views: int, image_size: int, pixel_scale: float,
 
   def one(key):
     out = sim.sample_example(key, views)
-    grid = jax.vmap(lambda n, s: to_model_grid(n, s, image_size, pixel_scale))(
+    mapped = jax.vmap(lambda n, s: to_model_grid(n, s, image_size, pixel_scale,
+                                                 sim.min_pixel_scale))(
         out["native"], out["pixel_scale"])
-    grid = jax.vmap(lambda im: transforms.normalize(im, normalize))(grid)
-    example = {"image": grid[0], "label": out["label"], "latents": out["latents"][0],
+    mapped = jax.vmap(lambda im: transforms.normalize(im, normalize))(mapped)
+    example = {"image": mapped[0], "label": out["label"], "latents": out["latents"][0],
                "latent_mask": out["latent_mask"][0], "family": out["family"][0],
                "native_pixel_scale": out["pixel_scale"][0]}
     if views == 2:
-      example["image_pair"] = grid[1]
+      example["image_pair"] = mapped[1]
     for k in ("axion_mass", "n_subhalos", "sub_mass_fraction", "theta_e"):
       example[k] = out[k]
     return example
