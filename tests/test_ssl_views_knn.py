@@ -127,7 +127,7 @@ def test_knn_evaluator_hook_embeds_the_encoder_and_scores_separable_classes(monk
   trainer = trainer_lib.Trainer(config, "/tmp/unused")
   splits = []
 
-  def fake_make_input(data_config, *, global_batch_size, sharding, seed, split):
+  def fake_make_input(data_config, *, global_batch_size, sharding, seed, split, single_pass=False):
     assert data_config.augment == "" and global_batch_size == 16
     splits.append(split)
     return FakeInput(sharding, seed=len(splits))
