@@ -56,8 +56,9 @@ def encoder_params(config, model, mesh):
   path = config.get("init_from", "")
   if path:
     loading.check_init_from(config)
-    params, pre_config = loading.load_encoder(path)
-    loading.check_same_backbone(pre_config.model, config.model, path)
+    # Checked from the saved config first: a mismatch is named before any array is read.
+    loading.check_same_backbone(loading.load_config(path).model, config.model, path)
+    params, _ = loading.load_encoder(path)
   else:
     d = config.data
     images = jnp.zeros((1, d.image_size, d.image_size, d.get("channels", 1)))

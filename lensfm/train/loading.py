@@ -110,6 +110,9 @@ def read_state(path: str, select=None) -> tuple[Any, Any, int]:
   with ocp.CheckpointManager(directory, item_handlers=ckpt_lib.item_handlers()) as manager:
     meta = manager.item_metadata(step)["state"]
     tree = meta.tree if hasattr(meta, "tree") else meta
+    if not tree:
+      raise errors.UserError(f"Checkpoint {directory}/{step} holds no saved state (an "
+                             f"incomplete or foreign checkpoint); expected a lensfm run's.")
     wanted = tree if select is None else select(tree, f"{directory}/{step}")
     target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), wanted)
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
