@@ -24,6 +24,7 @@ from lensfm import config_args
 from lensfm import errors
 from lensfm import tasks
 from lensfm.train import distributed
+from lensfm.train import loading
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARGS]).",
                                           lock_config=True)
@@ -165,6 +166,7 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     # Orbax and JAX log every save at INFO; the progress bar and our messages suffice.
     logging.set_verbosity(logging.WARNING)
+  check_backbone_overrides(config, _config_overrides(sys.argv))
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   compilation_cache.enable(config.get("compilation_cache_dir", None))
   logging.info("Config:\n%s", config)
@@ -173,6 +175,23 @@ def main(argv):
   report = outputs_report(workdir)
   if report:
     print(report, flush=True)
+
+
+def check_backbone_overrides(config, overrides) -> None:
+  """A run from init_from adopts the checkpoint's backbone, so a --config.model.FIELD
+  that contradicts it is a mistake to name, never silently replaced."""
+  path = config.get("init_from", "")
+  fields = sorted({f.split(".", 2)[1] for f in overrides if f.startswith("model.")}
+                  - {"dtype", "remat", "attention_impl"})
+  if not path or not fields or config.get("mode", "") == "resnet":
+    return
+  pretrained = loading.load_config(path).model
+  differ = [f"model.{f}: checkpoint {pretrained.get(f)!r} vs config {config.model.get(f)!r}"
+            for f in fields if pretrained.get(f) != config.model.get(f)]
+  if differ:
+    raise errors.UserError(
+        f"Checkpoint {path} has a different backbone: {'; '.join(differ)}. A run from "
+        f"init_from uses its checkpoint's backbone: drop those --config.model overrides.")
 
 
 def outputs_report(workdir: str) -> str:
