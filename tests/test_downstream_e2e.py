@@ -257,8 +257,9 @@ def test_predict_outputs_are_one_set_an_all_bad_rerun_keeps_them(workdirs, tmp_p
   good.mkdir()
   bad.mkdir()
   np.save(good / "lens0.npy", rng.random((64, 64)).astype(np.float32))
-  np.save(good / "small.npy", rng.random((32, 32)))
-  np.save(bad / "small.npy", rng.random((32, 32)))
+  # Any image size maps onto the model's grid, so a "bad" input is an unreadable file.
+  (good / "broken.npy").write_bytes(b"not a numpy file")
+  (bad / "broken.npy").write_bytes(b"not a numpy file")
   c = load("predict.py:runlocal")
   c.update(init_from=str(root / "finetune"), inputs=str(good), progress_bar=False,
            batch_size=4)
@@ -278,7 +279,7 @@ def test_predict_outputs_are_one_set_an_all_bad_rerun_keeps_them(workdirs, tmp_p
   assert sorted(os.listdir(out)) == sorted(names)  # No temporary files left.
 
   # A clean run: no stale list of skipped files beside num_skipped 0.
-  os.remove(good / "small.npy")
+  os.remove(good / "broken.npy")
   c.inputs = str(good)
   clean = predict.run(c, str(out))
   assert clean["num_skipped"] == 0 and not (out / "predictions_skipped.csv").exists()
