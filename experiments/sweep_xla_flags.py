@@ -5,7 +5,7 @@ r"""lensfm's MAE step time under different XLA CPU flags, each in its own proces
 XLA reads its flags once per process, so each variant runs bench_vs_torch.py
 --lensfm_only in a subprocess; rounds alternate the variants (compiled steps come from
 the persistent compilation cache after the first round). Ratios to the default flags
-are printed and written to experiments/results/xla_flags_cpu.json.
+are printed and written to xla_flags_cpu.json in the results folder beside this script.
 """
 import argparse
 import json
