@@ -74,6 +74,9 @@ def test_sigkill_at_a_random_step_then_restart_is_bit_exact(reference, cache_dir
   runs.assert_states_equal(workdir, reference)
 
 
+# Covered in CI by test_first_ctrl_c_saves_... (the same save-at-the-next-boundary path)
+# and tests/test_multiprocess.py's SIGTERM test (save, exit 0, resume, one row per step).
+@pytest.mark.slow
 def test_sigterm_saves_at_the_next_step_exits_0_and_restart_finishes(reference, cache_dir,
                                                                     tmp_path):
   workdir = tmp_path / "run"
@@ -142,6 +145,9 @@ def test_second_ctrl_c_aborts_and_the_resumed_run_logs_each_step_once(reference,
   runs.assert_states_equal(workdir, reference)
 
 
+# Covered in CI by tests/test_multiprocess.py's stuck-rank test (the same watchdog, exit
+# code and report) and tests/test_watchdog.py.
+@pytest.mark.slow
 def test_watchdog_ends_a_stuck_run_naming_the_step(cache_dir, tmp_path):
   workdir = tmp_path / "run"
   # The host is stuck after step 2 (as if in a collective that never returns).
@@ -158,6 +164,9 @@ def test_watchdog_ends_a_stuck_run_naming_the_step(cache_dir, tmp_path):
     assert "in _pause" in out  # The Python stacks show where.
 
 
+# Covered in CI by test_each_kind_of_damage_... (truncated_array_file: detected, set aside,
+# the previous step restored) and the SIGKILL test (a resumed run ends bit-exact).
+@pytest.mark.slow
 def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(reference, cache_dir,
                                                                    tmp_path):
   workdir = tmp_path / "run"
