@@ -1,6 +1,6 @@
 r"""Does more pretraining help? LensBench's Model II@100 rows (fine-tuned and linear probe)
 for every checkpoint a pretraining run kept, against its step (step 0: the same backbone
-from scratch, and a random encoder's linear probe).
+from scratch).
 
   python experiments/scaling_curve.py --pretrain=/work/runs/lensfm_tiny_v1 --name=tiny
 
