@@ -78,10 +78,15 @@ def test_an_interrupted_bench_resumes_at_the_next_row(ran, capsys):
   workdir = root / "bench"
   rows = summary["rows"]
   os.remove(bench.row_file(str(workdir), rows[-1]["id"]))
+  # A row that failed before is run again, not kept.
+  failed = bench.row_file(str(workdir), rows[-2]["id"])
+  with open(failed, "w") as f:
+    json.dump({**rows[-2], "error": "TypeError: before a fix"}, f)
   kept = json.loads(open(bench.row_file(str(workdir), rows[0]["id"])).read())
   again = bench.run(c, str(workdir))
   out = capsys.readouterr().out
-  assert out.count("done before, kept") == len(rows) - 1
-  assert f"{rows[-1]['id']} ..." in out
+  assert out.count("done before, kept") == len(rows) - 2
+  assert f"{rows[-1]['id']} ..." in out and f"{rows[-2]['id']} ..." in out
+  assert "error" not in json.loads(open(failed).read())
   assert again["rows"][0] == kept
   assert len(again["rows"]) == len(rows) and not again["errors"]

@@ -238,6 +238,11 @@ def test_poisson_draws_do_not_depend_on_the_batch():
   np.testing.assert_array_equal(np.asarray(nested).reshape(6, 12, 12), one_by_one)
   shared_key = jax.vmap(instrument.poisson, in_axes=(None, 0))(keys[0], lam)
   np.testing.assert_array_equal(np.asarray(shared_key[0]), one_by_one[0])
+  # Raw uint32 keys (what the on-device sources split), nested as in sim_source.simulate.
+  raw = jax.random.key_data(keys)
+  raw_nested = jax.jit(jax.vmap(jax.vmap(instrument.poisson)), compiler_options=FAST_COMPILE)(
+      raw.reshape(2, 3, -1), lam.reshape(2, 3, 12, 12))
+  np.testing.assert_array_equal(np.asarray(raw_nested).reshape(6, 12, 12), one_by_one)
 
 
 def test_every_recipe_declares_its_pixel_scale():

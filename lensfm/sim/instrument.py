@@ -302,7 +302,9 @@ def _poisson_rows_vmap(axis_size, in_batched, keys, lam):
   if not lam_batched:
     lam = jnp.broadcast_to(lam, (axis_size,) + lam.shape)
   rows, m = lam.shape[1:]
-  out = _poisson_rows(keys.reshape(axis_size * rows), lam.reshape(axis_size * rows, m))
+  # Raw uint32 keys carry their key data as trailing dimensions: keep those.
+  keys = keys.reshape((axis_size * rows,) + keys.shape[2:])
+  out = _poisson_rows(keys, lam.reshape(axis_size * rows, m))
   return out.reshape(axis_size, rows, m), True
 
 

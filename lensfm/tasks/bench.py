@@ -29,7 +29,7 @@ Budgets: config.steps[task] steps of config.batch_size per run (the same for eve
 compiled train steps are shared by every run with the same model, objective, optimizer and
 budget (seeds and label counts reuse them). Progress prints the row; each row's result is
 written atomically to DIR/rows/<row>.json as it ends, and a restarted bench skips the rows
-already there (resume at the next row). At the end: DIR/bench.json (meta: device, JAX
+already scored (resume at the next row; a row that failed is run again). At the end: DIR/bench.json (meta: device, JAX
 version, budgets, seeds, wall times; every row; the aggregated table), DIR/BENCH.md and
 the plots DIR/label_efficiency.png, DIR/cross_instrument.png.
 """
@@ -344,6 +344,14 @@ def row_file(workdir: str, rid: str) -> str:
   return os.path.join(workdir, "rows", rid.replace("/", "__") + ".json")
 
 
+def read_row(path: str) -> dict | None:
+  """A row's saved result, or None if it was never written (a failed row is re-run)."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def meta(config, bb) -> dict:
   return {"version": bench_sets.VERSION, "preset": config.get("preset", ""),
           "checkpoint": bb["path"], "checkpoint_step": bb["step"],
@@ -365,9 +373,9 @@ def run(config, workdir: str) -> dict:
   results = []
   for i, row in enumerate(rows):
     path = row_file(workdir, row["id"])
-    if os.path.exists(path):
-      with open(path) as f:
-        results.append(json.load(f))
+    before = read_row(path)
+    if before is not None and "error" not in before:
+      results.append(before)
       print(f"LensBench [{i + 1}/{len(rows)}] {row['id']}: done before, kept.", flush=True)
       continue
     print(f"LensBench [{i + 1}/{len(rows)}] {row['id']} ...", flush=True)
