@@ -8,9 +8,10 @@ input grid are adopted. Without init_from only the baselines run. Presets:
   runlocal     a few minutes on a laptop CPU (CI): one seed, 10 labels/class, fine-tune
                and scratch on Model II and fine-tune elsewhere, 10 steps per run, tiny
                sets: the rows' mechanics only.
-  cpu          about 45 min on 2 quiet CPU cores for lensfm:tiny (48 px): every row, 3
-               seeds at 10 and 100 labels, 200 steps of batch 32 per classification run
-               (150 for super-resolution and lens finding), ResNet-18 at width 16.
+  cpu          every row, 3 seeds at 10 and 100 labels, 200 steps of batch 32 per
+               classification run (150 for super-resolution and lens finding), ResNet-18
+               at width 16: 102 min of rows on one CPU core for lensfm:tiny (48 px),
+               about 60 min of wall time split over two processes with --config.only.
   accelerator  one GPU/TPU: 2,000 steps of batch 256 per run, full-width ResNet-18,
                larger sets.
 Options: --config.extra_datasets='model_ii=DIR,...' adds rows for your released DeepLense
@@ -90,7 +91,7 @@ def get_config(arg=None):
     c.other_instruments = ("model_iii",)
   elif arg.preset == "cpu":
     resnet = dict(name="resnet", depth=18, width=16, stem="small", dtype="float32")
-    # Sized so that every row of lensfm:tiny (48 px) and its baselines fit ~45 min on 2 cores.
+    # Halved from 300 x 64 to bring lensfm:tiny's 52 rows towards ~45 min on 2 cores.
     c.batch_size = 32
     c.steps = dict(classify=200, regress=200, superres=150, lensfind=150)
     c.set_sizes = dict(validation=300, test=900)

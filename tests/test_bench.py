@@ -10,6 +10,9 @@ from lensfm.tasks import bench
 from lensfm.tasks import bench_sets
 from lensfm.tasks import pretrain
 
+# One worker builds this module's fixtures (pytest -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("bench")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -25,6 +25,9 @@ from lensfm.train import loading
 from lensfm.train import trainer as trainer_lib
 from lensfm.train import watchdog
 
+# One worker builds this module's fixtures (pytest -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("fault_tolerance")
+
 TOTAL = runs.TOTAL_STEPS
 
 
