@@ -33,7 +33,8 @@ _BATCH = flags.DEFINE_integer("batch_size", 32, "Pretraining batch size (lenses)
 _PRESET = flags.DEFINE_enum("preset", "cpu", ["runlocal", "cpu", "accelerator"], "LensBench preset.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/lensfm_equivariant", "Run directories.")
 BACKBONES = ("equivariant", "vit")
-ROWS = "^classify/model_ii/(10|100)/(finetune|scratch)/s0$"
+_ROWS = flags.DEFINE_string("rows", "^classify/model_ii/(10|100)/(finetune|scratch)/s0$",
+                            "LensBench rows scored for each backbone.")
 
 
 def pretrain_config(backbone: str):
@@ -53,7 +54,7 @@ def main(argv):
     workdir = os.path.join(_WORKDIR.value, name)
     pretrain.run(pretrain_config(name), workdir)
     summary = common.lensbench(workdir, os.path.join(workdir, "bench"), preset=_PRESET.value,
-                               only=ROWS)
+                               only=_ROWS.value)
     tables[name] = summary["table"]
   stem = os.path.join(RESULTS, f"equivariant_{jax.devices()[0].platform}")
   with open(stem + ".json", "w") as f:
