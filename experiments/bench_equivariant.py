@@ -24,6 +24,7 @@ import jax  # pylint: disable=g-import-not-at-top
 
 from experiments import common  # pylint: disable=g-import-not-at-top
 from lensfm import config_args
+from lensfm.tasks import bench_report
 from lensfm.tasks import pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,16 +62,16 @@ def main(argv):
     json.dump({"steps": _STEPS.value, "batch_size": _BATCH.value, "preset": _PRESET.value,
                "device_kind": jax.devices()[0].device_kind, "jax_version": jax.__version__,
                "tables": tables}, f, indent=2)
-  fmt = lambda s: "–" if not s or s.get("mean") is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
+  fmt = lambda s: bench_report.fmt(s) if s else "–"  # No "± 0" for a single seed.
   lines = [f"Backbones pretrained with lensfm-tiny's recipe ({_STEPS.value} steps of batch {_BATCH.value}), LensBench "
-           f"{_PRESET.value}, test split.", "",
+           f"{_PRESET.value}, test split; device {jax.devices()[0].device_kind}, JAX {jax.__version__}.", "",
            "| backbone | row | fine-tuned | linear probe | scratch |", "|---|---|---|---|---|"]
   for name, rows in tables.items():
     for row in rows:
       lines.append(f"| {name} | {row['row']} | " + " | ".join(
           fmt(row.get(m)) for m in ("finetune", "linear", "scratch")) + " |")
-  lines += ["", "One seed per row (the error is the spread over seeds, so 0 here); a macro AUC on "
-            "900 test lenses has a standard error of about 0.01."]
+  lines += ["", "One seed per row; a macro AUC on 900 test lenses has a standard error of "
+            "about 0.01."]
   with open(stem + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))
