@@ -71,7 +71,8 @@ class Step:
                                      sharding=self.trainer.data_sharding, seed=0)
     self.batch = next(self.input)
     t0 = time.perf_counter()
-    self.compiled = self.trainer.compile_step().lower(self.state, self.batch).compile()
+    self.lowered = self.trainer.compile_step().lower(self.state, self.batch)
+    self.compiled = self.lowered.compile()
     self.compile_s = time.perf_counter() - t0
 
   def time(self, steps, from_input=False):
@@ -86,7 +87,7 @@ class Step:
     return (time.perf_counter() - t0) / steps
 
   def flops(self):
-    return bench_train.step_flops(self.compiled)
+    return bench_train.step_flops(self.compiled, self.lowered)
 
   def peak_bytes(self):
     mem = self.compiled.memory_analysis()
@@ -197,14 +198,15 @@ def main():
   p.add_argument("--sections", default=",".join(SECTIONS))
   p.add_argument("--batch", type=int, default=None, help="Default 1024 (16 with --tiny).")
   p.add_argument("--steps", type=int, default=None, help="Timed steps (default 20; 3 tiny).")
-  p.add_argument("--sim_batch", type=int, default=None, help="Default 16384 (64 tiny).")
+  p.add_argument("--sim_batch", type=int, default=None,
+                 help="Default 2048 (64 tiny): compile time grows with it on GPU.")
   p.add_argument("--sim_iters", type=int, default=None, help="Default 20 (3 tiny).")
   p.add_argument("--peak_tflops", type=float, default=None)
   p.add_argument("--out", default=None)
   args = p.parse_args()
   args.batch = args.batch or (16 if args.tiny else 1024)
   args.steps = args.steps or (3 if args.tiny else 20)
-  args.sim_batch = args.sim_batch or (64 if args.tiny else 16384)
+  args.sim_batch = args.sim_batch or (64 if args.tiny else 2048)
   args.sim_iters = args.sim_iters or (3 if args.tiny else 20)
   compilation_cache.enable()
   device = jax.devices()[0]

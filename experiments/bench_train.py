@@ -49,8 +49,10 @@ PEAK_TFLOPS = {
 }
 
 
-def step_flops(compiled) -> float:
-  analysis = compiled.cost_analysis()
+def step_flops(compiled, lowered=None) -> float:
+  """XLA's FLOPs per step: from the lowered program when given, since on GPU the compiled
+  one hands its dots to cuBLAS/cuDNN calls that its cost analysis does not count."""
+  analysis = (lowered or compiled).cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0]
   return float(analysis.get("flops", float("nan"))) if analysis else float("nan")

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Everything lensfm measures on a lent H100/H200, in one call of under 10 minutes:
+#   bash experiments/accelerator_session.sh OUT_DIR         # on the accelerator
+#   bash experiments/accelerator_session.sh OUT_DIR tiny    # the same chain on CPU, tiny sizes
+# 1. experiments/bench_accelerator.py -> OUT_DIR/accelerator.json (MFU, fsdp, cuDNN
+#    attention, simulator, input share; at most BENCH_ACCEL_S seconds);
+# 2. experiments/accelerator_pretrain.sh OUT_DIR/small: lensfm-small pretrained (at most
+#    PRETRAIN_S), exported, then LensBench `cpu` rows on it, the rows lensfm:tiny's card
+#    leads with first (BENCH_ONLY), the rest after, until BENCH_S runs out.
+# Each phase is timed and bounded on its own, so one failing or slow phase costs only
+# itself; OUT_DIR/timings.txt and OUT_DIR/*.log say what happened.
+set -uo pipefail
+OUT=${1:?usage: bash experiments/accelerator_session.sh OUT_DIR [tiny]}
+TINY=${2:-}
+cd "$(dirname "$0")/.."
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+start=$SECONDS
+if [ "$TINY" = tiny ]; then
+  PRESET=runlocal
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 timeout -k 30 "${BENCH_ACCEL_S:-600}" \
+    python experiments/bench_accelerator.py --tiny --out="$OUT/accelerator.json" \
+    > "$OUT/accelerator.log" 2>&1
+else
+  PRESET=cpu
+  timeout -k 20 "${BENCH_ACCEL_S:-200}" python experiments/bench_accelerator.py \
+    --sections=mfu,simulator,input,attention,fsdp --steps=10 --sim_iters=10 --out="$OUT/accelerator.json" > "$OUT/accelerator.log" 2>&1
+fi
+echo "bench_accelerator $((SECONDS - start)) s (exit $?)" | tee -a "$OUT/timings.txt"
+# The rows lensfm:tiny's card leads with, then every other row of the preset.
+FIRST='^classify/model_ii/(10|100)/(finetune|linear|scratch)/s0$|^classify/model_(i|iii)/100/finetune/|^(regress|superres|lensfind)/.*/finetune/'
+PRETRAIN_S=${PRETRAIN_S:-190} BENCH_S=${BENCH_S:-90} BENCH_ONLY=${BENCH_ONLY:-$FIRST} \
+  bash experiments/accelerator_pretrain.sh "$OUT/small" ${TINY:+runlocal} > "$OUT/small.log" 2>&1
+rest=$SECONDS
+[ "${BENCH_REST_S:-30}" -gt 0 ] && timeout -s TERM -k 30 "${BENCH_REST_S:-30}" python -m lensfm.main \
+  --config="configs/bench.py:preset=$PRESET" --config.init_from="$OUT/small/encoder" \
+  --workdir="$OUT/small/bench" >> "$OUT/small.log" 2>&1
+echo "bench_rest $((SECONDS - rest)) s (exit $?)" | tee -a "$OUT/small/timings.txt"
+echo "session $((SECONDS - start)) s" | tee -a "$OUT/timings.txt"
