@@ -285,7 +285,10 @@ def test_lensfm_sim_fast_writer_matches_tfds_and_simulator(tmp_path):
       for key in a:
         np.testing.assert_array_equal(a[key], b[key])
   stored = build.read_metadata(result.path)["pixel_stats"]
-  np.testing.assert_allclose(stored["mean"], builder._stats.result()["mean"], rtol=1e-12)  # pylint: disable=protected-access
+  want = builder._stats.result()  # pylint: disable=protected-access
+  # The fast path sums each image on device in float32: equal to float32 rounding.
+  for key in ("mean", "std"):
+    np.testing.assert_allclose(stored[key], want[key], rtol=1e-5)
 
 
 def test_build_from_another_changed_or_missing_manual_dir_is_not_reused(tmp_path, capsys):
