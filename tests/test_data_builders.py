@@ -387,3 +387,47 @@ def test_lensfm_sim_non_finite_image_is_named_or_skipped(tmp_path, monkeypatch):
   assert result.report["skipped"] == {"non_finite": 2}
   assert all(np.isfinite(r["image"]).all() for r in records(result.path, "train"))
   assert _no_leftovers(tmp_path / "a")
+
+
+def test_lensfm_sim_model_i_counts_stored_as_exact_uint16(tmp_path):
+  """Model I's Poisson counts are written as uint16 (half the bytes) and read back equal
+  to the simulator's float32 counts, bit for bit; other recipes stay float32."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from lensfm.data import sim_source  # pylint: disable=g-import-not-at-top
+  from lensfm.data.builders import lensfm_sim  # pylint: disable=g-import-not-at-top
+  result = _build("lensfm_sim/model_i", tmp_path / "a", seed=2, num_examples=5,
+                  num_test_examples=1, recipe_overrides={"num_pix": 24})
+  builder = tfds.builder_from_directory(result.path)
+  assert builder.info.features["image"].np_dtype == np.uint16
+  rows = records(result.path, "train")
+  recipe = lensfm_sim.get_recipe("model_i", {"num_pix": 24})
+  base_key = jax.random.fold_in(jax.random.PRNGKey(2), sim_source.split_id("train"))
+  want = lensfm_sim.chunk_simulator(recipe, 8)(base_key, np.uint32(0))["image"]
+  assert np.asarray(want).max() > 1  # Real counts, not an all-zero image.
+  for i, row in enumerate(rows):
+    assert row["image"].dtype == np.uint16
+    np.testing.assert_array_equal(row["image"].astype(np.float32), np.asarray(want[i]))
+  assert lensfm_sim.stored_image_dtype(lensfm_sim.get_recipe("model_ii")) == np.float32
+
+
+def test_lensfm_sim_counts_uint16_cannot_hold_are_an_error(tmp_path, monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  from lensfm.data.builders import lensfm_sim  # pylint: disable=g-import-not-at-top
+  simulate = lensfm_sim.chunk_simulator
+
+  def with_big_count(recipe, size):
+    def run(base_key, start):
+      out = dict(simulate(recipe, size)(base_key, start))
+      out["image"] = out["image"].at[2, 0, 0, 0].set(70000.0)
+      return out
+    return jax.jit(run)
+
+  lensfm_sim.checked_chunk_simulator.cache_clear()
+  monkeypatch.setattr(lensfm_sim, "chunk_simulator", with_big_count)
+  try:
+    with pytest.raises(ValueError, match="example 2 has values that are not integers"):
+      _build("lensfm_sim/model_i", tmp_path / "a", num_examples=4,
+             recipe_overrides={"num_pix": 16})
+  finally:
+    lensfm_sim.checked_chunk_simulator.cache_clear()
+  assert _no_leftovers(tmp_path / "a")

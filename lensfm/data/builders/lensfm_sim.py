@@ -14,8 +14,10 @@ checked when an existing build is reused:
                       rounding (their last bits may depend on the group).
   recipe_overrides:   dict passed to `recipes.get` (e.g. {'num_pix': 32}).
 
-Features: image float32 (H, W, C) raw (unnormalised), stored as raw bytes (exact,
-and serialised with one copy instead of a per-pixel float list), label ClassLabel with the
+Features: image (H, W, C) raw (unnormalised), stored as raw bytes: float32, or uint16
+for Model I's Poisson counts (integers far below 65535, so exact at half the bytes; a
+count it cannot hold is an error, never rounded); readers get float32 either way (the
+grain pipeline casts). Label ClassLabel with the
 recipe's class names, and every other numeric output of `recipe.sample` (e.g.
 axion_mass, n_subhalos, sub_mass_fraction, theta_e) as a scalar. A simulated
 image with NaN or infinite pixels is an error naming the split and index (or,
@@ -78,8 +80,11 @@ def checked_chunk_simulator(recipe, size: int = CHUNK):
     image = out["image"]
     finite = jnp.isfinite(image).all(axis=(1, 2, 3))
     image = jnp.where(finite[:, None, None, None], image, 0.0)
+    limit = np.iinfo(np.uint16).max
     checks = {"finite": finite, "sum": image.sum(axis=(1, 2)),
-              "sum_sq": jnp.square(image).sum(axis=(1, 2))}
+              "sum_sq": jnp.square(image).sum(axis=(1, 2)),
+              "uint16_exact": ((image == jnp.round(image)) & (image >= 0)
+                               & (image <= limit)).all(axis=(1, 2, 3))}
     return out, checks
 
   return jax.jit(simulate_and_check)
@@ -108,11 +113,17 @@ def example_spec(recipe, size: int = 1) -> dict[str, jax.ShapeDtypeStruct]:
           for name, s in spec.items()}
 
 
+def stored_image_dtype(recipe) -> type:
+  """uint16 for recipes whose images are integer counts (Model I with its Poisson noise),
+  float32 otherwise."""
+  return np.uint16 if recipe.name == "model_i" and recipe.noise else np.float32
+
+
 def feature_for(name: str, spec: jax.ShapeDtypeStruct, recipe):
   if name == "label":
     return tfds.features.ClassLabel(names=list(recipe.class_names))
   if name == "image":
-    return tfds.features.Tensor(shape=tuple(spec.shape), dtype=np.float32,
+    return tfds.features.Tensor(shape=tuple(spec.shape), dtype=stored_image_dtype(recipe),
                                 encoding=tfds.features.Encoding.BYTES)
   if spec.shape:
     return tfds.features.Tensor(shape=tuple(spec.shape), dtype=spec.dtype)
@@ -129,8 +140,9 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "First release.",
                    "1.1.0": "Images stored as raw float32 bytes; records in key order.",
-                   "1.2.0": "Uncompressed records; on CPU, images rendered skipping absent "
-                            "substructure (equal to the simulator's to float32 rounding)."}
+                   "1.2.0": "Uncompressed records; Model I counts stored as uint16; on CPU, "
+                            "images rendered skipping absent substructure (equal to the "
+                            "simulator's to float32 rounding)."}
   BUILDER_CONFIGS = [
       tfds.core.BuilderConfig(name=r, description=f"lensfm.sim recipe {r!r}.")
       for r in RECIPES]
@@ -274,6 +286,7 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
     """The chunk's good examples (a non-finite image raises, or is skipped and
     counted with skip_bad); counts them and adds train images to the stats."""
     good = checks["finite"]
+    self._check_storable(split, start, checks["uint16_exact"] | ~good)
     if not good.all():
       for offset in np.flatnonzero(~good):
         try:
@@ -285,10 +298,22 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
           self.report.skip(error)
       chunk = {k: v[good] for k, v in chunk.items()}
     self.report.written[split] += int(good.sum())
+    chunk["image"] = self._stored(chunk["image"])
     if split == "train" and good.any():
       pixels = int(good.sum()) * int(np.prod(chunk["image"].shape[1:-1]))
       self._stats.add_sums(checks["sum"][good], checks["sum_sq"][good], pixels)
     return chunk
+
+  def _check_storable(self, split: str, start: int, exact: np.ndarray) -> None:
+    """exact [n]: whether uint16 holds image start + i exactly; with uint16 storage a value
+    it cannot hold is an error, never rounded."""
+    if stored_image_dtype(self.recipe) != np.float32 and not exact.all():
+      raise ValueError(f"{self.name}/{self.builder_config.name} {split} example "
+                       f"{start + int(np.flatnonzero(~exact)[0])} has values that are not "
+                       f"integers in [0, 65535], which its uint16 storage cannot hold exactly.")
+
+  def _stored(self, images: np.ndarray) -> np.ndarray:
+    return images.astype(stored_image_dtype(self.recipe), copy=False)
 
   def _update_metadata(self):
     self.info.metadata.update({
@@ -298,11 +323,6 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
         "pixel_scale": self.recipe.pixel_scale,
         "report": self.report.to_dict(),
     })
-
-  def _chunk_arrays(self, split: str, num: int):
-    """Yields (start, {name: array [n, ...]}) in order (the per-example path)."""
-    for start, out, _ in self._checked_chunks(split, num):
-      yield start, out
 
   def _checked_chunks(self, split: str, num: int):
     """Yields (start, {name: array [n, ...]}, checks) in order (`checked_chunk_simulator`);
@@ -322,7 +342,10 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
 
   def _chunks(self, split: str, num: int):
     """Yields (index, example) in order."""
-    for start, out in self._chunk_arrays(split, num):
+    for start, out, checks in self._checked_chunks(split, num):
+      self._check_storable(split, start, checks["uint16_exact"] | ~checks["finite"])
+      if checks["finite"].all():  # Non-finite images stay float, for `_example` to name.
+        out["image"] = self._stored(out["image"])
       for offset in range(len(out["image"])):
         yield start + offset, {k: v[offset] for k, v in out.items()}
 
