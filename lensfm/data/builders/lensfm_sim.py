@@ -263,7 +263,7 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
 
     bar = tqdm.tqdm(total=num, desc=f"{self.name}/{self.builder_config.name} {split}",
                     unit="example", disable=not self._progress, mininterval=1.0)
-    # Serialising and writing (mostly GIL-free copies) run on a thread, one chunk behind.
+    # Serialising and writing run on a thread, one chunk behind, while the next simulates.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
       pending = None
       for start, chunk, checks in self._checked_chunks(split, num):
