@@ -98,7 +98,7 @@ def chunk_simulator(recipe, size: int = CHUNK):
   def simulate_chunk(base_key, start):
     indices = start + jnp.arange(size, dtype=jnp.uint32)
     keys = jax.vmap(jax.random.fold_in, (None, 0))(base_key, indices)
-    # On a host, groups of examples skip the substructure they lack (2x on Model II).
+    # On a host, groups of examples skip the substructure they lack (the vortex dominates).
     return sim_source.simulate(recipe, keys, skip_absent=jax.default_backend() == "cpu")
 
   return jax.jit(simulate_chunk)
