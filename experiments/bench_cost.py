@@ -221,7 +221,7 @@ def main():
   compilation_cache.enable()
   objective = config_for("Ti", 64, 16, args.dtype).objective
   start, load = time.perf_counter(), os.getloadavg()
-  rows, checks = previous(args) if args.resume else ([], [])
+  rows, checks, args.earlier_commands = previous(args) if args.resume else ([], [], [])
   for size in args.vits.split(","):
     for image in (int(i) for i in args.images.split(",")):
       if any(r["vit"] == size and r["image"] == image for r in rows):
@@ -240,14 +240,15 @@ def output_path(args, platform: str) -> str:
   return args.out or os.path.join(RESULTS, f"cost_{platform}.json")
 
 
-def previous(args) -> tuple[list, list]:
-  """Rows and checks of an earlier (interrupted or partial) run at --out."""
+def previous(args) -> tuple[list, list, list]:
+  """Rows, checks and commands of earlier (interrupted or partial) runs at --out."""
   path = output_path(args, jax.devices()[0].platform)
   if not os.path.isfile(path):
-    return [], []
+    return [], [], []
   with open(path) as f:
     old = json.load(f)
-  return old.get("rows", []), old.get("linearity_checks", [])
+  return (old.get("rows", []), old.get("linearity_checks", []),
+          old.get("earlier_commands", []) + [old.get("command", "")])
 
 
 def write(rows, checks, args, load_start, seconds):
@@ -256,6 +257,7 @@ def write(rows, checks, args, load_start, seconds):
             "config": "configs/mae_vit_b.py (decoder 512 wide x 8 deep, mask 0.75, AdamW, "
                       "float32 parameters and optimizer state)",
             "command": "python experiments/bench_cost.py " + " ".join(sys.argv[1:]),
+            "earlier_commands": args.earlier_commands,
             "fit_batches": args.fit_batches,
             "headroom": HEADROOM, "fsdp": FSDP, "rows": rows, "linearity_checks": checks,
             "growth": growth_notes(rows), "load_average_start": load_start,
@@ -272,7 +274,8 @@ def write(rows, checks, args, load_start, seconds):
            f"{args.fit_batches[1]}, peak linear in the batch between and beyond; 'max batch' = "
            f"peak <= {HEADROOM:.0%} of the device (fsdp={FSDP}: per device, state sharded). "
            f"`{result['command']}`: {seconds / 60:.1f} min, load average "
-           f"{load_start[0]:.1f} at its start (each row's in the JSON).", "",
+           f"{load_start[0]:.1f} at its start (each row's in the JSON)"
+           + "".join(f"; rows before from `{c}`" for c in args.earlier_commands) + ".", "",
            f"| ViT | image (tokens) | GFLOP/image (XLA) | matmuls counted (attention) | "
            f"state GB | activations MB/example | {batches} | {fits} | max batch 80 GB, fsdp={FSDP} "
            f"| step ms @{args.fit_batches[0]} (this CPU) |",
