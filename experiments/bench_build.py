@@ -156,6 +156,7 @@ def main():
   result = {"device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
             "cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
             "jax_version": jax.__version__, "load_average_start": os.getloadavg(),
+            "command": "python experiments/bench_build.py " + " ".join(sys.argv[1:]),
             "num_examples": args.num_examples, "total_images": total}
   try:
     data_dir, cache = os.path.join(work, "data"), os.path.join(work, "jax_cache")
