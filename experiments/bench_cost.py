@@ -297,7 +297,7 @@ def write(rows, checks, args, load_start, seconds):
            f"| ViT | image (tokens) | GFLOP/image (XLA) | matmuls counted (attention) | "
            f"state GB | activations MB/example | {batches} | {fits} | max batch 80 GB, fsdp={FSDP} "
            f"| step ms @{args.fit_batches[0]} (this CPU) |",
-           "|" + "---|" * (7 + len(TABLE_BATCHES) + len(DEVICES_GB))]
+           "|" + "---|" * (8 + len(TABLE_BATCHES) + len(DEVICES_GB))]
   for r in rows:
     lines.append(
         f"| {r['vit']}/{r['patch']} | {r['image']} ({r['tokens']}) | {r['gflop_per_image']} | "
