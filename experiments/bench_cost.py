@@ -1,22 +1,25 @@
 r"""What the MAE train step costs as the work grows: FLOPs, peak memory and step time against
 image size, ViT size and batch, and which accelerators each configuration fits.
 
-  python experiments/bench_cost.py            # CPU: compile-only memory for all, times small ones
-  python experiments/bench_cost.py --quick    # fewer, smaller points (a few minutes on 2 cores)
+  python experiments/bench_cost.py                          # the whole table
+  python experiments/bench_cost.py --vits=Ti,S --images=32  # a part of it
 
-Three sweeps around a centre (ViT-B/8, 64x64, batch 256, the configs/mae_vit_b.py step with
-its 512x8 decoder, bf16 compute, float32 parameters and AdamW state):
-  * image size 32, 64, 150 (patch 8, 8, 10: 16, 64, 225 tokens);
-  * ViT size Ti, S, B, L;
-  * batch 16, 64, 256, 1024.
-Each point is lowered and compiled for one device without running it; XLA's
-`compiled.memory_analysis()` gives the peak (arguments + outputs + temporaries - donated
-aliases) and `cost_analysis()` the FLOPs. Points under --time_gflop are also run and timed
-on this machine. The peak is projected to 16/40/80/141 GB devices (20% headroom for the
-runtime, and fragmentation); with `fsdp` the parameter and optimizer part divides by the
-fsdp size, which the table also shows for 8 devices. The memory analysis is the CPU
+The step is configs/mae_vit_b.py's (decoder 512 wide x 8 deep, mask ratio 0.75, bf16
+compute, float32 parameters and AdamW state), for ViT Ti, S, B, L and images 32, 64, 150
+(patch 8, 8, 10: 16, 64, 225 tokens). Each (ViT, image) cell is lowered and compiled for
+one device at two batch sizes (--fit_batches) and never run for the table: XLA's
+`memory_analysis()` gives the peak (arguments + outputs + temporaries - donated aliases)
+and `cost_analysis()` the FLOPs. Memory is linear in the batch (state + batch x
+activations per example), so the two compiles give the peak at any batch; one cell
+(--check) is compiled at a third batch to show how well the line holds. From the line: the
+peak at batch 16/64/256/1024 and the largest batch that fits 16/40/80/141 GB devices (20%
+headroom for the runtime and fragmentation), also with fsdp=8 (state / 8, activations
+with the batch). FLOPs are compared with a count of the matmuls (linear layers ~ tokens,
+attention ~ tokens^2) to show where the cost grows as expected. Steps costing under
+--time_gflop are also run and timed on this machine. The memory analysis is the CPU
 compiler's buffer assignment; a GPU's differs in detail (fusion, layouts), so treat the
-projection as an estimate within tens of percent. Writes experiments/results/cost_<platform>.json/.md.
+projection as an estimate within tens of percent. Writes
+experiments/results/cost_<platform>.json and .md.
 """
 import argparse
 import json
@@ -25,7 +28,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
@@ -34,16 +38,19 @@ import numpy as np
 from configs import mae_vit_b  # pylint: disable=g-import-not-at-top
 from lensfm import compilation_cache
 from lensfm.models import vit
+from lensfm.objectives import mae
 from lensfm.train import trainer as trainer_lib
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+RESULTS = os.path.join(ROOT, "experiments", "results")
 DEVICES_GB = (16, 40, 80, 141)
+TABLE_BATCHES = (16, 64, 256, 1024)
 HEADROOM = 0.8
-PATCH_FOR_SIZE = {32: 8, 64: 8, 150: 10}
+FSDP = 8
+PATCH_FOR_IMAGE = {32: 8, 64: 8, 150: 10}
 
 
 def config_for(size: str, image: int, batch: int, dtype: str):
-  c = mae_vit_b.get_config(f"variant={size}/{PATCH_FOR_SIZE[image]}")
+  c = mae_vit_b.get_config(f"variant={size}/{PATCH_FOR_IMAGE[image]}")
   c.model.dtype = dtype
   c.data.image_size = image
   c.batch_size = batch
@@ -53,128 +60,258 @@ def config_for(size: str, image: int, batch: int, dtype: str):
   return c
 
 
-def measure(size, image, batch, dtype, time_gflop, steps):
+def compile_step(size, image, batch, dtype):
+  """(compiled step, trainer, abstract state, compile seconds); nothing is run."""
   config = config_for(size, image, batch, dtype)
   trainer = trainer_lib.Trainer(config, "/tmp/lensfm_bench_cost", devices=jax.devices()[:1])
   state = trainer.abstract_with_shardings()
-  shape = (batch, image, image, 1)
-  batch_spec = {"image": jax.ShapeDtypeStruct(shape, jnp.float32, sharding=trainer.data_sharding),
-                "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=trainer.data_sharding)}
-  step_fn = trainer.compile_step()
+  batch_spec = {
+      "image": jax.ShapeDtypeStruct((batch, image, image, 1), jnp.float32,
+                                    sharding=trainer.data_sharding),
+      "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=trainer.data_sharding)}
   t0 = time.perf_counter()
-  compiled = step_fn.lower(state, batch_spec).compile()
-  compile_s = time.perf_counter() - t0
+  compiled = trainer.compile_step().lower(state, batch_spec).compile()
+  return compiled, trainer, state, time.perf_counter() - t0
+
+
+def analysed(compiled, state) -> dict:
+  """Bytes and FLOPs of a compiled step, from XLA's analyses."""
   mem = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  state_bytes = sum(math.prod(l.shape) * l.dtype.itemsize for l in jax.tree.leaves(state))
-  peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-          - mem.alias_size_in_bytes)
-  d = vit.parse_variant(f"{size}/{PATCH_FOR_SIZE[image]}")
+  return {"flops": float(cost.get("flops", math.nan)),
+          "state_bytes": sum(math.prod(l.shape) * l.dtype.itemsize
+                             for l in jax.tree.leaves(state)),
+          "temp_bytes": mem.temp_size_in_bytes,
+          "peak_bytes": (mem.argument_size_in_bytes + mem.output_size_in_bytes
+                         + mem.temp_size_in_bytes - mem.alias_size_in_bytes)}
+
+
+def matmul_gflop_per_image(size: str, image: int, objective) -> dict:
+  """Training GFLOP per image of the matmuls (3x the forward pass): linear layers, which
+  grow with the tokens, and attention (scores and weighted sum), with tokens^2."""
+  d = vit.parse_variant(f"{size}/{PATCH_FOR_IMAGE[image]}")
   tokens = (image // d["patch_size"]) ** 2
-  row = {"vit": size, "patch": d["patch_size"], "image": image, "tokens": tokens,
-         "batch": batch, "dtype": dtype, "compile_s": round(compile_s, 1),
-         "gflop_per_step": round(float(cost.get("flops", math.nan)) / 1e9, 2),
-         "state_gb": round(state_bytes / 1e9, 3),
-         "temp_gb": round(mem.temp_size_in_bytes / 1e9, 3),
-         "peak_gb": round(peak / 1e9, 3)}
-  row["gflop_per_image"] = round(row["gflop_per_step"] / batch, 3)
-  # With fsdp over 8 devices the state divides by 8; activations (temp) split with the batch.
-  row["peak_gb_fsdp8_per_device"] = round((state_bytes / 8 + (peak - state_bytes) / 8) / 1e9, 3)
-  row["fits"] = {f"{gb}GB": peak / 1e9 <= HEADROOM * gb for gb in DEVICES_GB}
-  if row["gflop_per_step"] <= time_gflop:
-    params = trainer.init_state()
-    rng = np.random.default_rng(0)
-    real = {"image": jax.device_put(rng.standard_normal(shape).astype(np.float32), trainer.data_sharding),
-            "label": jax.device_put(np.zeros(batch, np.int32), trainer.data_sharding)}
-    params, m = compiled(params, real)
-    jax.block_until_ready(m)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      params, m = compiled(params, real)
-    jax.block_until_ready(m)
-    row["step_ms"] = round(1e3 * (time.perf_counter() - t0) / steps, 1)
-    row["images_per_s"] = round(batch / (row["step_ms"] / 1e3), 1)
+  kept = mae.num_kept(tokens, objective.mask_ratio) + 1  # + the class token
+  width, mlp = d["width"], d["mlp_dim"]
+  dec_width, dec_mlp, dec_depth = (objective.decoder_width, objective.decoder_mlp_dim,
+                                   objective.decoder_depth)
+  pixels = d["patch_size"] ** 2
+  linear = (d["depth"] * kept * (8 * width**2 + 4 * width * mlp)         # qkv, out, MLP
+            + dec_depth * (tokens + 1) * (8 * dec_width**2 + 4 * dec_width * dec_mlp)
+            + 2 * kept * pixels * width                                   # patch embedding
+            + 2 * kept * width * dec_width + 2 * tokens * dec_width * pixels)  # to/from decoder
+  attention = 4 * (d["depth"] * kept**2 * width + dec_depth * (tokens + 1)**2 * dec_width)
+  return {"tokens": tokens, "linear": 3 * linear / 1e9, "attention": 3 * attention / 1e9}
+
+
+def time_step(compiled, trainer, batch: int, image: int, steps: int) -> float:
+  """Seconds per step of the compiled step on this machine (after one warm-up step)."""
+  state = trainer.init_state()
+  rng = np.random.default_rng(0)
+  real = {"image": jax.device_put(rng.standard_normal((batch, image, image, 1)).astype(np.float32),
+                                  trainer.data_sharding),
+          "label": jax.device_put(np.zeros(batch, np.int32), trainer.data_sharding)}
+  state, metrics = compiled(state, real)
+  jax.block_until_ready(metrics)
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = compiled(state, real)
+  jax.block_until_ready(metrics)
+  return (time.perf_counter() - t0) / steps
+
+
+def line_through(points) -> tuple[float, float]:
+  """(bytes at batch 0, bytes per example) of the line through two (batch, bytes)."""
+  (b1, p1), (b2, p2) = points
+  per_example = (p2 - p1) / (b2 - b1)
+  return p1 - per_example * b1, per_example
+
+
+def largest_batch(fixed: float, per_example: float, device_gb: float) -> int:
+  return max(0, int((HEADROOM * device_gb * 1e9 - fixed) // per_example))
+
+
+def measure_cell(size, image, args, objective) -> dict:
+  """One (ViT, image) row: two compiles, the line through them, the projection."""
+  compiles = []
+  for batch in args.fit_batches:
+    compiled, _, state, seconds = compile_step(size, image, batch, args.dtype)
+    compiles.append({"batch": batch, "compile_s": round(seconds, 1), **analysed(compiled, state)})
+    del compiled
+  first = compiles[0]
+  state_bytes = first["state_bytes"]
+  fixed, per_example = line_through([(c["batch"], c["peak_bytes"]) for c in compiles])
+  counted = matmul_gflop_per_image(size, image, objective)
+  xla_gflop = first["flops"] / first["batch"] / 1e9
+  row = {"vit": size, "patch": PATCH_FOR_IMAGE[image], "image": image,
+         "tokens": counted["tokens"], "dtype": args.dtype,
+         "gflop_per_image": round(xla_gflop, 3),
+         "matmul_gflop_per_image": round(counted["linear"] + counted["attention"], 3),
+         "attention_share_of_matmuls": round(
+             counted["attention"] / (counted["linear"] + counted["attention"]), 4),
+         "state_gb": round(state_bytes / 1e9, 4),
+         "fixed_gb": round(fixed / 1e9, 4),
+         "activation_mb_per_example": round(per_example / 1e6, 3),
+         "peak_gb": {str(b): round((fixed + per_example * b) / 1e9, 3) for b in TABLE_BATCHES},
+         "largest_batch": {f"{g}GB": largest_batch(fixed, per_example, g) for g in DEVICES_GB},
+         "largest_batch_fsdp8": {
+             f"{g}GB": FSDP * largest_batch(fixed - state_bytes * (1 - 1 / FSDP), per_example, g)
+             for g in DEVICES_GB},
+         "compiles": [{k: c[k] for k in ("batch", "compile_s", "flops", "temp_bytes", "peak_bytes")}
+                      for c in compiles],
+         "step_ms": {}, "images_per_s": {}}
   print(json.dumps(row), flush=True)
   return row
 
 
-def expected_growth(rows):
-  """FLOPs per image against the prediction 'linear in tokens, plus attention in tokens^2'."""
+def time_cell(row, args) -> None:
+  """Runs and times the row's steps that cost under --time_gflop (compiled again: a hit in
+  the persistent compilation cache), with the machine's load average."""
+  for c in row["compiles"]:
+    batch = c["batch"]
+    if c["flops"] / 1e9 > args.time_gflop or str(batch) in row["step_ms"]:
+      continue
+    compiled, trainer, _, _ = compile_step(row["vit"], row["image"], batch, args.dtype)
+    seconds = time_step(compiled, trainer, batch, row["image"], args.steps)
+    row["step_ms"][str(batch)] = round(1e3 * seconds, 1)
+    row["images_per_s"][str(batch)] = round(batch / seconds, 1)
+    row["timing_load_average"] = os.getloadavg()
+    print(json.dumps({k: row[k] for k in ("vit", "image", "step_ms", "timing_load_average")}),
+          flush=True)
+
+
+def linearity_check(size, image, batch, rows, args) -> dict:
+  """A third compile of one cell: its peak against the line's prediction."""
+  row = next(r for r in rows if r["vit"] == size and r["image"] == image)
+  compiled, _, state, seconds = compile_step(size, image, batch, args.dtype)
+  a = analysed(compiled, state)
+  predicted = row["fixed_gb"] * 1e9 + row["activation_mb_per_example"] * 1e6 * batch
+  check = {"vit": size, "image": image, "batch": batch, "compile_s": round(seconds, 1),
+           "compiled_peak_gb": round(a["peak_bytes"] / 1e9, 3),
+           "line_peak_gb": round(predicted / 1e9, 3),
+           "line_error": round(predicted / a["peak_bytes"] - 1, 4),
+           "gflop_per_image": round(a["flops"] / batch / 1e9, 3)}
+  print(json.dumps(check), flush=True)
+  return check
+
+
+def growth_notes(rows) -> list[str]:
+  """How FLOPs and memory per image grow with tokens, against the matmul count."""
   notes = []
-  by = {(r["vit"], r["image"], r["batch"]): r for r in rows}
-  images = sorted({r["image"] for r in rows if r["vit"] == "B"})
-  base = [by.get(("B", i, 256)) or next((r for r in rows if r["vit"] == "B" and r["image"] == i), None)
-          for i in images]
-  base = [b for b in base if b]
-  if len(base) >= 2:
-    b0 = base[0]
-    for b in base[1:]:
-      notes.append(f"image {b0['image']}->{b['image']}: tokens x{b['tokens'] / b0['tokens']:.2f}, "
-                   f"FLOPs/image x{b['gflop_per_image'] / b0['gflop_per_image']:.2f} "
-                   f"(linear part alone x{b['tokens'] / b0['tokens']:.2f}; attention adds tokens^2)")
-  bs = sorted((r for r in rows if r["vit"] == "B" and r["image"] == 64), key=lambda r: r["batch"])
-  if len(bs) >= 2:
-    notes.append("batch " + ", ".join(f"{r['batch']}: {r['gflop_per_image']} GFLOP/image, "
-                                      f"{r['temp_gb']} GB temp" for r in bs)
-                 + " (FLOPs per image constant, temporaries linear in batch)")
+  for size in dict.fromkeys(r["vit"] for r in rows):
+    cells = sorted((r for r in rows if r["vit"] == size), key=lambda r: r["tokens"])
+    if len(cells) < 2:
+      continue
+    notes.append(f"ViT-{size}: " + "; ".join(
+        f"{r['tokens']} tokens: {r['gflop_per_image']} GFLOP/image (XLA) vs "
+        f"{r['matmul_gflop_per_image']} counted ({r['attention_share_of_matmuls']:.1%} "
+        f"attention), {r['activation_mb_per_example']} MB/example" for r in cells))
+    a, b = cells[0], cells[-1]
+    notes.append(f"ViT-{size} {a['tokens']} -> {b['tokens']} tokens (x{b['tokens'] / a['tokens']:.1f}): "
+                 f"FLOPs/image x{b['gflop_per_image'] / a['gflop_per_image']:.1f}, "
+                 f"activations/example x{b['activation_mb_per_example'] / a['activation_mb_per_example']:.1f}")
   return notes
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--quick", action="store_true", help="CPU-sized: fewer, smaller points.")
+  p.add_argument("--vits", default="Ti,S,B,L")
+  p.add_argument("--images", default="32,64,150")
+  p.add_argument("--fit_batches", default="16,64", help="Two batches per cell, compiled.")
+  p.add_argument("--check", default="B,64,256", help="ViT,image,batch compiled a third time "
+                 "to test the line ('' to skip).")
   p.add_argument("--dtype", default="bfloat16")
-  p.add_argument("--time_gflop", type=float, default=150., help="Time points up to this cost.")
-  p.add_argument("--steps", type=int, default=2)
-  p.add_argument("--resume", default=None,
-                 help="JSON lines of points already measured (an interrupted run's printed "
-                      "rows): kept, not measured again.")
+  p.add_argument("--time_gflop", type=float, default=400.,
+                 help="Run and time steps up to this many GFLOP.")
+  p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--no_timing", action="store_true",
+                 help="Only the compile-only analyses (a later --resume run times the steps).")
   p.add_argument("--out", default=None)
+  p.add_argument("--resume", action="store_true",
+                 help="Keep the cells (and checks) already in --out's JSON; measure the rest.")
   args = p.parse_args()
+  args.fit_batches = [int(b) for b in args.fit_batches.split(",")]
   compilation_cache.enable()
-  centre = ("B", 64, 256)
-  if args.quick:
-    points = ([("Ti", i, 64) for i in (32, 64, 150)] + [(s, 64, 64) for s in ("S", "B", "L")]
-              + [("Ti", 64, b) for b in (16, 256, 1024)])
-  else:
-    points = ([(centre[0], i, centre[2]) for i in (32, 64, 150)]
-              + [(s, 64, centre[2]) for s in ("Ti", "S", "L")]
-              + [(centre[0], 64, b) for b in (16, 64, 1024)])
-  rows = []
-  if args.resume:
-    with open(args.resume) as f:
-      rows = [json.loads(line) for line in f if line.startswith("{")]
-  done = {(r["vit"], r["image"], r["batch"]) for r in rows}
-  for s, i, b in points:
-    if (s, i, b) not in done:
-      rows.append(measure(s, i, b, args.dtype, args.time_gflop, args.steps))
-    write(rows, points, args)  # After every point: an interrupted run keeps what it measured.
+  objective = config_for("Ti", 64, 16, args.dtype).objective
+  start, load = time.perf_counter(), os.getloadavg()
+  rows, checks, args.earlier_commands = previous(args) if args.resume else ([], [], [])
+  for size in args.vits.split(","):
+    for image in (int(i) for i in args.images.split(",")):
+      if any(r["vit"] == size and r["image"] == image for r in rows):
+        continue
+      rows.append({**measure_cell(size, image, args, objective),
+                   "load_average": os.getloadavg()})
+      write(rows, checks, args, load, time.perf_counter() - start)  # Keeps what was measured.
+  if args.check and not checks:
+    size, image, batch = args.check.split(",")
+    if any(r["vit"] == size and r["image"] == int(image) for r in rows):
+      checks.append(linearity_check(size, int(image), int(batch), rows, args))
+  write(rows, checks, args, load, time.perf_counter() - start)
+  if not args.no_timing:
+    for row in rows:
+      time_cell(row, args)
+      write(rows, checks, args, load, time.perf_counter() - start)
 
 
-def write(rows, points, args):
+def output_path(args, platform: str) -> str:
+  return args.out or os.path.join(RESULTS, f"cost_{platform}.json")
+
+
+def previous(args) -> tuple[list, list, list]:
+  """Rows, checks and commands of earlier (interrupted or partial) runs at --out."""
+  path = output_path(args, jax.devices()[0].platform)
+  if not os.path.isfile(path):
+    return [], [], []
+  with open(path) as f:
+    old = json.load(f)
+  return (old.get("rows", []), old.get("linearity_checks", []),
+          old.get("earlier_commands", []) + [old.get("command", "")])
+
+
+def write(rows, checks, args, load_start, seconds):
   result = {"device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
             "jax_version": jax.__version__, "cpu_count": os.cpu_count(), "dtype": args.dtype,
-            "decoder": "512 wide x 8 deep (configs/mae_vit_b.py)", "headroom": HEADROOM,
-            "quick": args.quick, "rows": rows, "growth": expected_growth(rows),
-            "points_planned": [list(p) for p in points],
-            "points_missing": [list(p) for p in points
-                               if p not in {(r["vit"], r["image"], r["batch"]) for r in rows}],
-            "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-  out = args.out or os.path.join(RESULTS, f"cost_{result['platform']}.json")
+            "config": "configs/mae_vit_b.py (decoder 512 wide x 8 deep, mask 0.75, AdamW, "
+                      "float32 parameters and optimizer state)",
+            "command": "python experiments/bench_cost.py " + " ".join(sys.argv[1:]),
+            "earlier_commands": args.earlier_commands,
+            "fit_batches": args.fit_batches,
+            "headroom": HEADROOM, "fsdp": FSDP, "rows": rows, "linearity_checks": checks,
+            "growth": growth_notes(rows), "load_average_start": load_start,
+            "load_average_end": os.getloadavg(), "wall_s": round(seconds, 1),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+  out = output_path(args, result["platform"])
   with open(out, "w") as f:
     json.dump(result, f, indent=2)
-  head = "| ViT | image (tokens) | batch | GFLOP/image | state GB | peak GB | peak/device, fsdp=8 | " + \
-         " | ".join(f"fits {g} GB" for g in DEVICES_GB) + " | step ms (this machine) |"
-  lines = [f"MAE train step cost, {args.dtype} compute, {result['decoder']}; XLA memory analysis "
-           f"on {result['device']} (JAX {jax.__version__}); 'fits' = peak <= {HEADROOM:.0%} of "
-           f"the device.", "", head, "|" + "---|" * (8 + len(DEVICES_GB))]
+  batches = " | ".join(f"peak GB @{b}" for b in TABLE_BATCHES)
+  fits = " | ".join(f"max batch {g} GB" for g in DEVICES_GB)
+  lines = [f"MAE train step cost: {result['config']}, {args.dtype} compute. XLA memory and cost "
+           f"analysis of the compiled step on {result['device']} ({os.cpu_count()} cores), "
+           f"JAX {jax.__version__}; compiled at batch {args.fit_batches[0]} and "
+           f"{args.fit_batches[1]}, peak linear in the batch between and beyond; 'max batch' = "
+           f"peak <= {HEADROOM:.0%} of the device (fsdp={FSDP}: per device, state sharded). "
+           f"`{result['command']}`: {seconds / 60:.1f} min, load average "
+           f"{load_start[0]:.1f} at its start (each row's in the JSON)"
+           + "".join(f"; rows before from `{c}`" for c in args.earlier_commands) + ".", "",
+           f"| ViT | image (tokens) | GFLOP/image (XLA) | matmuls counted (attention) | "
+           f"state GB | activations MB/example | {batches} | {fits} | max batch 80 GB, fsdp={FSDP} "
+           f"| step ms @{args.fit_batches[0]} (this CPU) |",
+           "|" + "---|" * (8 + len(TABLE_BATCHES) + len(DEVICES_GB))]
   for r in rows:
-    fits = " | ".join("yes" if r["fits"][f"{g}GB"] else "no" for g in DEVICES_GB)
-    lines.append(f"| {r['vit']}/{r['patch']} | {r['image']} ({r['tokens']}) | {r['batch']} | "
-                 f"{r['gflop_per_image']} | {r['state_gb']} | {r['peak_gb']} | "
-                 f"{r['peak_gb_fsdp8_per_device']} | {fits} | {r.get('step_ms', '')} |")
+    lines.append(
+        f"| {r['vit']}/{r['patch']} | {r['image']} ({r['tokens']}) | {r['gflop_per_image']} | "
+        f"{r['matmul_gflop_per_image']} ({r['attention_share_of_matmuls']:.1%}) | "
+        f"{r['state_gb']} | {r['activation_mb_per_example']} | "
+        + " | ".join(str(r["peak_gb"][str(b)]) for b in TABLE_BATCHES) + " | "
+        + " | ".join(str(r["largest_batch"][f"{g}GB"]) for g in DEVICES_GB)
+        + f" | {r['largest_batch_fsdp8']['80GB']} | "
+        f"{r['step_ms'].get(str(args.fit_batches[0]), '')} |")
   lines += [""] + [f"- {n}" for n in result["growth"]]
+  for c in checks:
+    lines.append(f"- Line check, ViT-{c['vit']} {c['image']}x{c['image']} batch {c['batch']}: "
+                 f"compiled peak {c['compiled_peak_gb']} GB, line {c['line_peak_gb']} GB "
+                 f"({c['line_error']:+.1%}).")
   with open(out.replace(".json", ".md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))

@@ -51,7 +51,7 @@ def main():
   args = p.parse_args()
   import jax  # pylint: disable=g-import-not-at-top
   work = tempfile.mkdtemp(prefix="lensfm_bench_startup_")
-  cold, warm = [], []
+  cold, warm, load_start = [], [], os.getloadavg()
   try:
     for i in range(args.repeats):
       cache = os.path.join(work, f"cache{i}")
@@ -63,7 +63,8 @@ def main():
   med = lambda xs, j: statistics.median(x[j] for x in xs)
   result = {"config": args.config, "platform": jax.devices()[0].platform,
             "device": jax.devices()[0].device_kind, "jax_version": jax.__version__,
-            "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
+            "cpu_count": os.cpu_count(), "load_average_start": load_start,
+            "load_average_end": os.getloadavg(),
             "cold_wall_s": [round(x[0], 2) for x in cold], "warm_wall_s": [round(x[0], 2) for x in warm],
             "cold_cpu_s": [round(x[1], 2) for x in cold], "warm_cpu_s": [round(x[1], 2) for x in warm],
             "warm_over_cold_wall": round(med(warm, 0) / med(cold, 0), 3),
@@ -74,7 +75,8 @@ def main():
     json.dump(result, f, indent=2)
   lines = [f"Start-up to the first step, `python -m lensfm.main --config={args.config} "
            f"--config.total_steps=1`, {result['device']} ({os.cpu_count()} cores), JAX "
-           f"{jax.__version__}; medians of {args.repeats} interleaved cold/warm pairs.", "",
+           f"{jax.__version__}; medians of {args.repeats} interleaved cold/warm pairs; load "
+           f"average {load_start[0]:.1f} at start, {result['load_average_end'][0]:.1f} at end.", "",
            "| compilation cache | wall s | CPU s |", "|---|---|---|",
            f"| cold (empty) | {med(cold, 0):.1f} | {med(cold, 1):.1f} |",
            f"| warm | {med(warm, 0):.1f} | {med(warm, 1):.1f} |", "",

@@ -55,6 +55,7 @@ from lensfm.data import grid as grid_lib
 from lensfm.data import transforms
 from lensfm import errors
 from lensfm.sim import recipes
+from lensfm.sim import render as render_lib
 
 # Fixed ids so that the streams of the usual splits never change; other split
 # names get a stable hash.
@@ -130,14 +131,22 @@ def grid_mapper(key: Optional[tuple]):
   return None if key is None else grid_lib.make_mapper(*key)
 
 
-def simulate(recipe, keys: jax.Array) -> dict[str, jax.Array]:
+def simulate(recipe, keys: jax.Array, skip_absent: bool = False) -> dict[str, jax.Array]:
   """One example per key: vmap of `recipe.sample(key, 1)`, batch axis first.
 
   Per-example keys make each example independent of how the batch is split
   over devices (and let the compiler keep each device's examples local).
+  skip_absent: the same examples, rendered in groups that skip the substructure none of
+  a group has (`render.render_skipping_absent`; for hosts, not for sharded batches).
   """
-  out = jax.vmap(lambda k: recipe.sample(k, 1))(keys)
-  return jax.tree.map(lambda x: x[:, 0], out)
+  if not skip_absent:
+    out = jax.vmap(lambda k: recipe.sample(k, 1))(keys)
+    return jax.tree.map(lambda x: x[:, 0], out)
+  params, labels, noise_keys = jax.vmap(lambda k: recipe.sample_scenes(k, 1))(keys)
+  first = lambda tree: jax.tree.map(lambda x: x[:, 0], tree)
+  clean = render_lib.render_skipping_absent(recipe.render, first(params))
+  out = jax.vmap(recipe.observe_batch)(noise_keys, clean[:, None], params, labels)
+  return first(out)
 
 
 @functools.lru_cache(maxsize=8)

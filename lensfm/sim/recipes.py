@@ -157,10 +157,18 @@ class Recipe:
 
   def sample(self, key, batch_size):
     """A batch {'image': [B, H, W, C] float32, **labels}; pure and jit-able."""
+    params, labels, noise_keys = self.sample_scenes(key, batch_size)
+    return self.observe_batch(noise_keys, self.render_batch(params), params, labels)
+
+  def sample_scenes(self, key, batch_size):
+    """`sample`'s scenes before rendering: (params, labels, noise keys [B])."""
     k_params, k_noise = jax.random.split(key)
     params, labels = self.sample_params(k_params, batch_size)
-    clean = self.render_batch(params)
-    images = jax.vmap(self.observe)(jax.random.split(k_noise, batch_size), clean, params)
+    return params, labels, jax.random.split(k_noise, batch_size)
+
+  def observe_batch(self, noise_keys, clean, params, labels):
+    """`sample`'s output from its scenes and their noise-free images [B, H, W, C]."""
+    images = jax.vmap(self.observe)(noise_keys, clean, params)
     out = {'image': images.astype(jnp.float32)}
     out.update(_cast_labels(labels))
     return out

@@ -67,6 +67,15 @@ class PixelStats:
     self.total_sq += (pixels ** 2).sum(axis=0)
     self.count += pixels.shape[0]
 
+  def add_sums(self, sums: np.ndarray, sums_sq: np.ndarray, count: int) -> None:
+    """Adds per-image channel sums [N, C] and sums of squares [N, C] of `count` pixels."""
+    if self.total is None:
+      self.total = np.zeros(sums.shape[-1])
+      self.total_sq = np.zeros(sums.shape[-1])
+    self.total += np.asarray(sums, np.float64).sum(axis=0)
+    self.total_sq += np.asarray(sums_sq, np.float64).sum(axis=0)
+    self.count += count
+
   def result(self) -> Optional[dict[str, list[float]]]:
     if not self.count:
       return None

@@ -8,12 +8,16 @@ checked when an existing build is reused:
   seed:               example i of split s is simulated with
                       fold_in(fold_in(PRNGKey(seed), split_id(s)), i), so a
                       build is deterministic for a seed (on one platform;
-                      floating point may differ across CPU/GPU/TPU) and does
-                      not depend on the chunk size.
+                      floating point may differ across CPU/GPU/TPU). On CPU
+                      images are rendered in groups that skip the substructure
+                      none of them has: equal to `recipe.sample`'s to float32
+                      rounding (their last bits may depend on the group).
   recipe_overrides:   dict passed to `recipes.get` (e.g. {'num_pix': 32}).
 
-Features: image float32 (H, W, C) raw (unnormalised), stored as raw bytes (exact,
-and serialised with one copy instead of a per-pixel float list), label ClassLabel with the
+Features: image (H, W, C) raw (unnormalised), stored as raw bytes: float32, or uint16
+for Model I's Poisson counts (integers far below 65535, so exact at half the bytes; a
+count it cannot hold is an error, never rounded); readers get float32 either way (the
+grain pipeline casts). Label ClassLabel with the
 recipe's class names, and every other numeric output of `recipe.sample` (e.g.
 axion_mass, n_subhalos, sub_mass_fraction, theta_e) as a scalar. A simulated
 image with NaN or infinite pixels is an error naming the split and index (or,
@@ -38,7 +42,6 @@ import jax.numpy as jnp
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
-from tensorflow_datasets.proto import tf_example_pb2
 
 from lensfm.data import sim_source
 from lensfm.data.builders import base
@@ -46,6 +49,10 @@ from lensfm.data.builders import base
 RECIPES = ("model_i", "model_ii", "model_iii", "model_iv", "randomized",
            "lensfind")
 CHUNK = 256  # Examples simulated per jitted call (fewer for smaller builds).
+# One record per group (random access reads one record), uncompressed: zstd (ArrayRecord's
+# default) saves 4% on these float32 images for 7% of the build's speed, snappy nothing.
+# Readers detect the compression from the file.
+ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
 
 
 def chunk_size(num: int) -> int:
@@ -62,6 +69,28 @@ def get_recipe(name: str, overrides: Optional[dict] = None):
 
 
 @functools.lru_cache(maxsize=16)
+def checked_chunk_simulator(recipe, size: int = CHUNK):
+  """Jitted fn(base_key, start) -> (chunk_simulator's examples, checks): checks hold, per
+  example, 'finite' (every pixel finite) and the per-channel 'sum' and 'sum_sq' of its
+  pixels (float32, non-finite images zeroed), so the host never passes over the pixels."""
+  simulate = chunk_simulator(recipe, size)
+
+  def simulate_and_check(base_key, start):
+    out = simulate(base_key, start)
+    image = out["image"]
+    finite = jnp.isfinite(image).all(axis=(1, 2, 3))
+    image = jnp.where(finite[:, None, None, None], image, 0.0)
+    limit = np.iinfo(np.uint16).max
+    checks = {"finite": finite, "sum": image.sum(axis=(1, 2)),
+              "sum_sq": jnp.square(image).sum(axis=(1, 2)),
+              "uint16_exact": ((image == jnp.round(image)) & (image >= 0)
+                               & (image <= limit)).all(axis=(1, 2, 3))}
+    return out, checks
+
+  return jax.jit(simulate_and_check)
+
+
+@functools.lru_cache(maxsize=16)
 def chunk_simulator(recipe, size: int = CHUNK):
   """Jitted fn(base_key, start) -> `size` examples, example i simulated with
   fold_in(base_key, start + i); one compilation per recipe, size and process."""
@@ -69,7 +98,8 @@ def chunk_simulator(recipe, size: int = CHUNK):
   def simulate_chunk(base_key, start):
     indices = start + jnp.arange(size, dtype=jnp.uint32)
     keys = jax.vmap(jax.random.fold_in, (None, 0))(base_key, indices)
-    return sim_source.simulate(recipe, keys)
+    # On a host, groups of examples skip the substructure they lack (the vortex dominates).
+    return sim_source.simulate(recipe, keys, skip_absent=jax.default_backend() == "cpu")
 
   return jax.jit(simulate_chunk)
 
@@ -83,11 +113,17 @@ def example_spec(recipe, size: int = 1) -> dict[str, jax.ShapeDtypeStruct]:
           for name, s in spec.items()}
 
 
+def stored_image_dtype(recipe) -> type:
+  """uint16 for recipes whose images are integer counts (Model I with its Poisson noise),
+  float32 otherwise."""
+  return np.uint16 if recipe.name == "model_i" and recipe.noise else np.float32
+
+
 def feature_for(name: str, spec: jax.ShapeDtypeStruct, recipe):
   if name == "label":
     return tfds.features.ClassLabel(names=list(recipe.class_names))
   if name == "image":
-    return tfds.features.Tensor(shape=tuple(spec.shape), dtype=np.float32,
+    return tfds.features.Tensor(shape=tuple(spec.shape), dtype=stored_image_dtype(recipe),
                                 encoding=tfds.features.Encoding.BYTES)
   if spec.shape:
     return tfds.features.Tensor(shape=tuple(spec.shape), dtype=spec.dtype)
@@ -101,9 +137,12 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
   # TFDS derives this through `importlib_resources`, which its dependencies
   # do not always install; the answer is simply this file.
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "First release.",
-                   "1.1.0": "Images stored as raw float32 bytes; records in key order."}
+                   "1.1.0": "Images stored as raw float32 bytes; records in key order.",
+                   "1.2.0": "Uncompressed records; Model I counts stored as uint16; on CPU, "
+                            "images rendered skipping absent substructure (equal to the "
+                            "simulator's to float32 rounding)."}
   BUILDER_CONFIGS = [
       tfds.core.BuilderConfig(name=r, description=f"lensfm.sim recipe {r!r}.")
       for r in RECIPES]
@@ -214,26 +253,26 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
     import tqdm  # pylint: disable=g-import-not-at-top
     path = os.fspath(template.sharded_filepath(shard_index=0, num_shards=1))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
+    writer = array_record_module.ArrayRecordWriter(path, ARRAY_RECORD_OPTIONS)
     labels, size = [], [0]
 
-    def write(records):
-      for record in records:
+    def serialize_and_write(chunk):
+      for record in serializer(chunk):
         writer.write(record)
         size[0] += len(record)
 
     bar = tqdm.tqdm(total=num, desc=f"{self.name}/{self.builder_config.name} {split}",
                     unit="example", disable=not self._progress, mininterval=1.0)
+    # Serialising and writing run on a thread, one chunk behind, while the next simulates.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
       pending = None
-      for start, chunk in self._chunk_arrays(split, num):
-        chunk = self._checked(split, start, chunk)
+      for start, chunk, checks in self._checked_chunks(split, num):
+        chunk = self._checked(split, start, chunk, checks)
         labels.append(chunk["label"].astype(np.int32))
-        records = serializer(chunk)  # Serialised here, written while the next chunk runs.
         if pending is not None:
           pending.result()
-        pending = pool.submit(write, records)
-        bar.update(len(next(iter(chunk.values()))) if chunk else 0)
+        pending = pool.submit(serialize_and_write, chunk)
+        bar.update(len(chunk["label"]))
       if pending is not None:
         pending.result()
     bar.close()
@@ -243,15 +282,15 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
     return tfds.core.SplitInfo(name=split, shard_lengths=[len(labels)],
                                num_bytes=size[0], filename_template=template)
 
-  def _checked(self, split: str, start: int, chunk: dict) -> dict:
+  def _checked(self, split: str, start: int, chunk: dict, checks: dict) -> dict:
     """The chunk's good examples (a non-finite image raises, or is skipped and
     counted with skip_bad); counts them and adds train images to the stats."""
-    images = chunk["image"]
-    good = np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+    good = checks["finite"]
+    self._check_storable(split, start, checks["uint16_exact"] | ~good)
     if not good.all():
       for offset in np.flatnonzero(~good):
         try:
-          base.check_finite(images[offset], f"{self.name}/{self.builder_config.name} "
+          base.check_finite(chunk["image"][offset], f"{self.name}/{self.builder_config.name} "
                             f"{split} example {start + offset}")
         except base.BadInputError as error:
           if not self._skip_bad:
@@ -259,9 +298,22 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
           self.report.skip(error)
       chunk = {k: v[good] for k, v in chunk.items()}
     self.report.written[split] += int(good.sum())
-    if split == "train" and len(chunk["image"]):
-      self._stats.add_batch(chunk["image"])
+    chunk["image"] = self._stored(chunk["image"])
+    if split == "train" and good.any():
+      pixels = int(good.sum()) * int(np.prod(chunk["image"].shape[1:-1]))
+      self._stats.add_sums(checks["sum"][good], checks["sum_sq"][good], pixels)
     return chunk
+
+  def _check_storable(self, split: str, start: int, exact: np.ndarray) -> None:
+    """exact [n]: whether uint16 holds image start + i exactly; with uint16 storage a value
+    it cannot hold is an error, never rounded."""
+    if stored_image_dtype(self.recipe) != np.float32 and not exact.all():
+      raise ValueError(f"{self.name}/{self.builder_config.name} {split} example "
+                       f"{start + int(np.flatnonzero(~exact)[0])} has values that are not "
+                       f"integers in [0, 65535], which its uint16 storage cannot hold exactly.")
+
+  def _stored(self, images: np.ndarray) -> np.ndarray:
+    return images.astype(stored_image_dtype(self.recipe), copy=False)
 
   def _update_metadata(self):
     self.info.metadata.update({
@@ -272,26 +324,28 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
         "report": self.report.to_dict(),
     })
 
-  def _chunk_arrays(self, split: str, num: int):
-    """Yields (start, {name: array [n, ...]}) in order; the next chunk is
-    dispatched before this one is returned, so it simulates meanwhile."""
+  def _checked_chunks(self, split: str, num: int):
+    """Yields (start, {name: array [n, ...]}, checks) in order (`checked_chunk_simulator`);
+    the next chunk is dispatched before this one is returned, so it simulates meanwhile."""
     base_key = jax.random.fold_in(jax.random.PRNGKey(self._seed),
                                   sim_source.split_id(split))
     size = self._chunk
-    simulate = chunk_simulator(self.recipe, size)
+    simulate = checked_chunk_simulator(self.recipe, size)
     pending = simulate(base_key, np.uint32(0)) if num else None
     for start in range(0, num, size):
       out = pending
       if start + size < num:
         pending = simulate(base_key, np.uint32(start + size))
       n = min(size, num - start)
-      out = {k: np.asarray(v)[:n] for k, v in jax.device_get(out).items()}
-      out["image"] = np.ascontiguousarray(out["image"], np.float32)
-      yield start, out
+      out, checks = jax.tree.map(lambda v: np.asarray(v)[:n], out)
+      yield start, out, checks
 
   def _chunks(self, split: str, num: int):
     """Yields (index, example) in order."""
-    for start, out in self._chunk_arrays(split, num):
+    for start, out, checks in self._checked_chunks(split, num):
+      self._check_storable(split, start, checks["uint16_exact"] | ~checks["finite"])
+      if checks["finite"].all():  # Non-finite images stay float, for `_example` to name.
+        out["image"] = self._stored(out["image"])
       for offset in range(len(out["image"])):
         yield start + offset, {k: v[offset] for k, v in out.items()}
 
@@ -320,10 +374,29 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
     return index, example
 
 
+def _varint(value: int) -> bytes:
+  """Protobuf base-128 varint of an int64 (negative ones as 10-byte two's complement)."""
+  value &= (1 << 64) - 1
+  out = bytearray()
+  while value > 0x7F:
+    out.append((value & 0x7F) | 0x80)
+    value >>= 7
+  out.append(value)
+  return bytes(out)
+
+
+def _header(tag: int, length: int) -> bytes:
+  """Tag and length of a length-delimited protobuf field (wire type 2)."""
+  return bytes([tag << 3 | 2]) + _varint(length)
+
+
 class ChunkSerializer:
   """Serialises a chunk of examples to the tf.train.Example records that TFDS's
   own ExampleSerializer writes for these features (bytes-encoded tensors, integer
-  and float scalars), without its per-example generic encoding."""
+  and float scalars), in the protobuf wire format directly: each record is one join of
+  cached field framings and its values' bytes (the tensors' rows are not copied before)."""
+
+  _LIST_TAGS = {"bytes": 1, "float": 2, "int": 3}  # Feature.{bytes,float,int64}_list
 
   def __init__(self, features: tfds.features.FeaturesDict):
     self._kinds = {}
@@ -340,29 +413,44 @@ class ChunkSerializer:
         self._kinds[name] = "int"
       else:
         raise ValueError(f"ChunkSerializer: unsupported dtype {dtype} of {name!r}.")
+    self._framings = {}
+
+  def _framing(self, name: str, kind: str, value_length: int) -> bytes:
+    """Everything of feature `name`'s map entry before its value's bytes: entry{1: key,
+    2: Feature{list_tag: List{1: value}}} (a scalar list's one packed value included)."""
+    cached = self._framings.get((name, value_length))
+    if cached is None:
+      key = _header(1, len(name)) + name.encode()
+      in_list = _header(1, value_length)
+      in_feature = _header(self._LIST_TAGS[kind], len(in_list) + value_length) + in_list
+      feature_length = len(in_feature) + value_length
+      entry = key + _header(2, feature_length) + in_feature
+      cached = _header(1, len(entry) + value_length) + entry
+      self._framings[(name, value_length)] = cached
+    return cached
 
   def __call__(self, chunk: dict[str, np.ndarray]) -> list[bytes]:
     n = len(next(iter(chunk.values())))
-    columns = {}
-    for name, kind in self._kinds.items():
-      values = chunk[name]
-      if kind == "bytes":
-        flat = np.ascontiguousarray(values).reshape(n, -1)
-        columns[name] = [row.tobytes() for row in flat]
-      elif kind == "float":
-        columns[name] = np.asarray(values, np.float32).reshape(n).tolist()
-      else:
-        columns[name] = np.asarray(values).astype(np.int64).reshape(n).tolist()
+    columns = [(name, kind, self._values(kind, chunk[name], n))
+               for name, kind in self._kinds.items()]
     records = []
     for i in range(n):
-      example = tf_example_pb2.Example()
-      feature = example.features.feature
-      for name, kind in self._kinds.items():
-        if kind == "bytes":
-          feature[name].bytes_list.value.append(columns[name][i])
-        elif kind == "float":
-          feature[name].float_list.value.append(columns[name][i])
-        else:
-          feature[name].int64_list.value.append(columns[name][i])
-      records.append(example.SerializeToString())
+      parts = []
+      for name, kind, values in columns:
+        value = values[i]
+        parts += (self._framing(name, kind, len(value)), value)
+      body = b"".join(parts)
+      records.append(_header(1, len(body)) + body)  # Example{1: Features{1: entries}}
     return records
+
+  @staticmethod
+  def _values(kind: str, values: np.ndarray, n: int) -> list:
+    """Each example's value bytes: the tensor's raw row, a little-endian float32, or an
+    int64 varint (a one-element packed list)."""
+    if kind == "bytes":
+      rows = np.ascontiguousarray(values).reshape(n, -1).view(np.uint8)
+      return [row.data for row in rows]  # Views: joined straight into the record.
+    if kind == "float":
+      packed = np.asarray(values, "<f4").reshape(n).tobytes()
+      return [packed[4 * i:4 * i + 4] for i in range(n)]
+    return [_varint(v) for v in np.asarray(values).astype(np.int64).reshape(n).tolist()]
