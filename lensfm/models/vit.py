@@ -88,7 +88,7 @@ class PatchEmbed(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (self.width,), jnp.float32)
     kernel = kernel.reshape(self.patch * self.patch * c, self.width)
     y = layers.dot_f32_accumulate(patches, kernel, (patches.ndim - 1,), self.dtype)
-    return (y + bias).astype(self.dtype)
+    return (y + bias).astype(layers.activation_dtype(self.dtype))
 
 
 def resolve_dtype(dtype) -> jnp.dtype:
@@ -105,7 +105,7 @@ class MlpBlock(nn.Module):
     init = dict(kernel_init=nn.initializers.xavier_uniform(),
                 bias_init=nn.initializers.normal(stddev=1e-6))
     x = layers.Dense(self.mlp_dim, dtype=self.dtype, **init)(x)
-    x = nn.gelu(x)
+    x = layers.gelu(x)
     return layers.Dense(width, dtype=self.dtype, **init)(x)
 
 
@@ -139,9 +139,10 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    y = nn.LayerNorm(dtype=self.dtype)(x)
+    act = layers.activation_dtype(self.dtype)
+    y = layers.LayerNorm(dtype=act)(x)
     x = x + Attention(self.num_heads, self.dtype, self.attention_impl, name="attn")(y)
-    y = nn.LayerNorm(dtype=self.dtype)(x)
+    y = layers.LayerNorm(dtype=act)(x)
     return x + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y)
 
 
@@ -162,7 +163,7 @@ class Encoder(nn.Module):
     for i in range(self.depth):
       x = block_cls(self.mlp_dim, self.num_heads, self.dtype, self.attention_impl,
                     name=f"block{i:02d}")(x)
-    return nn.LayerNorm(dtype=self.dtype, name="norm")(x)
+    return layers.LayerNorm(dtype=self.dtype, name="norm")(x)  # Outputs in the compute dtype.
 
 
 class Model(nn.Module):
@@ -209,14 +210,14 @@ class Model(nn.Module):
     p = d["patch_size"]
 
     patches = patchify(images.astype(dtype), p)
-    pos = jnp.asarray(sincos_2d(gh, gw, d["width"]), dtype)[None]
+    pos = jnp.asarray(sincos_2d(gh, gw, d["width"]), layers.activation_dtype(dtype))[None]
     if keep is not None:  # Masked tokens are dropped as pixels: 1/4 of the embedding work.
       patches = jnp.take_along_axis(patches, keep[..., None], axis=1)
       pos = jnp.take(pos[0], keep, axis=0)
     x = PatchEmbed(d["width"], p, dtype, name="patch_embed")(patches) + pos
     if self.pool == "cls":
       cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, d["width"]), jnp.float32)
-      x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, d["width"])).astype(dtype), x], 1)
+      x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, d["width"])).astype(x.dtype), x], 1)
 
     x = Encoder(d["depth"], d["mlp_dim"], d["num_heads"], dtype, self.remat,
                 self.attention_impl, name="encoder")(x)
