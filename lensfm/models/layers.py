@@ -33,18 +33,17 @@ def _dot_f32(lhs, rhs, contracting: tuple[tuple[int, ...], tuple[int, ...]]):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _dot_with_chosen_transposes(lhs, rhs, contracting):
+def _dot_accumulating_in_f32(lhs, rhs, contracting):
   return _dot_f32(lhs, rhs, contracting)
 
 
-def _dot_with_chosen_transposes_fwd(lhs, rhs, contracting):
+def _dot_accumulating_in_f32_fwd(lhs, rhs, contracting):
   return _dot_f32(lhs, rhs, contracting), (lhs, rhs)
 
 
-def _dot_with_chosen_transposes_bwd(contracting, res, g):
+def _dot_accumulating_in_f32_bwd(contracting, res, g):
   """Both gradient matmuls in the operands' dtype with float32 outputs (JAX's own
-  transpose would multiply the float32 cotangent by a bf16 operand: a float32 dot)
-  and the weight gradient's transposed copy made of the smaller operand."""
+  transpose would multiply the float32 cotangent by a bf16 operand: a float32 dot)."""
   lhs, rhs = res
   lc, rc = contracting
   lhs_kept = [i for i in range(lhs.ndim) if i not in lc]
@@ -57,20 +56,13 @@ def _dot_with_chosen_transposes_bwd(contracting, res, g):
   order = lhs_kept + [lc[j] for j in np.argsort(rc)]
   d_lhs = d_lhs.transpose(_inverse(order)).astype(lhs.dtype)
   # d rhs: [lhs's contracted axes in lhs order -> rhs axes, rhs_kept...] -> rhs's order.
+  d_rhs = _dot_f32(lhs, g, (tuple(lhs_kept), g_lhs_part))
   order = [rc[j] for j in np.argsort(lc)] + rhs_kept
-  if lhs.size > g.size:
-    # Both operands contract over their major (token) axis, and XLA CPU copies its dot's
-    # lhs to a transposed layout: let that be the smaller one, transpose the small result.
-    d_rhs = _dot_f32(g, lhs, (g_lhs_part, tuple(lhs_kept)))
-    n_out = g.ndim - len(lhs_kept)
-    d_rhs = d_rhs.transpose(tuple(range(n_out, d_rhs.ndim)) + tuple(range(n_out)))
-  else:
-    d_rhs = _dot_f32(lhs, g, (tuple(lhs_kept), g_lhs_part))
   d_rhs = d_rhs.transpose(_inverse(order)).astype(rhs.dtype)
   return d_lhs, d_rhs
 
 
-_dot_with_chosen_transposes.defvjp(_dot_with_chosen_transposes_fwd, _dot_with_chosen_transposes_bwd)
+_dot_accumulating_in_f32.defvjp(_dot_accumulating_in_f32_fwd, _dot_accumulating_in_f32_bwd)
 
 
 def activation_dtype(compute_dtype) -> jnp.dtype:
@@ -87,7 +79,7 @@ def dot_f32_accumulate(x, kernel, axis: tuple[int, ...], dtype) -> jax.Array:
   """x's `axis` contracted with kernel's leading axes; float32 result, `dtype` operands."""
   contracting = (axis, tuple(range(len(axis))))
   x, kernel = x.astype(dtype), kernel.astype(dtype)
-  return _dot_with_chosen_transposes(x, kernel, contracting)
+  return _dot_accumulating_in_f32(x, kernel, contracting)
 
 
 class Dense(nn.Module):
