@@ -191,6 +191,14 @@ def sample_images(batch, image_size, seed=0):
   return images
 
 
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+  except (OSError, StopIteration):
+    return platform.processor() or platform.machine()
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--variants", default="Ti/8,S/8")
@@ -208,6 +216,7 @@ def main():
   compilation_cache.enable()
   import torch  # pylint: disable=g-import-not-at-top
 
+  load_start = os.getloadavg()
   images = sample_images(args.batch, args.image_size)
   rows = []
   for variant in args.variants.split(","):
@@ -252,11 +261,12 @@ def main():
     fp32 = by.get((r["variant"], "float32"))
     if r["dtype"] == "bfloat16" and fp32:
       r["lensfm_bf16_over_fp32"] = round(fp32["lensfm_step_ms"] / r["lensfm_step_ms"], 3)
+      r["torch_bf16_over_fp32"] = round(fp32["torch_step_ms"] / r["torch_step_ms"], 3)
   result = {
       "benchmark": "MAE train step, lensfm (jit) vs plain PyTorch (eager), fixed batch",
       "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
-      "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-      "load_average_start": os.getloadavg(),
+      "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+      "load_average_start": load_start, "load_average_end": os.getloadavg(),
       "jax_version": jax.__version__, "torch_version": torch.__version__,
       "torch_threads": args.threads, "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "batch": args.batch, "image_size": args.image_size, "mask_ratio": 0.75,
@@ -269,14 +279,18 @@ def main():
   with open(out, "w") as f:
     json.dump(result, f, indent=2)
   lines = [f"MAE train step, batch {args.batch}, {args.image_size}x{args.image_size}, decoder "
-           f"{result['decoder']}; {result['device']} ({os.cpu_count()} cores), JAX "
-           f"{jax.__version__}, PyTorch {torch.__version__} ({args.threads} threads); medians of "
-           f"{args.rounds} interleaved rounds of {args.steps} steps.", "",
-           "| model | dtype | lensfm images/s | PyTorch images/s | lensfm / PyTorch | lensfm bf16 / fp32 |",
-           "|---|---|---|---|---|---|"]
+           f"{result['decoder']}; {result['cpu']} ({os.cpu_count()} cores, {result['device']}), "
+           f"JAX {jax.__version__}, PyTorch {torch.__version__} ({args.threads} threads); medians "
+           f"of {args.rounds} interleaved rounds of {args.steps} steps; load average "
+           f"{load_start[0]:.2f} at the start, {result['load_average_end'][0]:.2f} at the end "
+           f"({result['date']}).", "",
+           "| model | dtype | lensfm images/s | PyTorch images/s | lensfm / PyTorch | "
+           "lensfm bf16 / fp32 | PyTorch bf16 / fp32 |",
+           "|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| ViT-{r['variant']} | {r['dtype']} | {r['lensfm_images_per_s']} | "
-                 f"{r['torch_images_per_s']} | {r['ratio']}x | {r.get('lensfm_bf16_over_fp32', '')} |")
+                 f"{r['torch_images_per_s']} | {r['ratio']}x | {r.get('lensfm_bf16_over_fp32', '')} | "
+                 f"{r.get('torch_bf16_over_fp32', '')} |")
   with open(out.replace(".json", ".md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))

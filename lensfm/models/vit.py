@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lensfm.models import layers
+
 # name: (width, depth, mlp_dim, num_heads)
 SIZES = {
     "Ti": (192, 12, 768, 3),
@@ -64,6 +66,31 @@ def sincos_2d(grid_h: int, grid_w: int, width: int, temperature: float = 10_000.
   return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype(np.float32)
 
 
+def patchify(images: jax.Array, patch: int) -> jax.Array:
+  """[B, H, W, C] -> [B, N, patch*patch*C], tokens in row-major grid order."""
+  b, h, w, c = images.shape
+  x = images.reshape(b, h // patch, patch, w // patch, patch, c)
+  return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // patch) * (w // patch), patch * patch * c)
+
+
+class PatchEmbed(nn.Module):
+  """A stride-`patch` convolution's parameters (kernel [p, p, C, width]) applied as one
+  matmul on patchified pixels, so masked tokens can be dropped before it, not after."""
+  width: int
+  patch: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, patches):
+    c = patches.shape[-1] // self.patch**2
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (self.patch, self.patch, c, self.width), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.width,), jnp.float32)
+    kernel = kernel.reshape(self.patch * self.patch * c, self.width)
+    y = layers.dot_f32_accumulate(patches, kernel, (patches.ndim - 1,), self.dtype)
+    return (y + bias).astype(layers.activation_dtype(self.dtype))
+
+
 def resolve_dtype(dtype) -> jnp.dtype:
   return jnp.dtype(dtype) if dtype is not None else jnp.float32
 
@@ -77,9 +104,9 @@ class MlpBlock(nn.Module):
     width = x.shape[-1]
     init = dict(kernel_init=nn.initializers.xavier_uniform(),
                 bias_init=nn.initializers.normal(stddev=1e-6))
-    x = nn.Dense(self.mlp_dim, dtype=self.dtype, **init)(x)
-    x = nn.gelu(x)
-    return nn.Dense(width, dtype=self.dtype, **init)(x)
+    x = layers.Dense(self.mlp_dim, dtype=self.dtype, **init)(x)
+    x = layers.gelu(x)
+    return layers.Dense(width, dtype=self.dtype, **init)(x)
 
 
 class Attention(nn.Module):
@@ -95,7 +122,7 @@ class Attention(nn.Module):
     if width % self.num_heads:
       raise ValueError(f"Width {width} is not divisible by num_heads={self.num_heads}.")
     head_dim = width // self.num_heads
-    dense = lambda feats, axis, name: nn.DenseGeneral(
+    dense = lambda feats, axis, name: layers.Dense(
         feats, axis=axis, dtype=self.dtype, name=name,
         kernel_init=nn.initializers.xavier_uniform())
     q, k, v = (dense((self.num_heads, head_dim), -1, n)(x) for n in ("query", "key", "value"))
@@ -112,9 +139,10 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    y = nn.LayerNorm(dtype=self.dtype)(x)
+    act = layers.activation_dtype(self.dtype)
+    y = layers.LayerNorm(dtype=act)(x)
     x = x + Attention(self.num_heads, self.dtype, self.attention_impl, name="attn")(y)
-    y = nn.LayerNorm(dtype=self.dtype)(x)
+    y = layers.LayerNorm(dtype=act)(x)
     return x + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y)
 
 
@@ -135,7 +163,7 @@ class Encoder(nn.Module):
     for i in range(self.depth):
       x = block_cls(self.mlp_dim, self.num_heads, self.dtype, self.attention_impl,
                     name=f"block{i:02d}")(x)
-    return nn.LayerNorm(dtype=self.dtype, name="norm")(x)
+    return layers.LayerNorm(dtype=self.dtype, name="norm")(x)  # Outputs in the compute dtype.
 
 
 class Model(nn.Module):
@@ -181,15 +209,15 @@ class Model(nn.Module):
     gh, gw = self.token_grid(images.shape[1:3])
     p = d["patch_size"]
 
-    x = nn.Conv(d["width"], (p, p), strides=(p, p), padding="VALID", dtype=dtype,
-                name="patch_embed")(images.astype(dtype))
-    x = x.reshape(x.shape[0], gh * gw, d["width"])
-    x = x + sincos_2d(gh, gw, d["width"]).astype(dtype)[None]
-    if keep is not None:
-      x = jnp.take_along_axis(x, keep[..., None], axis=1)
+    patches = patchify(images.astype(dtype), p)
+    pos = jnp.asarray(sincos_2d(gh, gw, d["width"]), layers.activation_dtype(dtype))[None]
+    if keep is not None:  # Masked tokens are dropped as pixels: 1/4 of the embedding work.
+      patches = jnp.take_along_axis(patches, keep[..., None], axis=1)
+      pos = jnp.take(pos[0], keep, axis=0)
+    x = PatchEmbed(d["width"], p, dtype, name="patch_embed")(patches) + pos
     if self.pool == "cls":
       cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, d["width"]), jnp.float32)
-      x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, d["width"])).astype(dtype), x], 1)
+      x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, d["width"])).astype(x.dtype), x], 1)
 
     x = Encoder(d["depth"], d["mlp_dim"], d["num_heads"], dtype, self.remat,
                 self.attention_impl, name="encoder")(x)

@@ -18,16 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensfm import errors
+from lensfm.models import layers
 from lensfm.models import vit
 from lensfm.objectives import base
 from lensfm.objectives import pictures
 
 
-def patchify(images: jax.Array, patch: int) -> jax.Array:
-  """[B, H, W, C] -> [B, N, patch*patch*C], tokens in row-major grid order."""
-  b, h, w, c = images.shape
-  x = images.reshape(b, h // patch, patch, w // patch, patch, c)
-  return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // patch) * (w // patch), patch * patch * c)
+patchify = vit.patchify
 
 
 def unpatchify(patches: jax.Array, patch: int, grid: tuple[int, int], channels: int):
@@ -86,13 +83,13 @@ class Decoder(nn.Module):
   def __call__(self, tokens, restore):
     b, k, _ = tokens.shape
     n = restore.shape[1]
-    x = nn.Dense(self.width, dtype=self.dtype, name="embed")(tokens)
+    x = layers.Dense(self.width, dtype=self.dtype, name="embed")(tokens)
     mask_token = self.param("mask_token", nn.initializers.normal(0.02), (1, 1, self.width))
     x = jnp.concatenate([x, jnp.broadcast_to(mask_token, (b, n - k, self.width)).astype(x.dtype)], 1)
     x = jnp.take_along_axis(x, restore[..., None], axis=1)
     x = x + vit.sincos_2d(*self.grid, self.width).astype(x.dtype)[None]
     x = vit.Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, name="blocks")(x)
-    return nn.Dense(self.patch_dim, dtype=jnp.float32, name="pred")(x).astype(jnp.float32)
+    return layers.Dense(self.patch_dim, dtype=jnp.float32, name="pred")(x)
 
 
 class MaskedAutoencoder(nn.Module):

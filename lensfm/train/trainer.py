@@ -170,16 +170,15 @@ class Trainer:
 
     (loss, (metrics, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     grad_norm = optax.tree.norm(grads)
-    updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    extra = self.objective.update_extra(params, extra, step)
-
     # A non-finite loss or gradient leaves the state as it was (the update is dropped),
-    # so the state, and any checkpoint of it, stays good whatever the policy.
+    # so the state, and any checkpoint of it, stays good whatever the policy. A cond, not
+    # a select per leaf: XLA copied every donated optimizer moment before a select read it.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    new = {"params": params, "opt_state": opt_state, "extra": extra}
-    old = {k: state[k] for k in new}
-    kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    params, opt_state = jax.lax.cond(finite, self._apply_update, _unchanged,
+                                     grads, state["opt_state"], state["params"])
+    new_extra = self.objective.update_extra(params, extra, step)
+    kept = {"params": params, "opt_state": opt_state,
+            "extra": jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_extra, state["extra"])}
     # Named like the loop and the logs name it: the update from state step s is step s + 1.
     first_bad = jnp.where((state["first_nonfinite_step"] < 0) & ~finite, step + 1,
                           state["first_nonfinite_step"])
@@ -191,6 +190,10 @@ class Trainer:
                "nonfinite_count": new_state["nonfinite_count"],
                "first_nonfinite_step": first_bad}
     return new_state, metrics
+
+  def _apply_update(self, grads, opt_state, params):
+    updates, opt_state = self.tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
 
   def compile_step(self):
     return jax.jit(self._train_step,
@@ -395,6 +398,11 @@ class _PreemptionFlag:
 
   def restore(self):
     self._signals.restore()
+
+
+def _unchanged(grads, opt_state, params):
+  del grads
+  return params, opt_state
 
 
 def _log(msg: str):

@@ -1,0 +1,160 @@
+"""Dense layers whose low-precision matmuls accumulate in float32, forward and backward.
+
+`Dense` has the parameter tree of `flax.linen.Dense` / `DenseGeneral` (`kernel` of shape
+in_shape[axis] + features, `bias` of shape features, float32, initialised alike), and
+`LayerNorm` that of `flax.linen.LayerNorm`, so they replace them without touching
+checkpoints. With a low-precision dtype (bfloat16) every matmul, the two of the backward
+pass included, takes bf16 operands and produces float32: on XLA CPU that is the only form
+that reaches the AMX/bf16 kernels (a bf16-output dot is done in float32 after converting
+its inputs), and on GPUs/TPUs it is what the tensor cores do anyway. The bias is added in
+float32 before rounding, so its gradient is a float32 reduction.
+"""
+import functools
+from typing import Any, Callable, Sequence, Union
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _axes(axes, ndim: int) -> tuple[int, ...]:
+  axes = (axes,) if isinstance(axes, int) else tuple(axes)
+  return tuple(a % ndim for a in axes)
+
+
+def _inverse(perm: Sequence[int]) -> tuple[int, ...]:
+  return tuple(int(i) for i in np.argsort(perm))
+
+
+def _dot_f32(lhs, rhs, contracting: tuple[tuple[int, ...], tuple[int, ...]]):
+  return lax.dot_general(lhs, rhs, (contracting, ((), ())), preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _dot_accumulating_in_f32(lhs, rhs, contracting):
+  return _dot_f32(lhs, rhs, contracting)
+
+
+def _dot_accumulating_in_f32_fwd(lhs, rhs, contracting):
+  return _dot_f32(lhs, rhs, contracting), (lhs, rhs)
+
+
+def _dot_accumulating_in_f32_bwd(contracting, res, g):
+  """Both gradient matmuls in the operands' dtype with float32 outputs (JAX's own
+  transpose would multiply the float32 cotangent by a bf16 operand: a float32 dot)."""
+  lhs, rhs = res
+  lc, rc = contracting
+  lhs_kept = [i for i in range(lhs.ndim) if i not in lc]
+  rhs_kept = [i for i in range(rhs.ndim) if i not in rc]
+  g = g.astype(lhs.dtype)
+  g_lhs_part = tuple(range(len(lhs_kept)))
+  g_rhs_part = tuple(range(len(lhs_kept), g.ndim))
+  # d lhs: [lhs_kept..., rhs's contracted axes in rhs order] -> lhs's axis order.
+  d_lhs = _dot_f32(g, rhs, (g_rhs_part, tuple(rhs_kept)))
+  order = lhs_kept + [lc[j] for j in np.argsort(rc)]
+  d_lhs = d_lhs.transpose(_inverse(order)).astype(lhs.dtype)
+  # d rhs: [lhs's contracted axes in lhs order -> rhs axes, rhs_kept...] -> rhs's order.
+  d_rhs = _dot_f32(lhs, g, (tuple(lhs_kept), g_lhs_part))
+  order = [rc[j] for j in np.argsort(lc)] + rhs_kept
+  d_rhs = d_rhs.transpose(_inverse(order)).astype(rhs.dtype)
+  return d_lhs, d_rhs
+
+
+_dot_accumulating_in_f32.defvjp(_dot_accumulating_in_f32_fwd, _dot_accumulating_in_f32_bwd)
+
+
+def activation_dtype(compute_dtype) -> jnp.dtype:
+  """Dtype of what flows between matmuls (residual stream, norms, GELU, softmax)."""
+  compute_dtype = jnp.dtype(compute_dtype)
+  if compute_dtype != jnp.float32 and jax.default_backend() == "cpu":
+    # XLA CPU computes bf16 elementwise ops in f32 with converts either side (the step's
+    # largest cost after its dots); only matmul operands gain from bf16 there.
+    return jnp.dtype(jnp.float32)
+  return compute_dtype
+
+
+def dot_f32_accumulate(x, kernel, axis: tuple[int, ...], dtype) -> jax.Array:
+  """x's `axis` contracted with kernel's leading axes; float32 result, `dtype` operands."""
+  contracting = (axis, tuple(range(len(axis))))
+  x, kernel = x.astype(dtype), kernel.astype(dtype)
+  return _dot_accumulating_in_f32(x, kernel, contracting)
+
+
+class Dense(nn.Module):
+  """Drop-in for nn.Dense (int features, axis=-1) and nn.DenseGeneral (tuples)."""
+  features: Union[int, Sequence[int]]
+  axis: Union[int, Sequence[int]] = -1
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x):
+    features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
+    axis = _axes(self.axis, x.ndim)
+    in_shape = tuple(x.shape[a] for a in axis)
+
+    def kernel_init(rng, shape, dtype=jnp.float32):  # Fans as DenseGeneral computes them.
+      flat = (int(np.prod(in_shape)), int(np.prod(features)))
+      return self.kernel_init(rng, flat, dtype).reshape(shape)
+
+    kernel = self.param("kernel", kernel_init, in_shape + features, jnp.float32)
+    y = dot_f32_accumulate(x, kernel, axis, self.dtype)
+    if self.use_bias:
+      bias = self.param("bias", lambda rng, shape, dtype=jnp.float32: self.bias_init(
+          rng, (int(np.prod(features)),), dtype).reshape(shape), features, jnp.float32)
+      y = y + bias
+    return y.astype(activation_dtype(self.dtype))
+
+
+def gelu(x):
+  """tanh-approximate GELU (nn.gelu's default) written as x * sigmoid(2u), which equals
+  x * (1 + tanh(u)) / 2: XLA CPU's logistic is a vectorised exp, its tanh is slower."""
+  u = np.sqrt(2 / np.pi) * (x + 0.044715 * (x * x * x))
+  return x * jax.nn.sigmoid(2 * u)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _layer_norm(x, scale, bias, eps):
+  return _layer_norm_fwd(x, scale, bias, eps)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, eps):
+  mean = x.mean(-1, keepdims=True)
+  var = jnp.maximum((x * x).mean(-1, keepdims=True) - mean * mean, 0.)
+  inv = lax.rsqrt(var + eps)
+  xhat = (x - mean) * inv
+  return xhat * scale + bias, (xhat, inv, scale)
+
+
+def _layer_norm_bwd(eps, res, g):
+  """The textbook LayerNorm gradient, so XLA sees two row reductions and no broadcast
+  of `scale` to the activations' shape (its autodiff graph materialised one per norm)."""
+  xhat, inv, scale = res
+  g = g.astype(jnp.float32)
+  batch_axes = tuple(range(g.ndim - 1))
+  d_scale = (g * xhat).sum(batch_axes)
+  d_bias = g.sum(batch_axes)
+  dxhat = g * scale
+  dx = inv * (dxhat - dxhat.mean(-1, keepdims=True) - xhat * (dxhat * xhat).mean(-1, keepdims=True))
+  del eps
+  return dx, d_scale, d_bias
+
+
+_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+class LayerNorm(nn.Module):
+  """nn.LayerNorm's parameters (scale, bias over the last axis), statistics in float32."""
+  epsilon: float = 1e-6
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), jnp.float32)
+    return _layer_norm(x.astype(jnp.float32), scale, bias, self.epsilon).astype(self.dtype)
+
