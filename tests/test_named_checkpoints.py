@@ -1,4 +1,4 @@
-"""Shipped checkpoints: 'lensfm:tiny' loads by name, exports round-trip in small files,
+"""Shipped checkpoints: 'lensfm:tiny' and 'lensfm:small' load by name, exports round-trip in small files,
 and downstream configs adopt its backbone and input grid."""
 import os
 
@@ -14,8 +14,12 @@ from lensfm.train import loading
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_lensfm_tiny_loads_by_name_and_fits_its_backbone():
-  params, config = loading.load_encoder("lensfm:tiny")
+SHIPPED = ("tiny", "small")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_encoder_loads_by_name_and_fits_its_backbone(name):
+  params, config = loading.load_encoder(f"lensfm:{name}")
   model = models.get_model(config.model)
   size, channels = config.data.image_size, config.data.get("channels", 1)
   assert config.data.pixel_scale > 0
@@ -24,12 +28,11 @@ def test_lensfm_tiny_loads_by_name_and_fits_its_backbone():
   assert jax.tree.map(lambda x: x.shape, params) == jax.tree.map(lambda x: x.shape, expected)
   out = model.apply({"params": params}, jnp.ones((2, size, size, channels)), train=False)
   assert np.isfinite(np.asarray(out["pooled"])).all()
-  card = os.path.join(loading.WEIGHTS_DIR, "tiny", "MODEL_CARD.md")
+  card = os.path.join(loading.WEIGHTS_DIR, name, "MODEL_CARD.md")
   assert os.path.exists(card)
-  total = sum(os.path.getsize(os.path.join(d, f))
-              for d, _, files in os.walk(os.path.join(loading.WEIGHTS_DIR, "tiny"))
-              for f in files)
-  assert total < 25 * 2**20
+  sizes = [os.path.getsize(os.path.join(d, f))
+           for d, _, files in os.walk(os.path.join(loading.WEIGHTS_DIR, name)) for f in files]
+  assert sum(sizes) < 25 * 2**20 and max(sizes) <= 16 * 2**20
 
 
 def test_unknown_name_lists_the_shipped_ones():
