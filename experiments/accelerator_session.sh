@@ -2,11 +2,14 @@
 # Everything lensfm measures on a lent H100/H200, in one call of under 10 minutes:
 #   bash experiments/accelerator_session.sh OUT_DIR         # on the accelerator
 #   bash experiments/accelerator_session.sh OUT_DIR tiny    # the same chain on CPU, tiny sizes
-# 1. experiments/bench_accelerator.py -> OUT_DIR/accelerator.json (MFU, fsdp, cuDNN
-#    attention, simulator, input share; at most BENCH_ACCEL_S seconds);
+# 1. experiments/bench_accelerator.py -> OUT_DIR/accelerator.json (MFU, its profile and
+#    variants, fsdp, cuDNN attention, simulator, input share: SECTIONS; at most
+#    BENCH_ACCEL_S seconds), then its mfu section once per XLA_FLAGS in XLA_FLAG_VARIANTS
+#    (';'-separated) -> OUT_DIR/accelerator_flags_N.json (at most FLAG_S seconds each);
 # 2. experiments/accelerator_pretrain.sh OUT_DIR/small: lensfm-small pretrained (at most
-#    PRETRAIN_S), exported, then LensBench `cpu` rows on it, the rows lensfm:tiny's card
-#    leads with first (BENCH_ONLY), the rest after, until BENCH_S runs out.
+#    PRETRAIN_S; PRETRAIN_S=0 skips this half), exported, then LensBench `cpu` rows on it,
+#    the rows lensfm:tiny's card leads with first (BENCH_ONLY), the rest after, until
+#    BENCH_S runs out.
 # Each phase is timed and bounded on its own, so one failing or slow phase costs only
 # itself; OUT_DIR/timings.txt and OUT_DIR/*.log say what happened.
 set -uo pipefail
@@ -23,10 +26,21 @@ if [ "$TINY" = tiny ]; then
     > "$OUT/accelerator.log" 2>&1
 else
   PRESET=cpu
-  timeout -k 20 "${BENCH_ACCEL_S:-200}" python experiments/bench_accelerator.py \
-    --sections=mfu,simulator,input,attention,fsdp --steps=10 --sim_iters=10 --out="$OUT/accelerator.json" > "$OUT/accelerator.log" 2>&1
+  timeout -k 20 "${BENCH_ACCEL_S:-300}" python experiments/bench_accelerator.py \
+    --sections="${SECTIONS:-mfu,profile,variants,input,fsdp,attention,simulator}" --steps=10 \
+    --sim_iters=10 --out="$OUT/accelerator.json" > "$OUT/accelerator.log" 2>&1
 fi
 echo "bench_accelerator $((SECONDS - start)) s (exit $?)" | tee -a "$OUT/timings.txt"
+i=0
+IFS=';' read -ra VARIANTS <<< "${XLA_FLAG_VARIANTS:-}"
+for flags in "${VARIANTS[@]}"; do
+  i=$((i + 1)); t=$SECONDS
+  XLA_FLAGS="$flags ${XLA_FLAGS:-}" timeout -k 20 "${FLAG_S:-90}" python experiments/bench_accelerator.py \
+    ${TINY:+--tiny} --sections=mfu --steps=10 --out="$OUT/accelerator_flags_$i.json" \
+    >> "$OUT/accelerator_flags.log" 2>&1
+  echo "flags $i ($flags) $((SECONDS - t)) s (exit $?)" | tee -a "$OUT/timings.txt"
+done
+[ "${PRETRAIN_S:-190}" -gt 0 ] || { echo "session $((SECONDS - start)) s" | tee -a "$OUT/timings.txt"; exit 0; }
 # The rows lensfm:tiny's card leads with, then every other row of the preset.
 FIRST='^classify/model_ii/(10|100)/(finetune|linear|scratch)/s0$|^classify/model_(i|iii)/100/finetune/|^(regress|superres|lensfind)/.*/finetune/'
 PRETRAIN_S=${PRETRAIN_S:-190} BENCH_S=${BENCH_S:-90} BENCH_ONLY=${BENCH_ONLY:-$FIRST} \

@@ -20,6 +20,11 @@ recorded even if another fails (its error is recorded instead):
   input:       the ViT-B/8 step fed by the on-device simulator (config.data.source='sim',
                model_ii, rot90+flip) against the same step on a fixed batch; the input's
                share of the step (target < 5%).
+  profile:     a jax.profiler trace of the mfu step, its device kernels summed by kind
+               (matmul, fusion, reduction, copy...) and the top kernels with their HLO ops,
+               and the device's busy share of the wall time.
+  variants:    the mfu step with matmuls writing float32 (layers.ACCELERATOR_DOT_OUTPUT,
+               the A/B of what a bf16 matmul writes) and at twice the batch.
 Writes experiments/results/accelerator_<device>.json (or --out), after every section.
 """
 import argparse
@@ -39,6 +44,7 @@ from configs import mae_vit_b  # pylint: disable=g-import-not-at-top
 from experiments import bench_train
 from lensfm import compilation_cache
 from lensfm import data as data_lib
+from lensfm.models import layers
 from lensfm.sim import recipes
 from lensfm.train import trainer as trainer_lib
 
@@ -97,13 +103,24 @@ class Step:
             - mem.alias_size_in_bytes)
 
 
+_STEPS = {}
+
+
+def cached_step(args, **kw) -> Step:
+  """One compiled step per config: mfu, profile and input share the baseline's compile."""
+  key = (args.batch, layers.ACCELERATOR_DOT_OUTPUT, tuple(sorted(kw.items())))
+  if key not in _STEPS:
+    _STEPS[key] = Step(mae_config(args, **kw))
+  return _STEPS[key]
+
+
 def peak_tflops(args):
   device = jax.devices()[0]
   return args.peak_tflops or bench_train.PEAK_TFLOPS.get((device.device_kind, "bfloat16"))
 
 
 def section_mfu(args):
-  step = Step(mae_config(args))
+  step = cached_step(args)
   seconds = step.time(args.steps)
   flops = step.flops()
   achieved = flops / seconds / 1e12 / jax.device_count()
@@ -178,7 +195,7 @@ def section_simulator(args):
 
 
 def section_input(args):
-  step = Step(mae_config(args))
+  step = cached_step(args)
   fixed = step.time(args.steps)
   fed = step.time(args.steps, from_input=True)
   fixed_again = step.time(args.steps)
@@ -188,8 +205,95 @@ def section_input(args):
           "recipe": step.config.data.recipe, "augment": step.config.data.augment}
 
 
-SECTIONS = {"mfu": section_mfu, "fsdp": section_fsdp, "attention": section_attention,
-            "simulator": section_simulator, "input": section_input}
+def section_variants(args):
+  out = {}
+  base = args.batch
+  for name, dot_output, batch in (("dot_output_float32", "float32", base),
+                                  (f"batch_{2 * base}", "compute", 2 * base)):
+    layers.ACCELERATOR_DOT_OUTPUT, args.batch = dot_output, batch
+    try:
+      out[name] = {"dot_output": dot_output, **section_mfu(args)}
+    except Exception as e:  # pylint: disable=broad-except
+      out[name] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
+    finally:
+      layers.ACCELERATOR_DOT_OUTPUT, args.batch = "compute", base
+      _STEPS.clear()
+  return out
+
+
+def kernel_kind(name: str) -> str:
+  """Groups device kernels by what they do, from their names (cuBLAS/CUTLASS/Triton/XLA)."""
+  n = name.lower()
+  if any(k in n for k in ("gemm", "cutlass", "xmma", "nvjet", "cublas", "wgmma", "sm90_", "matmul")):
+    return "matmul"
+  if "flash" in n or "fmha" in n or "cudnn" in n:
+    return "fused attention"
+  if "memcpy" in n or "memset" in n:
+    return "copy/memset"
+  if "reduce" in n or "reduction" in n:
+    return "reduction"
+  if "transpose" in n or "copy" in n:
+    return "transpose/copy"
+  if "triton" in n:
+    return "triton fusion"
+  if "fusion" in n or n.startswith(("loop_", "input_", "wrapped_")):
+    return "elementwise fusion"
+  return "other"
+
+
+def section_profile(args):
+  """Where the device's time goes in the mfu step, from a trace of `steps` steps."""
+  import collections  # pylint: disable=g-import-not-at-top
+  import glob  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  step = cached_step(args)
+  step.time(2)
+  trace_dir = "/tmp/lensfm_accel_trace"
+  shutil.rmtree(trace_dir, ignore_errors=True)
+  steps = max(2, min(args.steps, 5))
+  with jax.profiler.trace(trace_dir):
+    wall = step.time(steps)
+  files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
+  data = jax.profiler.ProfileData.from_file(files[-1])
+  per_kernel, per_kind, calls, lines = (collections.Counter(), collections.Counter(),
+                                        collections.Counter(), {})
+  op_of = {}
+  on_device = any(plane.name.startswith("/device:") for plane in data.planes)
+  for plane in data.planes:
+    for line in plane.lines:
+      # A GPU's kernels are on its stream lines; on CPU (the smoke test) XLA's ops run on
+      # its own worker threads.
+      if on_device:
+        wanted = plane.name.startswith("/device:") and line.name.lower().startswith("stream")
+      else:
+        wanted = line.name.startswith(("tf_XLAEigen", "tf_XLAPjRtCpuClient"))
+      events = [e for e in line.events if e.name and not e.name.startswith(
+          ("$", "Thunk", "PjRt", "TfrtCpu", "ExecuteHelper", "SlinkyThreadPool"))]
+      lines[f"{plane.name}|{line.name}"] = len(events)
+      if not wanted:
+        continue
+      for e in events:
+        per_kernel[e.name] += e.duration_ns
+        calls[e.name] += 1
+        per_kind[kernel_kind(e.name)] += e.duration_ns
+        if e.name not in op_of:
+          op_of[e.name] = next((str(v) for k, v in e.stats if k == "hlo_op"), "")
+  # The trace covers the two warm-up steps of Step.time too.
+  n = steps + 2
+  busy = sum(per_kind.values()) / 1e6 / n
+  return {"on_device": on_device, "steps_traced": n, "wall_ms_per_step": round(1e3 * wall, 2),
+          "kernel_ms_per_step": round(busy, 2),
+          "device_busy_share": round(busy / (1e3 * wall), 3) if wall else None,
+          "by_kind_ms_per_step": {k: round(v / 1e6 / n, 2) for k, v in per_kind.most_common()},
+          "top_kernels": [{"kernel": k[:120], "hlo_op": op_of.get(k, "")[:80],
+                           "ms_per_step": round(v / 1e6 / n, 3), "calls_per_step": calls[k] // n}
+                          for k, v in per_kernel.most_common(40)],
+          "trace_lines": dict(list(lines.items())[:30])}
+
+
+SECTIONS = {"mfu": section_mfu, "profile": section_profile, "variants": section_variants,
+            "fsdp": section_fsdp, "attention": section_attention, "simulator": section_simulator,
+            "input": section_input}
 
 
 def main():
@@ -214,6 +318,7 @@ def main():
   out = args.out or os.path.join(RESULTS, f"accelerator_{kind}{'_tiny' if args.tiny else ''}.json")
   result = {"device_kind": device.device_kind, "platform": device.platform,
             "num_devices": jax.device_count(), "jax_version": jax.__version__,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "tiny": args.tiny, "label": ("CPU SMOKE TEST at tiny sizes: checks the command runs; "
                                          "its numbers say nothing about an accelerator")
             if args.tiny else "accelerator run", "settings": {

@@ -26,11 +26,15 @@ def test_bench_accelerator_tiny_writes_every_section(tmp_path):
   result = json.loads(out.read_text())
   assert result["tiny"] and result["num_devices"] == 2
   sections = result["sections"]
-  assert set(sections) == {"mfu", "fsdp", "attention", "simulator", "input"}
+  assert set(sections) == {"mfu", "profile", "variants", "fsdp", "attention", "simulator",
+                           "input"}
   for name, section in sections.items():
     assert "error" not in section, (name, section)
   # FLOPs come from the lowered program, so they are counted on every backend.
   assert sections["mfu"]["tflop_per_step_xla"] > 0 and sections["mfu"]["step_ms"] > 0
+  assert sections["profile"]["kernel_ms_per_step"] > 0 and sections["profile"]["top_kernels"]
+  assert {v["batch"] for v in sections["variants"].values() if isinstance(v, dict)} == {16, 32}
+  assert sections["variants"]["dot_output_float32"]["dot_output"] == "float32"
   assert [run["mesh"] for run in sections["fsdp"]["runs"]] == [[["data", 1], ["fsdp", 2]]]
   assert sections["attention"]["xla"]["step_ms"] > 0
   assert "unsupported" in sections["attention"]["cudnn"]  # No cuDNN on a CPU.

@@ -4,10 +4,11 @@
 in_shape[axis] + features, `bias` of shape features, float32, initialised alike), and
 `LayerNorm` that of `flax.linen.LayerNorm`, so they replace them without touching
 checkpoints. With a low-precision dtype (bfloat16) every matmul, the two of the backward
-pass included, takes bf16 operands and produces float32: on XLA CPU that is the only form
-that reaches the AMX/bf16 kernels (a bf16-output dot is done in float32 after converting
-its inputs), and on GPUs/TPUs it is what the tensor cores do anyway. The bias is added in
-float32 before rounding, so its gradient is a float32 reduction.
+pass included, takes bf16 operands and accumulates in float32. On XLA CPU it also writes
+float32, the only form that reaches the AMX/bf16 kernels (a bf16-output dot is done in
+float32 after converting its inputs), and the bias is added in float32 before rounding. On
+GPUs/TPUs it writes bf16 (`dot_output_dtype`), as their matmul units accumulate in float32
+inside anyway and a bf16 output is half the memory traffic.
 """
 import functools
 from typing import Any, Callable, Sequence, Union
@@ -28,21 +29,21 @@ def _inverse(perm: Sequence[int]) -> tuple[int, ...]:
   return tuple(int(i) for i in np.argsort(perm))
 
 
-def _dot_f32(lhs, rhs, contracting: tuple[tuple[int, ...], tuple[int, ...]]):
-  return lax.dot_general(lhs, rhs, (contracting, ((), ())), preferred_element_type=jnp.float32)
+def _dot(lhs, rhs, contracting: tuple[tuple[int, ...], tuple[int, ...]], out_dtype):
+  return lax.dot_general(lhs, rhs, (contracting, ((), ())), preferred_element_type=out_dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _dot_accumulating_in_f32(lhs, rhs, contracting):
-  return _dot_f32(lhs, rhs, contracting)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _dot_low_precision(lhs, rhs, contracting, out_dtype):
+  return _dot(lhs, rhs, contracting, out_dtype)
 
 
-def _dot_accumulating_in_f32_fwd(lhs, rhs, contracting):
-  return _dot_f32(lhs, rhs, contracting), (lhs, rhs)
+def _dot_low_precision_fwd(lhs, rhs, contracting, out_dtype):
+  return _dot(lhs, rhs, contracting, out_dtype), (lhs, rhs)
 
 
-def _dot_accumulating_in_f32_bwd(contracting, res, g):
-  """Both gradient matmuls in the operands' dtype with float32 outputs (JAX's own
+def _dot_low_precision_bwd(contracting, out_dtype, res, g):
+  """Both gradient matmuls in the operands' dtype with `out_dtype` outputs (JAX's own
   transpose would multiply the float32 cotangent by a bf16 operand: a float32 dot)."""
   lhs, rhs = res
   lc, rc = contracting
@@ -52,17 +53,29 @@ def _dot_accumulating_in_f32_bwd(contracting, res, g):
   g_lhs_part = tuple(range(len(lhs_kept)))
   g_rhs_part = tuple(range(len(lhs_kept), g.ndim))
   # d lhs: [lhs_kept..., rhs's contracted axes in rhs order] -> lhs's axis order.
-  d_lhs = _dot_f32(g, rhs, (g_rhs_part, tuple(rhs_kept)))
+  d_lhs = _dot(g, rhs, (g_rhs_part, tuple(rhs_kept)), out_dtype)
   order = lhs_kept + [lc[j] for j in np.argsort(rc)]
   d_lhs = d_lhs.transpose(_inverse(order)).astype(lhs.dtype)
   # d rhs: [lhs's contracted axes in lhs order -> rhs axes, rhs_kept...] -> rhs's order.
-  d_rhs = _dot_f32(lhs, g, (tuple(lhs_kept), g_lhs_part))
+  d_rhs = _dot(lhs, g, (tuple(lhs_kept), g_lhs_part), out_dtype)
   order = [rc[j] for j in np.argsort(lc)] + rhs_kept
   d_rhs = d_rhs.transpose(_inverse(order)).astype(rhs.dtype)
   return d_lhs, d_rhs
 
 
-_dot_accumulating_in_f32.defvjp(_dot_accumulating_in_f32_fwd, _dot_accumulating_in_f32_bwd)
+_dot_low_precision.defvjp(_dot_low_precision_fwd, _dot_low_precision_bwd)
+
+# What a low-precision matmul writes off a CPU: "compute" (its operands' dtype: half the
+# bytes, and cuBLAS accumulates in float32 inside either way) or "float32". Benchmarks A/B it.
+ACCELERATOR_DOT_OUTPUT = "compute"
+
+
+def dot_output_dtype(compute_dtype) -> jnp.dtype:
+  """float32 on CPU, where only an f32-output bf16 dot reaches the AMX kernels."""
+  compute_dtype = jnp.dtype(compute_dtype)
+  if jax.default_backend() == "cpu" or ACCELERATOR_DOT_OUTPUT == "float32":
+    return jnp.dtype(jnp.float32)
+  return compute_dtype
 
 
 def activation_dtype(compute_dtype) -> jnp.dtype:
@@ -76,10 +89,11 @@ def activation_dtype(compute_dtype) -> jnp.dtype:
 
 
 def dot_f32_accumulate(x, kernel, axis: tuple[int, ...], dtype) -> jax.Array:
-  """x's `axis` contracted with kernel's leading axes; float32 result, `dtype` operands."""
+  """x's `axis` contracted with kernel's leading axes with `dtype` operands, accumulated
+  in float32; the result is float32 on CPU, `dot_output_dtype(dtype)` elsewhere."""
   contracting = (axis, tuple(range(len(axis))))
   x, kernel = x.astype(dtype), kernel.astype(dtype)
-  return _dot_accumulating_in_f32(x, kernel, contracting)
+  return _dot_low_precision(x, kernel, contracting, dot_output_dtype(dtype))
 
 
 class Dense(nn.Module):
@@ -106,7 +120,7 @@ class Dense(nn.Module):
     if self.use_bias:
       bias = self.param("bias", lambda rng, shape, dtype=jnp.float32: self.bias_init(
           rng, (int(np.prod(features)),), dtype).reshape(shape), features, jnp.float32)
-      y = y + bias
+      y = y + bias.astype(y.dtype)  # On GPUs, a bias the matmul's epilogue can add.
     return y.astype(activation_dtype(self.dtype))
 
 
