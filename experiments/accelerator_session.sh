@@ -28,12 +28,12 @@ else
   PRESET=cpu
   timeout -k 20 "${BENCH_ACCEL_S:-300}" python experiments/bench_accelerator.py \
     --sections="${SECTIONS:-mfu,profile,variants,input,fsdp,attention,simulator}" --steps=10 \
-    --sim_iters=10 --out="$OUT/accelerator.json" > "$OUT/accelerator.log" 2>&1
+    --sim_iters=10 --variants="${VARIANTS:-batch2x,dot_f32}" --out="$OUT/accelerator.json" > "$OUT/accelerator.log" 2>&1
 fi
 echo "bench_accelerator $((SECONDS - start)) s (exit $?)" | tee -a "$OUT/timings.txt"
 i=0
-IFS=';' read -ra VARIANTS <<< "${XLA_FLAG_VARIANTS:-}"
-for flags in "${VARIANTS[@]}"; do
+IFS=';' read -ra FLAG_VARIANTS <<< "${XLA_FLAG_VARIANTS:-}"
+for flags in "${FLAG_VARIANTS[@]}"; do
   i=$((i + 1)); t=$SECONDS
   XLA_FLAGS="$flags ${XLA_FLAGS:-}" timeout -k 20 "${FLAG_S:-90}" python experiments/bench_accelerator.py \
     ${TINY:+--tiny} --sections=mfu --steps=10 --out="$OUT/accelerator_flags_$i.json" \

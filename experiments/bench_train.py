@@ -11,6 +11,7 @@ FLOP/s from the table below; pass --peak_tflops for devices not listed. Results 
 printed and written to experiments/results/train_<config>_<device>.json.
 """
 import json
+import math
 import os
 import platform
 import sys
@@ -56,6 +57,48 @@ def step_flops(compiled, lowered=None) -> float:
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0]
   return float(analysis.get("flops", float("nan"))) if analysis else float("nan")
+
+
+def _dot_flops(eqn) -> float:
+  lhs = eqn.invars[0].aval
+  (lc, _), _ = eqn.params["dimension_numbers"]
+  return 2. * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs.shape[d] for d in lc)
+
+
+def _conv_flops(eqn) -> float:
+  rhs = eqn.invars[1].aval  # Kernel: out-features times (in / groups) times window.
+  spec = eqn.params["dimension_numbers"].rhs_spec
+  out_features = rhs.shape[spec[0]]
+  return 2. * math.prod(eqn.outvars[0].aval.shape) * math.prod(rhs.shape) / out_features
+
+
+def _sub_jaxprs(eqn):
+  for v in eqn.params.values():
+    for j in (v if isinstance(v, (list, tuple)) else [v]):
+      if hasattr(j, "eqns"):
+        yield j
+      elif hasattr(j, "jaxpr") and hasattr(j.jaxpr, "eqns"):
+        yield j.jaxpr
+
+
+def jaxpr_matmul_flops(jaxpr) -> float:
+  """Matmul and convolution FLOPs of a (closed) jaxpr: the model FLOPs MFU counts, from the
+  program JAX traced, on any backend (a cond counts its costliest branch, a scan its
+  length times its body)."""
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  total = 0.
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "dot_general":
+      total += _dot_flops(eqn)
+    elif name == "conv_general_dilated":
+      total += _conv_flops(eqn)
+    elif name == "cond":
+      total += max(jaxpr_matmul_flops(b) for b in eqn.params["branches"])
+    else:
+      inner = sum(jaxpr_matmul_flops(j) for j in _sub_jaxprs(eqn))
+      total += inner * (eqn.params.get("length", 1) if name == "scan" else 1)
+  return total
 
 
 def main(argv):
