@@ -102,8 +102,7 @@ class Step:
     return self.matmul_flops
 
   def xla_flops(self):
-    """XLA's count of the lowered program; on CPU only, as on GPU it came back NaN after
-    a long analysis (jax 0.11.2, H200)."""
+    """XLA's count of the lowered program; on CPU only (on an H200 it came back NaN)."""
     return bench_train.step_flops(self.compiled, self.lowered) if jax.default_backend() == "cpu" else None
 
   def peak_bytes(self):
