@@ -50,17 +50,42 @@ def _dot_low_precision_bwd(contracting, out_dtype, res, g):
   lhs_kept = [i for i in range(lhs.ndim) if i not in lc]
   rhs_kept = [i for i in range(rhs.ndim) if i not in rc]
   g = g.astype(lhs.dtype)
-  g_lhs_part = tuple(range(len(lhs_kept)))
   g_rhs_part = tuple(range(len(lhs_kept), g.ndim))
   # d lhs: [lhs_kept..., rhs's contracted axes in rhs order] -> lhs's axis order.
   d_lhs = _dot(g, rhs, (g_rhs_part, tuple(rhs_kept)), out_dtype)
   order = lhs_kept + [lc[j] for j in np.argsort(rc)]
   d_lhs = d_lhs.transpose(_inverse(order)).astype(lhs.dtype)
-  # d rhs: [lhs's contracted axes in lhs order -> rhs axes, rhs_kept...] -> rhs's order.
+  d_rhs = _weight_grad(lhs, g, lhs_kept, rhs_kept, contracting, out_dtype)
+  return d_lhs, d_rhs.astype(rhs.dtype)
+
+
+# Benchmarks A/B it (False: always x^T g); see `_transpose_cotangent`.
+CPU_FP32_TRANSPOSE_SMALLER = True
+
+
+def _transpose_cotangent(lhs, g) -> bool:
+  """Whether the weight gradient is computed as (g^T x)^T rather than x^T g.
+
+  XLA CPU copies a dot's lhs into a transposed layout and fuses that operand's producer
+  (a bias add, a GELU) into the copy as a strided, unvectorised loop; in fp32 the smaller
+  of x and g is the cheaper one to transpose. bf16 keeps x^T g: there XLA folds g's
+  transpose into a transposed-lhs dot that YNNPACK rejects (no bf16 x bf16 -> f32 fallback)."""
+  return (CPU_FP32_TRANSPOSE_SMALLER and lhs.dtype == jnp.float32 and g.size < lhs.size
+          and jax.default_backend() == "cpu")
+
+
+def _weight_grad(lhs, g, lhs_kept, rhs_kept, contracting, out_dtype):
+  """d rhs = lhs^T g over lhs's kept axes, in rhs's axis order."""
+  lc, rc = contracting
+  g_lhs_part = tuple(range(len(lhs_kept)))
+  lhs_contracted_in_rhs = [rc[j] for j in np.argsort(lc)]  # lhs order, named as rhs axes.
+  if _transpose_cotangent(lhs, g):
+    d_rhs_t = _dot(g, lhs, (g_lhs_part, tuple(lhs_kept)), out_dtype)
+    # Stops XLA folding the transpose below back into an x^T g dot (YNNPACK rejects it).
+    d_rhs_t = lax.optimization_barrier(d_rhs_t)
+    return d_rhs_t.transpose(_inverse(rhs_kept + lhs_contracted_in_rhs))
   d_rhs = _dot(lhs, g, (tuple(lhs_kept), g_lhs_part), out_dtype)
-  order = [rc[j] for j in np.argsort(lc)] + rhs_kept
-  d_rhs = d_rhs.transpose(_inverse(order)).astype(rhs.dtype)
-  return d_lhs, d_rhs
+  return d_rhs.transpose(_inverse(lhs_contracted_in_rhs + rhs_kept))
 
 
 _dot_low_precision.defvjp(_dot_low_precision_fwd, _dot_low_precision_bwd)
