@@ -1,7 +1,8 @@
 """Flat Lambda-CDM distances and the mass -> Einstein-radius conversions the recipes use.
 
-Everything is plain jnp so it can run inside jit (redshifts may be traced), but the
-recipes mostly call it once at construction time with Python floats.
+Everything is plain jnp so it can run inside jit (redshifts may be traced); recipe set-up,
+which needs Python floats once, uses the numpy `*_host` twins at the end (same values, bit
+for bit, with fewer XLA compilations).
 
 Two DeepLense quirks live here on purpose (as in the public DeepLenseSim code that made
 the released files; arXiv:1909.07346, 2008.12731, 2112.12121):

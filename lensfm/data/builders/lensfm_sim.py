@@ -68,7 +68,7 @@ def get_recipe(name: str, overrides: Optional[dict] = None):
   return sim_source.recipe_by_name(name, overrides)
 
 
-def split_key_args(seed: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+def split_key_args(seed: int, split: str) -> tuple[np.int64, np.uint32]:
   """The arguments from which `checked_chunk_simulator` derives a split's base key
   fold_in(PRNGKey(seed), split_id(split)): plain numbers, so no eager op compiles."""
   return np.int64(seed), np.uint32(sim_source.split_id(split))
