@@ -103,6 +103,47 @@ def test_published_einstein_radii():
   assert _batch('model_ii', 0)['theta_e'] == pytest.approx(1.28149 * 0.634315, abs=1e-4)
 
 
+def _set_up_constant_pairs():
+  """(what, jnp function's value, its Python-float *_host twin's) over the recipes' own
+  arguments and random ones."""
+  from lensfm.sim import cosmology, light  # pylint: disable=g-import-not-at-top
+  zs = (recipes.Z_LENS, recipes.Z_SOURCE)
+  pairs = [(f'einstein radius of {m}', cosmology.einstein_radius_deeplense(m, *zs),
+            cosmology.einstein_radius_deeplense_host(m, *zs))
+           for m in (1.0, recipes.MAIN_HALO_MASS, recipes.VORTEX_MASS)]
+  pairs.append(('mass of 1.5"', cosmology.mass_from_einstein_radius_deeplense(1.5, *zs),
+                cosmology.mass_from_einstein_radius_deeplense_host(1.5, *zs)))
+  args = [(20.0, 0.25, 1.0, zp) for zp in (0.0, instrument.EUCLID_VIS.zero_point,
+                                           instrument.HST_WFC3_F160W.zero_point)]
+  args += [(m, r, n, instrument.EUCLID_VIS.zero_point)
+           for mags in recipes.ModelIV.lens_light_mags
+           for m, r, n in zip(mags, (0.4, 1.5), (2.3, 1.2))]
+  redshifts = [(recipes.Z_LENS, recipes.Z_SOURCE, recipes.Z_SOURCE_CONVENTION)]
+  rng = np.random.default_rng(0)
+  for _ in range(8):
+    args.append((rng.uniform(15, 28), rng.uniform(0.02, 2), rng.uniform(0.3, 6),
+                 rng.uniform(20, 30)))
+    z_lens = rng.uniform(0.1, 1.0)
+    redshifts.append((z_lens, z_lens + rng.uniform(0.1, 3), z_lens + rng.uniform(3.1, 5)))
+  pairs += [(f'amplitude of {a}', light.amplitude_from_magnitude(*a),
+             light.amplitude_from_magnitude_host(*a)) for a in np.float64(args).tolist()]
+  for z in np.float64(redshifts).tolist():
+    pairs.append((f'deflection scale at {z}', cosmology.reduced_deflection_scale(*z),
+                  cosmology.reduced_deflection_scale_host(*z)))
+    pairs.append((f'einstein radius at {z[:2]}', cosmology.einstein_radius_deeplense(1e11, *z[:2]),
+                  cosmology.einstein_radius_deeplense_host(1e11, *z[:2])))
+  return pairs
+
+
+def test_set_up_constants_equal_the_jnp_functions_bit_for_bit():
+  """Recipes compute their constants with the numpy *_host twins (few compilations); the
+  values, and so every simulated image, are exactly those of the jnp functions."""
+  for what, want, got in _set_up_constant_pairs():
+    assert isinstance(got, float), what
+    assert np.float32(got).tobytes() == np.asarray(want, np.float32).tobytes(), (what, want, got)
+    assert float(np.float32(got)) == got, what  # A float32 value, as float(jnp) gave.
+
+
 def test_model_i_is_integer_counts_and_model_iv_is_max_normalised():
   counts = _batch('model_i', 0)['image']
   assert (counts >= 0).all() and (counts == np.round(counts)).all() and counts.max() > 0

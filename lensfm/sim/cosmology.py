@@ -1,7 +1,8 @@
 """Flat Lambda-CDM distances and the mass -> Einstein-radius conversions the recipes use.
 
-Everything is plain jnp so it can run inside jit (redshifts may be traced), but the
-recipes mostly call it once at construction time with Python floats.
+Everything is plain jnp so it can run inside jit (redshifts may be traced); recipe set-up,
+which needs Python floats once, uses the numpy `*_host` twins at the end (same values, bit
+for bit, with fewer XLA compilations).
 
 Two DeepLense quirks live here on purpose (as in the public DeepLenseSim code that made
 the released files; arXiv:1909.07346, 2008.12731, 2112.12121):
@@ -100,6 +101,60 @@ def reduced_deflection_scale(z_lens, z_source, z_source_convention, cosmo=PYHALO
   def ratio(zs):
     return angular_diameter_distance(cosmo, z_lens, zs) / angular_diameter_distance(cosmo, zs)
   return ratio(z_source) / ratio(z_source_convention)
+
+
+# --- Set-up constants as Python floats -------------------------------------------------
+# The functions above evaluated for Python numbers with the same float32 operations, bit
+# for bit, in numpy: eagerly each jnp operation compiles an XLA program of its own, which
+# made recipe set-up a large part of a build command's start. The sums stay XLA reductions
+# (their order sets the last bit); tests/test_sim_recipes.py checks the equality.
+
+def _xla_sum(values: np.ndarray) -> np.ndarray:
+  return np.asarray(jnp.sum(values, -1))
+
+
+def _comoving_distance_host(cosmo: FlatLambdaCDM, z: float) -> np.float32:
+  z = np.asarray(z, np.float32)
+  zs = 0.5 * z[..., None] * (_GL_NODES.astype(np.float32) + 1.0)
+  x = 1.0 + zs
+  # x * (x * x): what jnp's `** 3` (lax.integer_pow) computes; numpy's would call pow.
+  inv_e = 1.0 / np.sqrt(cosmo.om0 * (x * (x * x)) + (1.0 - cosmo.om0))
+  return cosmo.hubble_distance_mpc * 0.5 * z * _xla_sum(_GL_WEIGHTS.astype(np.float32) * inv_e)
+
+
+def _angular_diameter_distance_host(cosmo: FlatLambdaCDM, z1: float, z2=None) -> np.float32:
+  if z2 is None:
+    z1, z2 = 0.0, z1
+  return ((_comoving_distance_host(cosmo, z2) - _comoving_distance_host(cosmo, z1))
+          / np.float32(1.0 + z2))
+
+
+def einstein_radius_deeplense_host(mass_msun: float, z_lens=0.5, z_source=1.0,
+                                   cosmo=DEEPLENSE) -> float:
+  """`einstein_radius_deeplense` of Python numbers, bit for bit, as a Python float."""
+  d_l = np.float32(1.0 + z_lens) * _comoving_distance_host(cosmo, z_lens)
+  d_s = np.float32(1.0 + z_source) * _comoving_distance_host(cosmo, z_source)
+  schwarzschild_half_mpc = G_SI * M_SUN_KG / C_SI**2 / MPC_M
+  theta = np.sqrt(np.float32(4.0 * schwarzschild_half_mpc * mass_msun) * (d_s - d_l)
+                  / (d_l * d_s))
+  return float(theta * np.float32(DEEPLENSE_RAD_TO_ARCSEC))
+
+
+def mass_from_einstein_radius_deeplense_host(theta_e: float, z_lens=0.5, z_source=1.0,
+                                             cosmo=DEEPLENSE) -> float:
+  """`mass_from_einstein_radius_deeplense` of Python numbers, bit for bit."""
+  ratio = np.float32(theta_e) / np.float32(
+      einstein_radius_deeplense_host(1.0, z_lens, z_source, cosmo))
+  return float(ratio * ratio)
+
+
+def reduced_deflection_scale_host(z_lens: float, z_source: float, z_source_convention: float,
+                                  cosmo=PYHALO_WMAP9) -> float:
+  """`reduced_deflection_scale` of Python numbers, bit for bit, as a Python float."""
+  def ratio(zs):
+    return (_angular_diameter_distance_host(cosmo, z_lens, zs)
+            / _angular_diameter_distance_host(cosmo, zs))
+  return float(ratio(z_source) / ratio(z_source_convention))
 
 
 # lenstronomy's critical density constant, h^2 Msun / Mpc^3 (Cosmo/nfw_param.py).

@@ -6,6 +6,7 @@ Components with amp = 0 are absent, so shapes stay fixed under jit.
 """
 import jax.numpy as jnp
 import jax.scipy.special as jsp
+import numpy as np
 
 SERSIC_KEYS = ('amp', 'R_sersic', 'n_sersic', 'e1', 'e2', 'center_x', 'center_y')
 # lenstronomy floors radii at this smoothing scale (arcsec) inside the Sersic profile.
@@ -59,3 +60,17 @@ def amplitude_from_magnitude(magnitude, R_sersic, n_sersic,  # pylint: disable=i
   lenstronomy SimAPI.magnitude2amplitude.
   """
   return magnitude_to_cps(magnitude, zero_point) / sersic_total_flux(1.0, R_sersic, n_sersic)
+
+
+def amplitude_from_magnitude_host(magnitude: float, R_sersic: float,  # pylint: disable=invalid-name
+                                  n_sersic: float, zero_point: float) -> float:
+  """`amplitude_from_magnitude` of Python numbers, bit for bit, as a Python float: the
+  arithmetic in numpy float32, only exp, pow and lgamma as (eager) XLA operations, so
+  recipe set-up compiles few programs (tests/test_sim_recipes.py checks the equality)."""
+  bn = np.maximum(np.float32(1.9992 * n_sersic - 0.3271), np.float32(1e-5))
+  xla = lambda value: np.asarray(value, np.float32)  # pylint: disable=unnecessary-lambda-assignment
+  # sersic_total_flux(1.0, ...): the leading Python factors multiply in float64 first.
+  total = (np.float32(1.0 * R_sersic**2 * 2.0 * np.pi * n_sersic) * xla(jnp.exp(bn))
+           / xla(jnp.power(bn, 2.0 * n_sersic))
+           * xla(jnp.exp(jsp.gammaln(np.float32(2.0 * n_sersic)))))
+  return float(np.float32(magnitude_to_cps(magnitude, zero_point)) / total)

@@ -90,8 +90,8 @@ def _cdm_point_masses(draw, unit_theta, num=CDM_SUBHALOS, slope=CDM_SLOPE,
 
 def simapi_deflection_scale():
   """(D_LS/D_S)(z=1) / (D_LS/D_S)(z=2.5) for pyHalo's WMAP9 cosmology (~0.6343)."""
-  return float(cosmology.reduced_deflection_scale(Z_LENS, Z_SOURCE, Z_SOURCE_CONVENTION,
-                                                  cosmology.PYHALO_WMAP9))
+  return cosmology.reduced_deflection_scale_host(Z_LENS, Z_SOURCE, Z_SOURCE_CONVENTION,
+                                                 cosmology.PYHALO_WMAP9)
 
 
 class Recipe:
@@ -248,8 +248,8 @@ class DeepLenseRecipe(Recipe):
   def __init__(self, *, num_pix, classes=None, noise=True, supersampling=1):
     super().__init__(num_pix=num_pix, classes=classes, noise=noise, supersampling=supersampling)
     self.inst = self.instrument.replace(num_pix=self.num_pix, supersampling=self.supersampling)
-    self.theta_e_main = float(cosmology.einstein_radius_deeplense(MAIN_HALO_MASS, Z_LENS, Z_SOURCE))
-    self.unit_theta = float(cosmology.einstein_radius_deeplense(1.0, Z_LENS, Z_SOURCE))
+    self.theta_e_main = cosmology.einstein_radius_deeplense_host(MAIN_HALO_MASS, Z_LENS, Z_SOURCE)
+    self.unit_theta = cosmology.einstein_radius_deeplense_host(1.0, Z_LENS, Z_SOURCE)
 
   def source_amplitude(self):
     raise NotImplementedError
@@ -332,7 +332,7 @@ class _SimApiRecipe(DeepLenseRecipe):
   def __init__(self, *, num_pix=64, classes=None, noise=False, supersampling=1):
     super().__init__(num_pix=num_pix, classes=classes, noise=noise, supersampling=supersampling)
     self.deflection_scale = simapi_deflection_scale()
-    self._source_amp = float(light.amplitude_from_magnitude(20.0, 0.25, 1.0, self.inst.zero_point))
+    self._source_amp = light.amplitude_from_magnitude_host(20.0, 0.25, 1.0, self.inst.zero_point)
 
   def source_amplitude(self):
     return self._source_amp
@@ -391,11 +391,11 @@ class ModelIV(Recipe):
     self.inst = instrument_lib.EUCLID_VIS.replace(num_pix=self.num_pix,
                                                   supersampling=self.supersampling)
     self.deflection_scale = simapi_deflection_scale()
-    self.unit_theta = float(cosmology.einstein_radius_deeplense(1.0, Z_LENS, Z_SOURCE))
-    self.main_mass = float(cosmology.mass_from_einstein_radius_deeplense(
-        self.theta_e_reduced, Z_LENS, Z_SOURCE))
+    self.unit_theta = cosmology.einstein_radius_deeplense_host(1.0, Z_LENS, Z_SOURCE)
+    self.main_mass = cosmology.mass_from_einstein_radius_deeplense_host(
+        self.theta_e_reduced, Z_LENS, Z_SOURCE)
     zp = self.inst.zero_point
-    amps = [[float(light.amplitude_from_magnitude(m, r, n, zp))
+    amps = [[light.amplitude_from_magnitude_host(m, r, n, zp)
              for m, r, n in zip(mags, (0.4, 1.5), (2.3, 1.2))] for mags in self.lens_light_mags]
     self.lens_light = _sersic(amps, (0.4, 1.5), (2.3, 1.2), 0.0, (0.05, 0.3), 0.0, 0.0)
 
@@ -503,7 +503,7 @@ class Randomized(Recipe):
     self.inst = instrument_lib.EUCLID_VIS.replace(
         name='randomized', num_pix=self.num_pix, pixel_scale=float(pixel_scale),
         supersampling=self.supersampling)
-    self.unit_theta = float(cosmology.einstein_radius_deeplense(1.0, Z_LENS, Z_SOURCE))
+    self.unit_theta = cosmology.einstein_radius_deeplense_host(1.0, Z_LENS, Z_SOURCE)
 
   def scene(self, key, label):
     draw = priors.UniformStream(key, 4 * self.max_subhalos + 32)

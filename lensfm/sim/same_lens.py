@@ -52,7 +52,7 @@ MAX_SUBHALOS = 64
 MASS_UNIFORMS = 4 * MAX_SUBHALOS + 16   # Uniforms one mass model uses (at most).
 VIEW_UNIFORMS = 24                      # ... and one observation.
 # Einstein radius (arcsec) of 1 Msun with DeepLense's conversion: theta(m) = UNIT * sqrt(m).
-UNIT_THETA = float(cosmology.einstein_radius_deeplense(1.0, recipes.Z_LENS, recipes.Z_SOURCE))
+UNIT_THETA = cosmology.einstein_radius_deeplense_host(1.0, recipes.Z_LENS, recipes.Z_SOURCE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Family:
 def _model_i_zero_point():
   """Zero point at which magnitude 20 gives Model I's amp = 20 (R = 0.25", n = 1)."""
   with jax.ensure_compile_time_eval():
-    unit = float(light.amplitude_from_magnitude(20.0, 0.25, 1.0, 0.0))
+    unit = light.amplitude_from_magnitude_host(20.0, 0.25, 1.0, 0.0)
   return 2.5 * math.log10(20.0 / unit)
 
 

@@ -68,14 +68,23 @@ def get_recipe(name: str, overrides: Optional[dict] = None):
   return sim_source.recipe_by_name(name, overrides)
 
 
+def split_key_args(seed: int, split: str) -> tuple[np.int64, np.uint32]:
+  """The arguments from which `checked_chunk_simulator` derives a split's base key
+  fold_in(PRNGKey(seed), split_id(split)): plain numbers, so no eager op compiles."""
+  return np.int64(seed), np.uint32(sim_source.split_id(split))
+
+
 @functools.lru_cache(maxsize=16)
 def checked_chunk_simulator(recipe, size: int = CHUNK):
-  """Jitted fn(base_key, start) -> (chunk_simulator's examples, checks): checks hold, per
+  """Jitted fn(seed, split_id, start) -> (chunk_simulator's examples, checks) with base key
+  fold_in(PRNGKey(seed), split_id) (`split_key_args`): checks hold, per
   example, 'finite' (every pixel finite) and the per-channel 'sum' and 'sum_sq' of its
   pixels (float32, non-finite images zeroed), so the host never passes over the pixels."""
   simulate = chunk_simulator(recipe, size)
 
-  def simulate_and_check(base_key, start):
+  def simulate_and_check(seed, split, start):
+    # Derived here rather than eagerly: each eager random op is a compilation of its own.
+    base_key = jax.random.fold_in(jax.random.PRNGKey(seed), split)
     out = simulate(base_key, start)
     image = out["image"]
     finite = jnp.isfinite(image).all(axis=(1, 2, 3))
@@ -107,7 +116,7 @@ def chunk_simulator(recipe, size: int = CHUNK):
 def example_spec(recipe, size: int = 1) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes/dtypes of one simulated example (no simulation). Traced through
   the `size` chunk simulator, so a build's first chunk reuses this trace."""
-  base_key = jax.random.fold_in(jax.random.PRNGKey(0), 0)
+  base_key = jax.ShapeDtypeStruct((2,), np.uint32)  # A raw key: no eager op compiles.
   spec = chunk_simulator(recipe, size).eval_shape(base_key, np.uint32(0))
   return {name: jax.ShapeDtypeStruct(s.shape[1:], s.dtype)
           for name, s in spec.items()}
@@ -327,15 +336,14 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
   def _checked_chunks(self, split: str, num: int):
     """Yields (start, {name: array [n, ...]}, checks) in order (`checked_chunk_simulator`);
     the next chunk is dispatched before this one is returned, so it simulates meanwhile."""
-    base_key = jax.random.fold_in(jax.random.PRNGKey(self._seed),
-                                  sim_source.split_id(split))
+    seed, split_number = split_key_args(self._seed, split)
     size = self._chunk
     simulate = checked_chunk_simulator(self.recipe, size)
-    pending = simulate(base_key, np.uint32(0)) if num else None
+    pending = simulate(seed, split_number, np.uint32(0)) if num else None
     for start in range(0, num, size):
       out = pending
       if start + size < num:
-        pending = simulate(base_key, np.uint32(start + size))
+        pending = simulate(seed, split_number, np.uint32(start + size))
       n = min(size, num - start)
       out, checks = jax.tree.map(lambda v: np.asarray(v)[:n], out)
       yield start, out, checks
