@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Everything lensfm measures on a lent H100/H200, in one call of under 10 minutes:
+# What lensfm measures on a lent H100/H200, in calls of under 10 minutes each:
 #   bash experiments/accelerator_session.sh OUT_DIR         # on the accelerator
+#   SECTIONS=variants,fsdp,attention PRETRAIN_S=0 \
+#     bash experiments/accelerator_session.sh OUT_DIR2      # the other sections, a 2nd call
 #   bash experiments/accelerator_session.sh OUT_DIR tiny    # the same chain on CPU, tiny sizes
 # 1. experiments/bench_accelerator.py -> OUT_DIR/accelerator.json (MFU, its profile and
 #    variants, fsdp, cuDNN attention, simulator, input share: SECTIONS; at most
@@ -26,8 +28,8 @@ if [ "$TINY" = tiny ]; then
     > "$OUT/accelerator.log" 2>&1
 else
   PRESET=cpu
-  timeout -k 20 "${BENCH_ACCEL_S:-300}" python experiments/bench_accelerator.py \
-    --sections="${SECTIONS:-mfu,profile,variants,input,fsdp,attention,simulator}" --steps=10 \
+  timeout -k 20 "${BENCH_ACCEL_S:-240}" python experiments/bench_accelerator.py \
+    --sections="${SECTIONS:-mfu,profile,input,simulator}" --steps=10 \
     --sim_iters=10 --variants="${VARIANTS:-batch2x,dot_f32}" --out="$OUT/accelerator.json" > "$OUT/accelerator.log" 2>&1
 fi
 echo "bench_accelerator $((SECONDS - start)) s (exit $?)" | tee -a "$OUT/timings.txt"
