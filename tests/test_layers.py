@@ -10,7 +10,8 @@ from lensfm.models import layers
 # (input shape, contracted axes, features): the ViT's MLP, qkv and head-merging layers,
 # with inputs wider and narrower than outputs so both weight-gradient forms run.
 CASES = [((2, 5, 12), -1, 3), ((2, 5, 3), -1, 12), ((2, 5, 12), -1, (2, 4)),
-         ((2, 5, 3, 4), (-2, -1), 7), ((4, 6, 2, 3), (1, 3), (5, 2))]
+         ((2, 5, 3, 4), (-2, -1), 7), ((4, 6, 2, 3), (1, 3), (5, 2)),
+         ((4, 6, 2, 3), (3, 1), 5)]  # Unsorted axes: DenseGeneral sorts them.
 
 
 @pytest.mark.parametrize("shape,axis,features", CASES)

@@ -133,7 +133,7 @@ class Dense(nn.Module):
   @nn.compact
   def __call__(self, x):
     features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
-    axis = _axes(self.axis, x.ndim)
+    axis = tuple(sorted(_axes(self.axis, x.ndim)))  # DenseGeneral's kernel axis order.
     in_shape = tuple(x.shape[a] for a in axis)
 
     def kernel_init(rng, shape, dtype=jnp.float32):  # Fans as DenseGeneral computes them.
