@@ -19,6 +19,7 @@ from lensfm.objectives import superres
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import sharding
 from lensfm.train import trainer as trainer_lib
+from lensfm import utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,7 +47,7 @@ def synthetic_batch(trainer, seed=0, n=16, size=32, **labels):
 
 
 def flat(tree):
-  return {sharding.path_to_str(p): np.asarray(x)
+  return {utils.path_to_str(p): np.asarray(x)
           for p, x in jax.tree_util.tree_leaves_with_path(jax.device_get(tree))}
 
 

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "lensfm")
-FLOORS = ("errors", "config_args", "compilation_cache", "sim", "data", "models", "objectives",
+FLOORS = ("errors", "utils", "config_args", "compilation_cache", "sim", "data", "models", "objectives",
           "train", "evaluators", "tasks", "main")
 
 # Function-level imports of lensfm modules, each with the reason it is worth it.

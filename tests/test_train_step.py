@@ -13,6 +13,7 @@ from lensfm.objectives import mae
 from lensfm.train import optim
 from lensfm.train import trainer as trainer_lib
 from lensfm.train import sharding
+from lensfm import utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,7 +55,7 @@ def test_sharded_step_matches_single_device():
   flat1 = jax.tree_util.tree_leaves(s1["params"])
   for (path, a), b in zip(flat8, flat1):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-6,
-                               err_msg=sharding.path_to_str(path))
+                               err_msg=utils.path_to_str(path))
   assert step8._cache_size() == 1  # Static shapes: one compilation for all steps.
 
   # Parameters are laid out as the rules say: the largest dimension divisible by 2 is
@@ -179,13 +180,13 @@ def test_weight_decay_mask_and_layer_decay():
   c = tiny_config()
   trainer = trainer_lib.Trainer(c, "/tmp/unused")
   params = trainer.init_state()["params"]
-  mask = {sharding.path_to_str(p): v for p, v in
+  mask = {utils.path_to_str(p): v for p, v in
           jax.tree_util.tree_leaves_with_path(optim.weight_decay_mask(params))}
   assert mask["encoder/encoder/block00/mlp/Dense_0/kernel"]
   assert not mask["encoder/encoder/block00/mlp/Dense_0/bias"]
   assert not mask["encoder/encoder/block00/LayerNorm_0/scale"]
   assert not mask["encoder/cls"] and not mask["decoder/mask_token"]
-  scales = {sharding.path_to_str(p): v for p, v in
+  scales = {utils.path_to_str(p): v for p, v in
             jax.tree_util.tree_leaves_with_path(optim.layer_decay_scales(params, 2, 0.5))}
   assert scales["encoder/patch_embed/kernel"] == 0.5**3
   assert scales["encoder/encoder/block00/attn/query/kernel"] == 0.5**2

@@ -26,6 +26,7 @@ from lensfm.objectives import base
 from lensfm.objectives import reports
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import writer as writer_lib
+from lensfm import utils
 
 
 class Evaluator:
@@ -67,5 +68,5 @@ class Evaluator:
                                  common.figure_path(directory, prefix=f"{self.split}_"))
     report = {**result, **reports.json_details(details), "step": int(step),
               "split": self.split, "plots": paths}
-    ckpt_lib.write_json_atomically(os.path.join(directory, f"{self.split}_report.json"), report)
+    utils.write_json_atomically(os.path.join(directory, f"{self.split}_report.json"), report)
     writer_lib.log_pictures(self.workdir, step, paths)

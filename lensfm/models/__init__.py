@@ -23,18 +23,6 @@ import flax.linen as nn
 from lensfm import errors
 
 
-def path_to_str(path) -> str:
-  """A parameter's pytree path as 'encoder/block_0/kernel' (what config regexes match)."""
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
-
 
 def get_model(model_config, **overrides) -> nn.Module:
   fields = dict(model_config)

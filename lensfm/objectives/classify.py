@@ -50,6 +50,7 @@ from lensfm import models
 from lensfm.objectives import base
 from lensfm.objectives import reports
 from lensfm.sim import recipes
+from lensfm import utils
 
 FEATURE_NORMS = ("none", "batch")
 _EPS = 1e-6
@@ -103,7 +104,7 @@ class DownstreamMixin:
   def encoder_frozen(self, encoder_params) -> bool:
     if self._freeze is None:
       return False
-    paths = [models.path_to_str(p) for p, _ in
+    paths = [utils.path_to_str(p) for p, _ in
              jax.tree_util.tree_leaves_with_path(encoder_params)]
     return all(self._freeze.search(f"encoder/{p}") for p in paths)
 

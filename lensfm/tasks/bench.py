@@ -59,6 +59,7 @@ from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import loading
 from lensfm.train import sharding as sharding_lib
 from lensfm.train import trainer as trainer_lib
+from lensfm import utils
 
 CHECKPOINT_MODES = ("finetune", "linear")
 TRANSFER_SETS = ("model_i", "model_iii", "model_ii_rotated")
@@ -394,7 +395,7 @@ def run(config, workdir: str) -> dict:
       print(f"  test {head} = {result['scores']['test'].get(head)}, "
             f"validation {result['scores']['validation'].get(head)} "
             f"({result['seconds']:.0f} s)", flush=True)
-    ckpt_lib.write_json_atomically(path, result)
+    utils.write_json_atomically(path, result)
     results.append(result)
   info["wall_seconds_this_call"] = time.time() - start
   info["row_seconds_total"] = float(sum(r.get("seconds", 0.) for r in results))

@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from lensfm.train import checkpoint as ckpt_lib
+from lensfm import utils
 
 MODE_NAMES = {"finetune": "checkpoint, fine-tuned", "linear": "checkpoint, linear probe",
               "scratch": "same backbone, scratch", "resnet": "ResNet-18, scratch"}
@@ -182,7 +183,7 @@ def write_all(workdir, info, results) -> dict:
   summary["plots"] = [
       plot_label_efficiency(results, labels_list, os.path.join(workdir, "label_efficiency.png")),
       plot_cross_instrument(results, os.path.join(workdir, "cross_instrument.png"))]
-  ckpt_lib.write_json_atomically(os.path.join(workdir, "bench.json"), summary)
+  utils.write_json_atomically(os.path.join(workdir, "bench.json"), summary)
   text = markdown(info, rows)
   if summary["errors"]:
     text += "\nFailed rows: " + "; ".join(f"{k}: {v}" for k, v in summary["errors"].items()) + "\n"

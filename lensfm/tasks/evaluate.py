@@ -51,11 +51,12 @@ from lensfm import errors
 from lensfm.evaluators import common
 from lensfm.objectives import reports
 from lensfm.objectives import superres
-from lensfm.tasks import image_files
+from lensfm.data import image_files
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import loading
 from lensfm.train import sharding as sharding_lib
 from lensfm.train import writer as writer_lib
+from lensfm import utils
 
 _OVERRIDABLE = ("source", "name", "manual_dir", "data_dir", "recipe", "hr", "lr",
                 "source_pixel_scale")
@@ -208,8 +209,8 @@ def run(config, workdir: str) -> dict:
     if config.get("plots", True):
       summary["plots"] = objective.plots(result, details, pictures, common.figure_path(workdir))
       writer_lib.log_pictures(workdir, trained.step, summary["plots"])
-    ckpt_lib.write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
-    ckpt_lib.write_json_atomically(os.path.join(workdir, "summary.json"), summary)
+    utils.write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
+    utils.write_json_atomically(os.path.join(workdir, "summary.json"), summary)
     print(format_summary(summary), flush=True)
   return summary
 

@@ -43,6 +43,7 @@ from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import loading
 from lensfm.train import sharding as sharding_lib
 from lensfm.train import writer as writer_lib
+from lensfm import utils
 
 
 def class_names(config, num_classes: int):
@@ -137,8 +138,8 @@ def run(config, workdir: str) -> dict:
     summary["plots"] = reports.classification_plots(names, details,
                                                     common.figure_path(workdir, "knn_"))
     writer_lib.log_pictures(workdir, 0, summary["plots"])
-    ckpt_lib.write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
-    ckpt_lib.write_json_atomically(os.path.join(workdir, "summary.json"), summary)
+    utils.write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
+    utils.write_json_atomically(os.path.join(workdir, "summary.json"), summary)
     print(f"kNN (k={summary['k']}, bank {summary['bank_size']}): accuracy "
           f"{result['accuracy']:.4f}, macro AUC {result['auc_macro']:.4f}", flush=True)
   return summary

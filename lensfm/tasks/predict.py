@@ -61,10 +61,11 @@ from lensfm.data import pipeline
 from lensfm.data import sim_source
 from lensfm.data import transforms
 from lensfm import errors
-from lensfm.tasks import image_files
+from lensfm.data import image_files
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import loading
 from lensfm.train import sharding as sharding_lib
+from lensfm import utils
 
 
 def normalization_stats(data_config, override=None):
@@ -235,7 +236,7 @@ def run(config, workdir: str) -> dict:
              "sha256": {output: _sha256(tmp)} | (
                  {skipped_path: _sha256(skipped_tmp)} if skipped_tmp else {})}
   summary_tmp = f"{summary_path}.tmp-{os.getpid()}"
-  ckpt_lib.write_json_atomically(summary_tmp, summary)
+  utils.write_json_atomically(summary_tmp, summary)
   # All three are complete: into place, the summary last.
   os.replace(tmp, output)
   if skipped_tmp:

@@ -44,6 +44,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from lensfm import errors
+from lensfm import utils
 
 # Key of the data item when processes' input states differ (e.g. grain, per host).
 PER_PROCESS = "per_process"
@@ -74,7 +75,7 @@ def write_checksums(step_dir: str) -> None:
       rel = os.path.relpath(path, step_dir)
       if rel not in _UNCHECKED and ".tmp-" not in name:
         files[rel] = [os.path.getsize(path), file_crc32(path)]
-  write_json_atomically(os.path.join(step_dir, CHECKSUMS_FILE),
+  utils.write_json_atomically(os.path.join(step_dir, CHECKSUMS_FILE),
                         {"algorithm": "crc32", "files": files})
 
 
@@ -103,13 +104,6 @@ def verify_checksums(step_dir: str, share: tuple[int, int] = (0, 1)) -> bool:
 def item_handlers():
   return {"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
           "config": ocp.JsonCheckpointHandler()}
-
-
-def write_json_atomically(path: str, obj: Any) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, path)
 
 
 class Checkpointer:

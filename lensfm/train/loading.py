@@ -35,6 +35,7 @@ from lensfm.data import sim_source
 from lensfm.data import transforms
 from lensfm.objectives import base
 from lensfm.train import checkpoint as ckpt_lib
+from lensfm import utils
 
 
 @dataclasses.dataclass
@@ -168,7 +169,7 @@ def export_encoder(path: str, out_dir: str, *, max_file_bytes: int = 16 * 2**20)
         data=ocp.args.JsonSave({}), config=ocp.args.JsonSave(config.to_dict())), force=True)
     manager.wait_until_finished()
   ckpt_lib.write_checksums(os.path.join(tmp, "checkpoints", str(step)))  # Checked on load.
-  ckpt_lib.write_json_atomically(os.path.join(tmp, "config.json"), config.to_dict())
+  utils.write_json_atomically(os.path.join(tmp, "config.json"), config.to_dict())
   too_big = [(f, os.path.getsize(os.path.join(d, f))) for d, _, files in os.walk(tmp)
              for f in files if os.path.getsize(os.path.join(d, f)) > max_file_bytes]
   if too_big:

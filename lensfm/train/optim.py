@@ -19,6 +19,7 @@ import optax
 
 from lensfm import errors
 from lensfm.train import sharding
+from lensfm import utils
 
 # Parameters that get no weight decay: biases, norm scales, and the embedding-like
 # vectors (class token, mask token, learned position embeddings). Decaying them
@@ -42,7 +43,7 @@ def learning_rate_schedule(config) -> optax.Schedule:
 
 def weight_decay_mask(params):
   return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: leaf.ndim >= 2 and not _NO_DECAY.search(sharding.path_to_str(path)),
+      lambda path, leaf: leaf.ndim >= 2 and not _NO_DECAY.search(utils.path_to_str(path)),
       params)
 
 
@@ -58,7 +59,7 @@ def layer_index(name: str, depth: int) -> int:
 
 def layer_decay_scales(params, depth: int, decay: float):
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: decay**(depth + 1 - layer_index(sharding.path_to_str(path), depth)), params)
+      lambda path, _: decay**(depth + 1 - layer_index(utils.path_to_str(path), depth)), params)
 
 
 def scale_by_tree(scales) -> optax.GradientTransformation:
@@ -84,7 +85,7 @@ def make_optimizer(config, params, depth: int = 0) -> tuple[optax.GradientTransf
   if o.get("freeze", None):
     frozen = re.compile(o.freeze)
     labels = jax.tree_util.tree_map_with_path(
-        lambda path, _: "frozen" if frozen.search(sharding.path_to_str(path)) else "trained", params)
+        lambda path, _: "frozen" if frozen.search(utils.path_to_str(path)) else "trained", params)
     if "trained" not in jax.tree.leaves(labels):
       raise errors.UserError(f"config.optim.freeze={o.freeze!r} freezes every parameter.")
     tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)

@@ -18,7 +18,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lensfm import errors
-from lensfm.models import path_to_str
+from lensfm import utils
 
 DATA_AXES = ("data", "fsdp")
 
@@ -76,7 +76,7 @@ def partition_specs(tree: Any, rules: Sequence[tuple[str, str]], mesh) -> Any:
   fsdp_size = mesh.shape["fsdp"]
 
   def spec_for(path, leaf):
-    name = path_to_str(path)
+    name = utils.path_to_str(path)
     shape = tuple(getattr(leaf, "shape", ()))
     for pattern, rule in compiled:
       if pattern.search(name):

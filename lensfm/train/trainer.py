@@ -52,6 +52,7 @@ from lensfm.train import optim
 from lensfm.train import sharding
 from lensfm.train import watchdog as watchdog_lib
 from lensfm.train import writer as writer_lib
+from lensfm import utils
 
 
 # Step s uses fold_in(base_rng, s); initialisation takes a stream no step reaches.
@@ -144,8 +145,8 @@ class Trainer:
     encoder, pre_config, step = loading.load_params(path, "encoder")
     loading.check_same_backbone(pre_config.model, self.config.model, path)
     expected = state["params"]["encoder"]
-    want = {sharding.path_to_str(p): l.shape for p, l in jax.tree_util.tree_leaves_with_path(expected)}
-    have = {sharding.path_to_str(p): l.shape for p, l in jax.tree_util.tree_leaves_with_path(encoder)}
+    want = {utils.path_to_str(p): l.shape for p, l in jax.tree_util.tree_leaves_with_path(expected)}
+    have = {utils.path_to_str(p): l.shape for p, l in jax.tree_util.tree_leaves_with_path(encoder)}
     if want != have:
       diff = sorted(set(want.items()) ^ set(have.items()))[:6]
       raise ValueError(f"Encoder in {path} does not fit config.model: differing "
@@ -212,7 +213,7 @@ class Trainer:
     total = config.total_steps
     if jax.process_index() == 0:
       os.makedirs(workdir, exist_ok=True)
-      ckpt_lib.write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
+      utils.write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
 
     train_input = data_lib.make_input(config.data, global_batch_size=config.batch_size,
                                       sharding=self.data_sharding, seed=config.seed)

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from lensfm.train import checkpoint
+from lensfm import utils
 
 
 def _plain(value):
@@ -148,7 +149,7 @@ class MetricWriter:
     """Writes WORKDIR/summary.json with the last metrics (and `extra`)."""
     summary = {**self.last, **{k: _plain(v) for k, v in (extra or {}).items()}}
     if self.active:
-      checkpoint.write_json_atomically(os.path.join(self.workdir, "summary.json"), summary)
+      utils.write_json_atomically(os.path.join(self.workdir, "summary.json"), summary)
     return summary
 
   def close(self) -> None:

@@ -1,0 +1,26 @@
+"""Small helpers every floor may use: parameter path names and atomic JSON writes."""
+import json
+import os
+from typing import Any
+
+
+def path_to_str(path) -> str:
+  """A parameter's pytree path as 'encoder/block_0/kernel' (what config regexes match)."""
+  parts = []
+  for key in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+    else:
+      parts.append(str(key))
+  return "/".join(parts)
+
+
+def write_json_atomically(path: str, obj: Any) -> None:
+  """Writes `obj` as JSON to a temporary file beside `path`, then renames it into place,
+  so a reader never sees half a file."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+  os.replace(tmp, path)
