@@ -78,7 +78,7 @@ def apply_mode(c: ml_collections.ConfigDict, mode: str, runlocal: bool,
   if mode not in allowed:
     raise ValueError(f"Config arg mode={mode!r} is not one of {tuple(allowed)}.")
   # Read when the run starts: init_from may still be set on the command line, and a fresh
-  # mode then takes only its backbone and grid (loading.adopt_init_from).
+  # mode then takes only its grid and backbone (`contract.ADOPTION`).
   c.mode = mode
   if mode == "finetune":
     return

@@ -1,16 +1,16 @@
 r"""Evaluation of a fine-tuned checkpoint: WORKDIR/summary.json with every metric + PNGs.
 
 By default the checkpoint's own data, held-out split ('test'):
-  python -m lensfm.main --config=configs/evaluate.py --config.init_from=FINETUNED_WORKDIR \
+  python -m lensfm.main --config=configs/evaluate.py --config.checkpoint=FINETUNED_WORKDIR \
       --workdir=DIR
 On the released DeepLense files (the TFDS dataset is built from the directory on first
 use, then reused; images of any size and pixel scale, e.g. Model I's 150x150 at 0.05"/px,
 are mapped onto the checkpoint's grid):
-  python -m lensfm.main --config=configs/evaluate.py --config.init_from=FINETUNED_WORKDIR \
+  python -m lensfm.main --config=configs/evaluate.py --config.checkpoint=FINETUNED_WORKDIR \
       --config.data.name=deeplense/model_ii --config.data.manual_dir=DEEPLENSE_DIR \
       [--config.data.data_dir=TFDS_DIR] --workdir=DIR
 A super-resolution checkpoint on paired files (matched by file name; LR of 1/scale size):
-  python -m lensfm.main --config=configs/evaluate.py --config.init_from=SR_WORKDIR \
+  python -m lensfm.main --config=configs/evaluate.py --config.checkpoint=SR_WORKDIR \
       --config.data.hr='hr/*.npy' --config.data.lr='lr/*.npy' --workdir=DIR
 On a laptop CPU: `configs/evaluate.py:runlocal` (1024 simulated examples, batch 64).
 
@@ -29,7 +29,8 @@ def get_config(arg=None):
   arg = parse_arg(arg, runlocal=False)
   c = ml_collections.ConfigDict()
   c.task = "evaluate"
-  c.init_from = ""
+  c.checkpoint = ""  # The fine-tuned workdir (or checkpoints/<step>) to evaluate.
+  c.init_from = ""  # Its older spelling (deprecated).
   c.split = "test"
   c.num_examples = 1024 if arg.runlocal else 8192  # Simulated data; a cap for TFDS (0: all).
   c.batch_size = 64 if arg.runlocal else 256

@@ -22,7 +22,7 @@ On a laptop CPU (a minute or two, 32x32 images; needs a runlocal pretraining run
       --config.init_from=/tmp/lensfm_mae --workdir=/tmp/lensfm_cls
 Then the full report (summary.json with auc_macro, accuracy, per-class AUC, confusion
 matrix; ROC and confusion-matrix PNGs):
-  python -m lensfm.main --config=configs/evaluate.py --config.init_from=/tmp/lensfm_cls \
+  python -m lensfm.main --config=configs/evaluate.py --config.checkpoint=/tmp/lensfm_cls \
       --workdir=/tmp/lensfm_cls_eval
 
 What it should reach (accelerator scale): macro AUC >= 0.999 with all

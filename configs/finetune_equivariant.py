@@ -15,7 +15,7 @@ On a laptop CPU (32x32 images, ~1.5 min of CPU time; pretrain first):
   python -m lensfm.main --config=configs/mae_equivariant.py:runlocal --workdir=/tmp/lensfm_mae_eq
   python -m lensfm.main --config=configs/finetune_equivariant.py:runlocal \
       --config.init_from=/tmp/lensfm_mae_eq --workdir=/tmp/lensfm_cls_eq
-Evaluation as for any fine-tuned run: configs/evaluate.py with --config.init_from.
+Evaluation as for any fine-tuned run: configs/evaluate.py with --config.checkpoint.
 (It switches augmentations off, so it cannot make a rotated test set yet;
 experiments/bench_equivariant.py rotates its own.)
 

@@ -16,7 +16,7 @@ On a laptop CPU (a minute or two, 32x32 images; needs configs/mae_vit_b.py:runlo
   python -m lensfm.main --config=configs/finetune_regress.py:runlocal \
       --config.init_from=/tmp/lensfm_mae --workdir=/tmp/lensfm_axion
 Evaluate (summary.json with mae_/rmse_/r2_<target>, and prediction-vs-truth scatter PNGs):
-  python -m lensfm.main --config=configs/evaluate.py --config.init_from=/tmp/lensfm_axion \
+  python -m lensfm.main --config=configs/evaluate.py --config.checkpoint=/tmp/lensfm_axion \
       --workdir=/tmp/lensfm_axion_eval
 
 What it should reach (accelerator scale): axion-mass MAE <= 0.015 dex

@@ -12,7 +12,7 @@ Modes `:mode=finetune|linear|scratch|resnet|knn` (see configs/common.py).
 On a laptop CPU (a minute or two, 32x32 images; needs configs/mae_vit_b.py:runlocal first):
   python -m lensfm.main --config=configs/lensfind.py:runlocal \
       --config.init_from=/tmp/lensfm_mae --workdir=/tmp/lensfm_lensfind
-  python -m lensfm.main --config=configs/evaluate.py --config.init_from=/tmp/lensfm_lensfind \
+  python -m lensfm.main --config=configs/evaluate.py --config.checkpoint=/tmp/lensfm_lensfind \
       --config.num_examples=20000 --workdir=/tmp/lensfm_lensfind_eval
 (TPR at 0.1% FPR needs well over 1,000 negatives to mean anything: evaluate on >= 20k.)
 

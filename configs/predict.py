@@ -1,6 +1,6 @@
 r"""Predictions of a fine-tuned checkpoint on your own .npy or FITS images -> CSV.
 
-  python -m lensfm.main --config=configs/predict.py --config.init_from=FINETUNED_WORKDIR \
+  python -m lensfm.main --config=configs/predict.py --config.checkpoint=FINETUNED_WORKDIR \
       --config.inputs='my_lenses/*.fits' --workdir=DIR
 `inputs` is a file, a directory, a glob, or several separated by commas. DIR/predictions.csv
 has one row per readable image: the file, then class probabilities and the predicted class
@@ -23,7 +23,8 @@ def get_config(arg=None):
   arg = parse_arg(arg, runlocal=False)
   c = ml_collections.ConfigDict()
   c.task = "predict"
-  c.init_from = ""
+  c.checkpoint = ""  # The fine-tuned workdir (or checkpoints/<step>) to predict with.
+  c.init_from = ""  # Its older spelling (deprecated).
   c.inputs = ""
   c.output = ""  # Default WORKDIR/predictions.csv.
   c.batch_size = 16 if arg.runlocal else 64

@@ -13,7 +13,7 @@ Modes `:mode=finetune|linear|scratch|resnet` (linear: frozen encoder, only the d
 trains). On a laptop CPU (a minute or two, 32x32 HR; needs configs/mae_vit_b.py:runlocal):
   python -m lensfm.main --config=configs/superres.py:runlocal \
       --config.init_from=/tmp/lensfm_mae --workdir=/tmp/lensfm_sr
-  python -m lensfm.main --config=configs/evaluate.py --config.init_from=/tmp/lensfm_sr \
+  python -m lensfm.main --config=configs/evaluate.py --config.checkpoint=/tmp/lensfm_sr \
       --workdir=/tmp/lensfm_sr_eval       # summary.json + sr_triptych.png (LR, SR, HR)
 
 What it should reach (accelerator scale): x2 PSNR at least 10 dB above

@@ -23,8 +23,8 @@ from lensfm import compilation_cache
 from lensfm import config_args
 from lensfm import errors
 from lensfm import tasks
+from lensfm.train import contract
 from lensfm.train import distributed
-from lensfm.train import loading
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARGS]).",
                                           lock_config=True)
@@ -180,18 +180,9 @@ def main(argv):
 def check_backbone_overrides(config, overrides) -> None:
   """A run from init_from adopts the checkpoint's backbone, so a --config.model.FIELD
   that contradicts it is a mistake to name, never silently replaced."""
-  path = config.get("init_from", "")
-  fields = sorted({f.split(".", 2)[1] for f in overrides if f.startswith("model.")}
-                  - {"dtype", "remat", "attention_impl"})
-  if not path or not fields or config.get("mode", "") == "resnet":
-    return
-  pretrained = loading.load_config(path).model
-  differ = [f"model.{f}: checkpoint {pretrained.get(f)!r} vs config {config.model.get(f)!r}"
-            for f in fields if pretrained.get(f) != config.model.get(f)]
-  if differ:
-    raise errors.UserError(
-        f"Checkpoint {path} has a different backbone: {'; '.join(differ)}. A run from "
-        f"init_from uses its checkpoint's backbone: drop those --config.model overrides.")
+  start_from = contract.start_from(config)
+  if start_from is not None:
+    start_from.check_overrides(config, overrides)
 
 
 def outputs_report(workdir: str) -> str:

@@ -1,7 +1,10 @@
-"""Small helpers every floor may use: parameter path names and atomic JSON writes."""
+"""Small helpers every floor may use: parameter path names, plain dicts of configs and
+atomic JSON writes."""
 import json
 import os
-from typing import Any
+from typing import Any, Mapping, Optional
+
+import ml_collections
 
 
 def path_to_str(path) -> str:
@@ -24,3 +27,10 @@ def write_json_atomically(path: str, obj: Any) -> None:
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2, sort_keys=True, default=str)
   os.replace(tmp, path)
+
+
+def as_dict(config: Optional[Mapping]) -> dict:
+  """A ConfigDict, FrozenConfigDict, mapping or None as a plain dict."""
+  if isinstance(config, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
+    return config.to_dict()
+  return dict(config or {})

@@ -69,7 +69,7 @@ def test_finetune_logs_validation_metrics_and_figures(workdirs):
 def test_evaluate_writes_summary_with_every_metric(workdirs):
   root, _ = workdirs
   c = load("evaluate.py:runlocal")
-  c.update(init_from=str(root / "finetune"), num_examples=48, batch_size=BATCH)
+  c.update(checkpoint=str(root / "finetune"), num_examples=48, batch_size=BATCH)
   evaluate.run(c, str(root / "eval"))
   summary = json.loads((root / "eval" / "summary.json").read_text())
   in_unit_interval(summary, ["accuracy", "auc_macro"] + [f"auc_{k}" for k in CLASSES])
@@ -100,8 +100,10 @@ def write_deeplense_files(directory, per_class=4, size=64):
 
 
 @pytest.mark.parametrize("name, size", [("model_ii", 64), ("model_i", 150)])
-def test_evaluate_on_deeplense_files_builds_the_dataset_first(workdirs, tmp_path, name, size):
-  """64x64 Model II files and 150x150 Model I counts, on a 32 px model: mapped, no flags."""
+def test_evaluate_on_deeplense_files_builds_the_dataset_first(workdirs, tmp_path, name, size,
+                                                              capsys):
+  """64x64 Model II files and 150x150 Model I counts, on a 32 px model: mapped, no flags.
+  The checkpoint is named by the older spelling, init_from, which still works."""
   root, _ = workdirs
   write_deeplense_files(tmp_path / "deeplense", size=size)
   c = load("evaluate.py:runlocal")
@@ -109,6 +111,7 @@ def test_evaluate_on_deeplense_files_builds_the_dataset_first(workdirs, tmp_path
   c.data.update(name=f"deeplense/{name}", manual_dir=str(tmp_path / "deeplense"),
                 data_dir=str(tmp_path / "tfds"))
   evaluate.run(c, str(tmp_path / "eval"))
+  assert "--config.init_from for evaluate is deprecated" in capsys.readouterr().out
   summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
   assert summary["data"] == f"deeplense/{name}" and summary["num_examples"] == 12
   in_unit_interval(summary, ["accuracy", "auc_macro"] + [f"auc_{k}" for k in CLASSES])
@@ -118,7 +121,7 @@ def test_evaluate_on_deeplense_files_builds_the_dataset_first(workdirs, tmp_path
 def test_evaluate_explains_that_the_model_grid_is_fixed(workdirs):
   root, _ = workdirs
   c = load("evaluate.py:runlocal")
-  c.update(init_from=str(root / "finetune"))
+  c.update(checkpoint=str(root / "finetune"))
   c.data.image_size = 64
   with pytest.raises(ValueError, match="model grid .* images of any size"):
     evaluate.run(c, str(root / "unused"))
@@ -127,7 +130,7 @@ def test_evaluate_explains_that_the_model_grid_is_fixed(workdirs):
 def test_evaluate_rejects_a_pretraining_checkpoint(workdirs):
   root, _ = workdirs
   c = load("evaluate.py")
-  c.init_from = str(root / "pretrain")
+  c.checkpoint = str(root / "pretrain")
   with pytest.raises(ValueError, match="objective 'mae', which has no downstream head"):
     evaluate.run(c, str(root / "unused"))
 
@@ -152,7 +155,7 @@ def test_predict_writes_csv_and_names_unreadable_files(workdirs, tmp_path):
   with_nan[3, 4] = np.nan
   np.save(images / "with_nan.npy", with_nan)
   c = load("predict.py:runlocal")
-  c.update(init_from=str(root / "finetune"), inputs=str(images), progress_bar=False,
+  c.update(checkpoint=str(root / "finetune"), inputs=str(images), progress_bar=False,
            batch_size=4)
   summary = predict.run(c, str(tmp_path / "out"))
   assert summary["num_images"] == 7 and summary["num_skipped"] == 2
@@ -210,7 +213,7 @@ def test_superres_evaluation_on_paired_files(tmp_path):
     if i < 4:  # lens4 has no LR partner: skipped, said so.
       np.save(tmp_path / "lr" / f"lens{i}.npy", hr.reshape(16, 2, 16, 2).mean((1, 3)))
   e = load("evaluate.py:runlocal")
-  e.update(init_from=str(tmp_path / "sr"), batch_size=BATCH)
+  e.update(checkpoint=str(tmp_path / "sr"), batch_size=BATCH)
   e.data.update(hr=str(tmp_path / "hr"), lr=str(tmp_path / "lr" / "*.npy"))
   evaluate.run(e, str(tmp_path / "eval"))
   summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
@@ -222,7 +225,7 @@ def test_superres_evaluation_on_paired_files(tmp_path):
 
   # Predict mode on the LR files: one SR image per file, at the HR size.
   p = load("predict.py:runlocal")
-  p.update(init_from=str(tmp_path / "sr"), inputs=str(tmp_path / "lr"), progress_bar=False)
+  p.update(checkpoint=str(tmp_path / "sr"), inputs=str(tmp_path / "lr"), progress_bar=False)
   out = predict.run(p, str(tmp_path / "pred"))
   assert out["num_images"] == 4 and out["num_skipped"] == 0
   with open(tmp_path / "pred" / "predictions.csv") as f:

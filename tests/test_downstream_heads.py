@@ -13,7 +13,7 @@ from lensfm import models
 from lensfm.data import pipeline
 from lensfm.data import sim_pool
 from lensfm.tasks import finetune
-from lensfm.train import loading
+from lensfm.train import contract
 from lensfm.objectives import regress
 from lensfm.objectives import superres
 from lensfm.train import checkpoint as ckpt_lib
@@ -176,7 +176,7 @@ def pretrained(tmp_path_factory):
 def test_init_from_loads_the_encoder(pretrained):
   path, encoder = pretrained
   c = downstream_config(init_from=path)
-  loading.check_init_from(c)
+  contract.resolve(path).check_fits(c)
   params = make_trainer(c).init_state()["params"]
   got, want = flat(params["encoder"]), flat(encoder)
   assert got.keys() == want.keys()
@@ -193,19 +193,19 @@ def test_mismatched_backbone_fails_naming_the_difference(pretrained, field, valu
   c = downstream_config(init_from=pretrained[0])
   c.model[field] = value
   with pytest.raises(ValueError, match="different backbone") as error:
-    loading.check_init_from(c)
+    contract.resolve(c.init_from).check_fits(c)
   assert message in str(error.value)
 
 
 def test_missing_or_wrong_channel_checkpoint_fails_clearly(pretrained, tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    loading.check_init_from(downstream_config(init_from=str(tmp_path / "nowhere")))
+    contract.start_from(downstream_config(init_from=str(tmp_path / "nowhere")))
   with pytest.raises(FileNotFoundError, match="No checkpoint found"):
-    loading.check_init_from(downstream_config(init_from=str(tmp_path)))
+    contract.start_from(downstream_config(init_from=str(tmp_path)))
   c = downstream_config(init_from=pretrained[0])
   c.data.channels = 3
   with pytest.raises(ValueError, match="1 channel.*config.data.channels=3"):
-    loading.check_init_from(c)
+    contract.start_from(c).check_fits(c)
 
 
 def test_init_from_with_another_normalisation_fails_clearly(pretrained):
@@ -213,7 +213,7 @@ def test_init_from_with_another_normalisation_fails_clearly(pretrained):
   c.data.normalize = "minmax"
   with pytest.raises(ValueError, match="normalize='zscore' images, but this run has "
                      "config.data.normalize='minmax'"):
-    loading.check_init_from(c)
+    contract.start_from(c).check_fits(c)
 
 
 def fake_pool(n_per_class=4, classes=3, size=8):

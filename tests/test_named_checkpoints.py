@@ -9,6 +9,7 @@ import pytest
 
 from lensfm import config_args
 from lensfm import models
+from lensfm.train import contract
 from lensfm.train import loading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,8 +59,9 @@ def test_export_round_trips_in_files_under_the_limit(tmp_path):
 def test_downstream_config_adopts_the_backbone_and_grid(mode):
   c = config_args.load(os.path.join(ROOT, f"configs/finetune_classify.py:runlocal,mode={mode}"))
   c.init_from = "lensfm:tiny"
-  adopted = loading.adopt_init_from(c)
-  pre = loading.load_config("lensfm:tiny")
+  checkpoint = contract.resolve("lensfm:tiny")
+  adopted = checkpoint.adopt(c)
+  pre = checkpoint.config
   assert adopted.data.image_size == pre.data.image_size
   assert adopted.data.pixel_scale == pre.data.pixel_scale
   # The runlocal recipe (shrunk to 32 px) now renders the adopted 4.85" field at 0.101"/px.
@@ -70,5 +72,4 @@ def test_downstream_config_adopts_the_backbone_and_grid(mode):
     for field in ("name", "width", "depth", "patch_size"):
       assert adopted.model[field] == pre.model[field]
   assert adopted.init_from == ("" if mode in ("scratch", "resnet") else "lensfm:tiny")
-  if adopted.init_from:
-    loading.check_init_from(adopted)
+  checkpoint.check_fits(adopted)

@@ -40,7 +40,8 @@ class Input(Protocol):
   `next()` returns a dict of global jax.Arrays whose leading axis is the global
   batch, sharded with the `sharding` given to `make_input`. `get_state()` returns
   a JSON-serialisable dict; `set_state()` with it makes the iterator continue
-  exactly where it was (bit-for-bit identical batches).
+  exactly where it was (bit-for-bit identical batches). `close()` releases what the
+  input holds (threads, worker processes); it cannot be used afterwards.
   """
 
   def __iter__(self) -> Iterator[Batch]: ...
@@ -50,6 +51,8 @@ class Input(Protocol):
   def get_state(self) -> dict[str, Any]: ...
 
   def set_state(self, state: dict[str, Any]) -> None: ...
+
+  def close(self) -> None: ...
 
 
 def source_name(data_config) -> str:

@@ -15,16 +15,13 @@ import math
 import ml_collections
 
 from lensfm import data as data_lib
+from lensfm import utils
 
 _POOL_KEYS = ("labels_per_class", "labels_seed")
 
 
-def as_dict(config) -> dict:
-  return config.to_dict() if hasattr(config, "to_dict") else dict(config)
-
-
 def eval_data_config(data_config) -> ml_collections.ConfigDict:
-  d = as_dict(data_config)
+  d = utils.as_dict(data_config)
   if d.get("source") == "sim_pool":
     d["source"] = "sim"
   for k in _POOL_KEYS:

@@ -75,18 +75,20 @@ import threading
 import warnings
 from typing import Any, Mapping, Optional
 
+from absl import flags
 import grain
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
 from lensfm.data import build
+from lensfm.data.builders import deeplense as deeplense_builder
+from lensfm.data.builders import lensfm_sim as lensfm_sim_builder
 from lensfm.data import grid as grid_lib
 from lensfm.data import sim_source
 from lensfm.data import transforms
 from lensfm import errors
-from lensfm.data.builders import deeplense as deeplense_builder
-from lensfm.data.builders import lensfm_sim as lensfm_sim_builder
+from lensfm import utils
 
 _SPLIT_FALLBACKS = {"test": ("validation",), "validation": ("test",),
                     "val": ("validation", "test"), "eval": ("test",
@@ -271,7 +273,6 @@ def _ensure_absl_flags_parsed() -> None:
   """grain's worker processes read absl flags; programs that never ran
   `absl.app.run` (pytest, argparse mains, notebooks) must mark them parsed
   (with their defaults) first."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
@@ -425,20 +426,30 @@ def make_prepare(*, sharding, seed: int, split: str, normalize: str, augment,
   return jax.jit(prepare, out_shardings=sharding)
 
 
-def normalization_stats(data_config, info, area_ratio: float = 1.0) -> Optional[dict]:
-  """'standardize' statistics; stored ones (native grid) are scaled by the pixel-area
-  ratio of the map onto the model grid (flux per pixel scales with the area)."""
+def stored_normalization_stats(data_config, info, area_ratio: float = 1.0) -> Optional[dict]:
+  """'standardize' statistics stored at build time (native grid), scaled by the pixel-area
+  ratio of the map onto the model grid (flux per pixel scales with the area); the rule
+  for every source is `model_input.normalization_stats`."""
   if data_config.get("normalize", transforms.DEFAULT_NORMALIZE) != "standardize":
     return None
   given = data_config.get("norm_stats", None)
   if given:
-    return sim_source._plain_dict(given)  # pylint: disable=protected-access
+    return utils.as_dict(given)
   stats = dict(info.metadata or {}).get("pixel_stats") if info.metadata else None
   if not stats:
     raise ValueError("normalize='standardize' needs pixel statistics, but the "
                      "dataset has none in metadata.json; rebuild it with "
                      "lensfm.data.build or set config.data.norm_stats.")
   return {k: [float(v) * area_ratio for v in stats[k]] for k in ("mean", "std")}
+
+
+def built_normalization_stats(data_config) -> Optional[dict]:
+  """`stored_normalization_stats` of config.data's built dataset, read from disk."""
+  dataset_dir = find_dataset_dir(data_config.name, data_config.get("data_dir", None))
+  info = tfds.builder_from_directory(dataset_dir).info
+  src_scale = dataset_pixel_scale(info, data_config.name, data_config)
+  _, dst_scale = grid_lib.model_grid(data_config)
+  return stored_normalization_stats(data_config, info, grid_lib.area_ratio(src_scale, dst_scale))
 
 
 def build_if_needed(data_config, show: bool = True) -> None:
@@ -479,7 +490,7 @@ def make(data_config, *, global_batch_size: int,
       normalize=data_config.get("normalize", transforms.DEFAULT_NORMALIZE),
       augment=(transforms.parse_augment(data_config.get("augment", ""))
                if training else ()),
-      stats=normalization_stats(data_config, plan["info"], plan["area_ratio"]),
+      stats=stored_normalization_stats(data_config, plan["info"], plan["area_ratio"]),
       mapper=plan["mapper"])
   return GrainInput(plan["batches"], sharding=sharding, prepare=prepare,
                     prefetch=data_config.get("prefetch", 2),

@@ -44,6 +44,7 @@ present so that every source yields the same keys as padded eval batches).
 from __future__ import annotations
 
 import functools
+import warnings
 import zlib
 from typing import Any, Mapping, Optional
 
@@ -54,6 +55,7 @@ import numpy as np
 from lensfm.data import grid as grid_lib
 from lensfm.data import transforms
 from lensfm import errors
+from lensfm import utils
 from lensfm.sim import recipes
 from lensfm.sim import render as render_lib
 
@@ -74,15 +76,6 @@ def split_id(split: str) -> int:
   return 3 + zlib.crc32(split.encode()) % (2**31 - 3)
 
 
-def _plain_dict(value) -> dict:
-  """ConfigDict / FrozenConfigDict / Mapping / None -> dict."""
-  if value is None:
-    return {}
-  if hasattr(value, "to_dict"):
-    return value.to_dict()
-  return dict(value)
-
-
 @functools.lru_cache(maxsize=32)
 def _cached_recipe(name: str, overrides_key):
   recipe = recipes.get(name, **dict(overrides_key))
@@ -93,7 +86,7 @@ def _cached_recipe(name: str, overrides_key):
 
 def recipe_by_name(name: str, overrides: Optional[Mapping] = None):
   """`recipes.get(name, **overrides)`, one object per distinct call."""
-  overrides = _plain_dict(overrides)
+  overrides = utils.as_dict(overrides)
   return _cached_recipe(name, tuple(sorted(
       (k, _hashable(v)) for k, v in overrides.items())))
 
@@ -105,6 +98,14 @@ def get_recipe(data_config):
     raise errors.UserError("config.data.recipe must name a simulator recipe when "
                            "config.data.source='sim'.")
   return recipe_by_name(name, data_config.get("recipe_overrides", None))
+
+
+def recipe_class_names(data_config) -> Optional[tuple[str, ...]]:
+  """The simulator recipe's class names when the data are simulated, else None."""
+  if data_config.get("source", None) not in ("sim", "sim_pool"):
+    return None
+  recipe = recipes.RECIPES.get(data_config.get("recipe", None))
+  return tuple(recipe.class_names) if recipe is not None else None
 
 
 def check_image_shape(shape, data_config, what: str) -> None:
@@ -180,7 +181,7 @@ def normalization_stats(data_config, recipe) -> Optional[dict]:
     return None
   given = data_config.get("norm_stats", None)
   if given:
-    return _plain_dict(given)
+    return utils.as_dict(given)
   return simulated_statistics(recipe, STATS_EXAMPLES, grid_key(recipe, data_config))
 
 
@@ -245,6 +246,9 @@ class StepIndexedInput:
   def set_state(self, state: Mapping[str, Any]) -> None:
     self._step = int(state["step"])
 
+  def close(self) -> None:
+    """Nothing to release: batches are made on demand."""
+
 
 class SimInput(StepIndexedInput):
   """Endless on-device simulated batches; see the module docstring."""
@@ -291,7 +295,6 @@ def make(data_config, *, global_batch_size: int,
                     f"Simulator recipe {recipe.name!r}")
   if not jax.config.jax_threefry_partitionable:
     # Still correct, but every process would compute the whole batch.
-    import warnings  # pylint: disable=g-import-not-at-top
     warnings.warn("jax_threefry_partitionable is off: each process will "
                   "simulate the full global batch, not only its shard.")
   normalize = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)

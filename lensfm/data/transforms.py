@@ -160,6 +160,29 @@ def denormalize(values: jax.Array, image: jax.Array, method: str,
   return values
 
 
+def normalize_like(values: jax.Array, image: jax.Array, method: str,
+                   stats: Optional[Mapping] = None) -> jax.Array:
+  """`values` in the normalised units of `image`: the map `normalize(image, ...)` applies
+  to `image`, applied to `values` (e.g. an LR image normalised by its HR image's map, so
+  the pair keeps its relative brightness). The inverse of `denormalize`."""
+  check_normalize(method, stats)
+  image = jnp.asarray(image, jnp.float32)
+  values = jnp.asarray(values, jnp.float32)
+  if method == "zscore":
+    mean = jnp.mean(image)
+    std = jnp.sqrt(jnp.mean(jnp.square(image - mean)))
+    return (values - mean) / jnp.maximum(std, _EPS)
+  if method == "minmax":
+    lo, hi = jnp.min(image), jnp.max(image)
+    return (values - lo) / jnp.maximum(hi - lo, _EPS)
+  if method == "asinh":
+    peak = jnp.maximum(jnp.max(jnp.abs(image)), _EPS)
+    return jnp.arcsinh(values / (ASINH_SOFTENING * peak)) / math.asinh(1.0 / ASINH_SOFTENING)
+  if method == "standardize":
+    return standardize(values, stats["mean"], stats["std"])
+  return values
+
+
 # -- geometry ----------------------------------------------------------------------
 
 

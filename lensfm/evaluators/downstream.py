@@ -24,7 +24,6 @@ from lensfm.data import eval_input
 from lensfm.evaluators import common
 from lensfm.objectives import base
 from lensfm.objectives import reports
-from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import writer as writer_lib
 from lensfm import utils
 

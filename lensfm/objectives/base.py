@@ -55,6 +55,9 @@ class DownstreamObjective(Objective):
   # non-finite image): a class or a physical value would be a confident guess about
   # nothing, so by default the row's answer columns stay empty and its flag says why.
   answers_suspicious_inputs: bool = False
+  # For a model that maps LR images onto an HR grid, the HR/LR pixel ratio (evaluation
+  # then also takes paired HR/LR files); None for every other task.
+  paired_lr_factor: Optional[int] = None
 
   @classmethod
   def prepare_config(cls, config, training_batches):

@@ -38,7 +38,6 @@ AUC and the confusion matrix (`reports.classification`); the predict CSV has
 prob_<class> columns and predicted_class.
 """
 import re
-from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -46,10 +45,9 @@ import jax.numpy as jnp
 import optax
 
 from lensfm import errors
-from lensfm import models
+from lensfm.data import sim_source
 from lensfm.objectives import base
 from lensfm.objectives import reports
-from lensfm.sim import recipes
 from lensfm import utils
 
 FEATURE_NORMS = ("none", "batch")
@@ -82,14 +80,6 @@ def batch_mask(batch) -> jax.Array:
   if "mask" in batch:
     return batch["mask"]
   return jnp.ones(batch["image"].shape[:1], bool)
-
-
-def recipe_class_names(data_config) -> Optional[tuple[str, ...]]:
-  """The simulator recipe's class names when the data are simulated, else None."""
-  if data_config.get("source", None) not in ("sim", "sim_pool"):
-    return None
-  recipe = recipes.RECIPES.get(data_config.get("recipe", None))
-  return tuple(recipe.class_names) if recipe is not None else None
 
 
 class DownstreamMixin:
@@ -192,7 +182,7 @@ class Objective(HeadObjective):
     self._init_head(config, self.num_classes)
     self.label_key = cfg.get("label_key", "label")
     self.label_smoothing = float(cfg.get("label_smoothing", 0.))
-    sim_names = recipe_class_names(config.data)
+    sim_names = sim_source.recipe_class_names(config.data)
     if sim_names is not None and len(sim_names) != self.num_classes:
       raise errors.UserError(
           f"config.objective.num_classes={self.num_classes}, but simulator recipe "

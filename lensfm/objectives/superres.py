@@ -128,6 +128,7 @@ class Objective(classify.DownstreamMixin, base.DownstreamObjective):
     self._init_downstream(config)
     cfg = config.objective
     self.scale = int(cfg.get("scale", 2))
+    self.paired_lr_factor = self.scale
     if self.scale not in (2, 4):
       raise errors.UserError(f"config.objective.scale={cfg.get('scale')!r}; expected 2 or 4.")
     self.blur_sigma = float(cfg.get("lr_blur_sigma", 0.))

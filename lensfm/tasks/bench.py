@@ -33,35 +33,31 @@ already scored (resume at the next row; a row that failed is run again). At the 
 version, budgets, seeds, wall times; every row; the aggregated table), DIR/BENCH.md and
 the plots DIR/label_efficiency.png, DIR/cross_instrument.png.
 """
-import functools
 import json
 import os
 import re
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from lensfm import data as data_lib
-from lensfm import errors
 from lensfm.data import eval_input
-from lensfm.data import grid as grid_lib
-from lensfm.data import sim_source
+from lensfm.data import model_input
 from lensfm.data import transforms
+from lensfm import errors
 from lensfm.evaluators import common
 from lensfm.objectives import reports
 from lensfm.tasks import bench_report
 from lensfm.tasks import bench_sets
 from lensfm.tasks import finetune
-from lensfm.train import checkpoint as ckpt_lib
-from lensfm.train import loading
-from lensfm.train import sharding as sharding_lib
+from lensfm.train import contract
 from lensfm.train import trainer as trainer_lib
 from lensfm import utils
 
-CHECKPOINT_MODES = ("finetune", "linear")
+# Modes that start from the checkpoint's weights; the others are the baselines.
+CHECKPOINT_MODES = tuple(m for m, rule in contract.ADOPTION.items() if rule.weights and m != "knn")
 TRANSFER_SETS = ("model_i", "model_iii", "model_ii_rotated")
 TASK_SETS = {"regress": "axion", "superres": "superres", "lensfind": "lensfind"}
 # The headline metric of each task (higher is better except MAE).
@@ -126,22 +122,18 @@ def extra_datasets(spec: str) -> list[tuple[str, str]]:
 
 def backbone(config) -> dict:
   """The checkpoint's model and input grid (or the defaults for baselines only)."""
-  path = config.get("init_from", "")
-  if not path:
-    return {"path": "", "model": config.default_model.to_dict(),
+  checkpoint = contract.start_from(config)
+  if checkpoint is None:
+    return {"path": "", "checkpoint": None, "model": config.default_model.to_dict(),
             "image_size": int(config.grid.image_size),
             "pixel_scale": float(config.grid.pixel_scale),
             "normalize": transforms.DEFAULT_NORMALIZE, "channels": 1, "step": None}
-  pre = loading.load_config(path)
-  try:
-    _, step = loading.find_checkpoint(path)
-  except (FileNotFoundError, ValueError):  # e.g. a named checkpoint shipped in the package
-    step = None
-  size, scale = grid_lib.model_grid(pre.data)
-  return {"path": path, "model": pre.model.to_dict(), "image_size": size,
-          "pixel_scale": scale, "step": step, "channels": int(pre.data.get("channels", 1)),
-          "normalize": pre.data.get("normalize", transforms.DEFAULT_NORMALIZE),
-          "objective": pre.get("objective", {}).get("name", None)}
+  grid = checkpoint.grid
+  return {"path": checkpoint.ref, "checkpoint": checkpoint,
+          "model": checkpoint.model_config.to_dict(), "image_size": grid.size,
+          "pixel_scale": grid.pixel_scale, "step": checkpoint.step, "channels": grid.channels,
+          "normalize": checkpoint.config.data.get("normalize", transforms.DEFAULT_NORMALIZE),
+          "objective": checkpoint.objective_name}
 
 
 def training_num_pix(recipe_name: str, native: int, size: int, scale: float) -> int:
@@ -160,7 +152,7 @@ def run_config(config, row, bb) -> ml_collections.ConfigDict:
   task = "classify" if row["task"] == "extra" else row["task"]
   recipe = config.recipes[task][row["mode"]]
   c = ml_collections.ConfigDict(recipe.to_dict())
-  if row["mode"] != "resnet":
+  if contract.ADOPTION[row["mode"]].backbone:
     c.model = bb["model"]
   c.init_from = bb["path"] if row["mode"] in CHECKPOINT_MODES else ""
   c.seed = row["seed"]
@@ -192,147 +184,102 @@ def run_config(config, row, bb) -> ml_collections.ConfigDict:
 
 
 def _key(c) -> str:
-  return json.dumps({k: c.get(k).to_dict() if hasattr(c.get(k), "to_dict") else c.get(k)
-                     for k in ("model", "objective", "optim", "batch_size", "total_steps",
-                               "mesh")} | {"grid": [c.data.image_size, c.data.pixel_scale,
-                                                     c.data.get("channels", 1)]},
+  return json.dumps({k: c[k].to_dict() if isinstance(c[k], ml_collections.ConfigDict)
+                     else c[k] for k in ("model", "objective", "optim", "batch_size",
+                                         "total_steps", "mesh")}
+                    | {"grid": [c.data.image_size, c.data.pixel_scale, c.data.channels]},
                     sort_keys=True, default=str)
 
 
-_COMPILED: dict = {}
-
-
-def compiled_for(c, workdir: str):
-  """(trainer, init fn(rng) -> state, step fn, eval fn), built once per model, objective,
-  optimizer, budget and grid, and shared by every run (seed, label count) with them."""
+def trainer_for(c, workdir: str, trainers: dict) -> trainer_lib.Trainer:
+  """One trainer per model, objective, optimizer, budget and grid, shared by every run
+  (seed, label count) with them, so they share its compiled step."""
   key = _key(c)
-  if key not in _COMPILED:
+  if key not in trainers:
     c = ml_collections.ConfigDict(c.to_dict())
     c.seed = 0  # Step randomness (dropout, masks) is the trainer's; seeds vary the rest.
-    c.init_from = ""
-    trainer = trainer_lib.Trainer(c, workdir)
-    init = jax.jit(functools.partial(trainer._init_state, batch=trainer._batch),  # pylint: disable=protected-access
-                   out_shardings=trainer.state_sharding)
-    _COMPILED[key] = (trainer, init, trainer.compile_step(),
-                      jax.jit(trainer.objective.eval_outputs))
-  return _COMPILED[key]
+    c.init_from = ""  # Each run says where it starts from.
+    trainers[key] = trainer_lib.Trainer(c, workdir)
+  return trainers[key]
 
 
-def train(c, workdir: str):
-  """Trains one run in-process; returns (trainer, state, eval fn, seconds)."""
+def train(c, workdir: str, trainers: dict, start_from):
+  """Trains one run in-process; returns (trainer, state, seconds, final loss)."""
   start = time.time()
-  if c.objective.name == "regress":
-    c = finetune.prepare_config(c)  # Target statistics from the training data.
-  loading.check_init_from(c)
-  trainer, init, step_fn, eval_fn = compiled_for(c, workdir)
-  with jax.set_mesh(trainer.mesh):
-    state = init(jax.random.fold_in(jax.random.key(c.seed), 1))
-  if c.get("init_from", ""):
-    state = trainer._load_pretrained_encoder(state, c.init_from)  # pylint: disable=protected-access
-  source = pipeline_input(c, trainer)
-  with jax.set_mesh(trainer.mesh):
-    for _ in range(c.total_steps):
-      state, metrics = step_fn(state, next(source))
-    metrics = jax.device_get(metrics)
-  if hasattr(source, "close"):
+  c = finetune.prepare_config(c)  # The objective's data-dependent fields.
+  start_from = start_from if c.init_from else None
+  if start_from is not None:
+    start_from.check_fits(c)
+  trainer = trainer_for(c, workdir, trainers)
+  source = data_lib.make_input(c.data, global_batch_size=c.batch_size,
+                               sharding=trainer.data_sharding, seed=c.seed)
+  try:
+    state, metrics = trainer.train_in_memory(
+        source, rng=jax.random.fold_in(jax.random.key(c.seed), 1), start_from=start_from)
+  finally:
     source.close()
   if not np.isfinite(float(metrics["loss"])):
     raise FloatingPointError(f"non-finite training loss {metrics['loss']}")
-  return trainer, state, eval_fn, time.time() - start, float(metrics["loss"])
-
-
-def pipeline_input(c, trainer):
-  return data_lib.make_input(c.data, global_batch_size=c.batch_size,
-                             sharding=trainer.data_sharding, seed=c.seed)
+  return trainer, state, time.time() - start, float(metrics["loss"])
 
 
 # -- scoring on the fixed sets ------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=64)
-def _prepare_fn(src_shape, src_scale, size, scale, normalize, stats_key, sharding):
-  """Jitted raw images -> the model grid -> normalised, as the training input does."""
-  mapper = grid_lib.make_mapper(src_shape, src_scale, size, scale)
-  stats = None if stats_key is None else {k: list(v) for k, v in stats_key}
-  transform = transforms.make_transform(normalize, (), stats)
-
-  def prepare(images):
-    if mapper is not None:
-      images = jax.vmap(mapper)(images)
-    return jax.vmap(transform)(jax.random.split(jax.random.key(0), images.shape[0]), images)
-
-  return jax.jit(prepare, out_shardings=sharding)
+def set_batches(arrays, src_scale, c, sharding):
+  """A cached set's raw images as model batches, by the path every task takes."""
+  return model_input.array_batches(
+      arrays, src_scale=src_scale, grid=model_input.Grid.of(c.data),
+      normalization=model_input.Normalization.of(c.data), batch_size=int(c.batch_size),
+      sharding=sharding, what="a LensBench set")
 
 
-def set_batches(arrays, src_scale, c, trainer):
-  """Padded, sharded batches (mask False on padding) of a cached set, on the model grid."""
-  stats = sim_source_stats(c)
-  stats_key = None if stats is None else tuple((k, tuple(v)) for k, v in sorted(stats.items()))
-  prepare = _prepare_fn(tuple(arrays["image"].shape[1:]), float(src_scale),
-                        int(c.data.image_size), float(c.data.pixel_scale),
-                        c.data.get("normalize", transforms.DEFAULT_NORMALIZE), stats_key,
-                        trainer.data_sharding)
-  n, b = len(arrays["label"]), int(c.batch_size)
-  for start in range(0, n, b):
-    stop = min(start + b, n)
-    batch = {}
-    for k, v in arrays.items():
-      part = np.zeros((b,) + v.shape[1:], v.dtype)
-      part[:stop - start] = v[start:stop]
-      batch[k] = part
-    batch["mask"] = np.arange(b) < stop - start
-    out = {k: jax.device_put(v, trainer.data_sharding) for k, v in batch.items() if k != "image"}
-    out["image"] = prepare(jax.device_put(batch["image"], trainer.data_sharding))
-    yield out
+def tfds_batches(c, split, sharding):
+  """(batches, count) of a built dataset's split (config.extra_datasets rows)."""
+  return eval_input.make_eval_input(c.data, split=split, batch_size=c.batch_size,
+                                    sharding=sharding, seed=0, num_examples=0)
 
 
-def sim_source_stats(c):
-  if c.data.get("normalize", transforms.DEFAULT_NORMALIZE) != "standardize":
-    return None
-  return sim_source.normalization_stats(c.data, sim_source.get_recipe(c.data))
-
-
-def summarize(trainer, state, eval_fn, batches, num_batches=None) -> dict:
+def summarize(trainer, state, batches, num_batches=None) -> dict:
   with jax.set_mesh(trainer.mesh):
-    outputs, _ = common.collect(eval_fn, state["params"], state["extra"], batches, num_batches)
+    outputs, _ = common.collect(trainer.eval_outputs, state["params"], state["extra"], batches,
+                                num_batches)
   result, _ = trainer.objective.summarize(outputs)
   return reports.json_safe(result)
 
 
-def score_set(config, name, split, c, trainer, state, eval_fn) -> dict:
+def score_set(config, name, split, c, trainer, state) -> dict:
   arrays = bench_sets.load_set(data_dir(config), name, split, int(config.set_sizes[split]))
-  return summarize(trainer, state, eval_fn,
-                   set_batches(arrays, bench_sets.pixel_scale(name), c, trainer))
+  return summarize(trainer, state, set_batches(arrays, bench_sets.pixel_scale(name), c,
+                                                trainer.data_sharding))
 
 
-def score_tfds(c, split, trainer, state, eval_fn) -> dict:
-  source, num = eval_input.make_eval_input(c.data, split=split, batch_size=c.batch_size,
-                                           sharding=trainer.data_sharding, seed=0,
-                                           num_examples=0)
+def score_tfds(c, split, trainer, state) -> dict:
+  source, num = tfds_batches(c, split, trainer.data_sharding)
   try:
-    return summarize(trainer, state, eval_fn, source, num)
+    return summarize(trainer, state, source, num)
   finally:
-    if hasattr(source, "close"):
-      source.close()
+    source.close()
 
 
 def data_dir(config) -> str:
   return os.path.expanduser(config.get("data_dir", "") or bench_sets.default_dir())
 
 
-def run_row(config, row, bb, workdir) -> dict:
+def run_row(config, row, bb, workdir, trainers: dict) -> dict:
   c = run_config(config, row, bb)
-  trainer, state, eval_fn, train_seconds, loss = train(c, os.path.join(workdir, "scratch"))
+  trainer, state, train_seconds, loss = train(c, os.path.join(workdir, "scratch"), trainers,
+                                              bb["checkpoint"])
   scores = {}
   for split in bench_sets.SPLITS:
     if row["task"] == "extra":
-      scores[split] = score_tfds(c, split, trainer, state, eval_fn)
+      scores[split] = score_tfds(c, split, trainer, state)
     else:
       data = row["data"] if row["task"] == "classify" else TASK_SETS[row["task"]]
-      scores[split] = score_set(config, data, split, c, trainer, state, eval_fn)
+      scores[split] = score_set(config, data, split, c, trainer, state)
   if row.get("transfer"):
     for name in TRANSFER_SETS:
-      scores[f"{name}/test"] = score_set(config, name, "test", c, trainer, state, eval_fn)
+      scores[f"{name}/test"] = score_set(config, name, "test", c, trainer, state)
   return {"train_seconds": train_seconds, "final_loss": loss, "steps": c.total_steps,
           "batch_size": c.batch_size, "model": c.model.get("name"),
           "init_from": c.get("init_from", ""), "scores": scores}
@@ -371,7 +318,7 @@ def run(config, workdir: str) -> dict:
   rows = plan_rows(config, bool(bb["path"]))
   info = meta(config, bb)
   os.makedirs(os.path.join(workdir, "rows"), exist_ok=True)
-  results = []
+  results, trainers = [], {}
   for i, row in enumerate(rows):
     path = row_file(workdir, row["id"])
     before = read_row(path)
@@ -382,7 +329,7 @@ def run(config, workdir: str) -> dict:
     print(f"LensBench [{i + 1}/{len(rows)}] {row['id']} ...", flush=True)
     t0 = time.time()
     try:
-      result = {**row, **run_row(config, row, bb, workdir)}
+      result = {**row, **run_row(config, row, bb, workdir, trainers)}
     except Exception as e:  # pylint: disable=broad-except  (one failing row: say, go on)
       if config.get("fail_fast", False):
         raise

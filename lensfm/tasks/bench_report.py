@@ -2,9 +2,12 @@
 and the plots (label efficiency with error bars, cross-instrument bars)."""
 import os
 
+import matplotlib
+
+matplotlib.use("Agg")  # No display on clusters; must precede pyplot.
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from lensfm.train import checkpoint as ckpt_lib
 from lensfm import utils
 
 MODE_NAMES = {"finetune": "checkpoint, fine-tuned", "linear": "checkpoint, linear probe",
@@ -111,9 +114,6 @@ def markdown(info, rows) -> str:
 
 
 def plot_label_efficiency(results, labels_list, path) -> str:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   numeric = [l for l in labels_list if l]
   all_x = (max(numeric) * 10) if numeric else 1
   fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -143,9 +143,6 @@ def plot_label_efficiency(results, labels_list, path) -> str:
 
 
 def plot_cross_instrument(results, path) -> str:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   transfer = [r for r in results if r.get("transfer") and "scores" in r]
   fig, ax = plt.subplots(figsize=(6.5, 4))
   if transfer:

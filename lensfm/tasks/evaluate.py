@@ -1,6 +1,6 @@
 """Task 'evaluate': a fine-tuned checkpoint on a dataset -> WORKDIR/summary.json + figures.
 
-  python -m lensfm.main --config=configs/evaluate.py --config.init_from=FINETUNED_WORKDIR \
+  python -m lensfm.main --config=configs/evaluate.py --config.checkpoint=FINETUNED_WORKDIR \
       --workdir=DIR [--config.data.name=deeplense/model_ii --config.data.manual_dir=FILES]
 
 The checkpoint's own config says what the model is (backbone, head, objective, class
@@ -15,7 +15,8 @@ metadata, or `source_pixel_scale`. Channels must match (a ValueError names both)
 Super-resolution checkpoints can also be evaluated on paired files: `data.hr` and
 `data.lr` (a file, directory or glob each; .npy or FITS), paired by file name; HR images
 at `source_pixel_scale` (default the model's) and LR images covering the same field are
-mapped onto the model's HR and LR grids, then both by the HR image's normalisation.
+mapped onto the model's HR and LR grids, then both normalised by the map that normalises
+the HR image (`Normalization.normalize_like`), so a pair keeps its relative brightness.
 
 Writes WORKDIR/summary.json (every metric of the task, see `objectives.reports`; plus
 the confusion matrix, the checkpoint, its step, the data, the device and the JAX version),
@@ -24,13 +25,14 @@ regression scatter, SR triptychs).
 
 config fields:
   task: 'evaluate'.
-  init_from: the fine-tuned workdir (or a checkpoints/<step> directory).
+  checkpoint: the fine-tuned workdir (or a checkpoints/<step> directory); `init_from`
+    is its older spelling.
   split: default 'test' (a TFDS dataset without one falls back to 'validation').
   num_examples: simulated examples to evaluate on (default 4096); for a TFDS split an
     optional cap (0: the whole split).
-  batch_size: global batch (default 256), divisible by the devices of `mesh`.
-  seed: the simulator's stream (default 0); TFDS splits do not depend on it.
-  mesh: default (('data', -1), ('fsdp', 1)).
+  batch_size: global batch, divisible by the devices of `mesh`.
+  seed: the simulator's stream; TFDS splits do not depend on it.
+  mesh: the device mesh.
   data: overrides of the checkpoint's config.data: source, name, manual_dir,
     data_dir, recipe ('' = keep the checkpoint's); hr and lr for paired SR files.
   plots: write figures (default True).
@@ -46,14 +48,11 @@ import numpy as np
 from lensfm.data import build
 from lensfm.data import eval_input
 from lensfm.data import grid as grid_lib
-from lensfm.data import transforms
+from lensfm.data import image_files
 from lensfm import errors
 from lensfm.evaluators import common
 from lensfm.objectives import reports
-from lensfm.objectives import superres
-from lensfm.data import image_files
-from lensfm.train import checkpoint as ckpt_lib
-from lensfm.train import loading
+from lensfm.train import contract
 from lensfm.train import sharding as sharding_lib
 from lensfm.train import writer as writer_lib
 from lensfm import utils
@@ -66,8 +65,8 @@ PAIRS = "pairs"
 
 def merged_data_config(trained_data, overrides) -> ml_collections.ConfigDict:
   """The checkpoint's data config with the set (non-empty) overrides applied."""
-  data = eval_input.as_dict(trained_data)
-  given = {k: v for k, v in eval_input.as_dict(overrides or {}).items()
+  data = utils.as_dict(trained_data)
+  given = {k: v for k, v in utils.as_dict(overrides or {}).items()
            if v not in ("", None) and not (k in _MODEL_GRID + ("source_pixel_scale",)
                                            and not v)}
   grid = sorted(set(given) & set(_MODEL_GRID))
@@ -117,43 +116,29 @@ def paired_files(data_config) -> list[tuple[str, str]]:
   return pairs
 
 
-def paired_batches(data_config, objective, batch_size: int, sharding):
-  """Batches {'image': HR, 'image_lr': LR, 'mask'} from paired files. Both images of a
-  pair get the affine map that normalises the HR image (z-score or min-max), so that they
-  stay in the same units (normalising each on its own would change their relative
-  brightness)."""
-  if not isinstance(objective, superres.Objective):
-    raise errors.UserError("config.data.hr/lr (paired files) are for super-resolution checkpoints; "
-                           f"this one is a {objective.task} model.")
-  method = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)
-  if method not in ("zscore", "minmax", "none"):
-    raise errors.UserError(f"Paired files can be evaluated for checkpoints trained with "
-                           f"normalize 'zscore', 'minmax' or 'none'; this one used {method!r}.")
-  size, channels = int(data_config.image_size), int(data_config.get("channels", 1))
-  _, model_scale = grid_lib.model_grid(data_config)
-  hr_scale = float(data_config.get("source_pixel_scale", 0.) or model_scale)
-  lr_size = size // objective.scale
+def paired_batches(data_config, objective, checkpoint, batch_size: int, sharding):
+  """Batches {'image': HR, 'image_lr': LR, 'mask'} from paired files, each mapped onto its
+  grid; both images of a pair are normalised by the HR image's map."""
+  factor = objective.paired_lr_factor
+  if factor is None:
+    raise errors.UserError("config.data.hr/lr (paired files) are for super-resolution "
+                           f"checkpoints; this one is a {objective.task} model.")
+  grid, normalization = checkpoint.grid, checkpoint.normalization
+  lr_grid = grid.scaled(factor)
+  hr_scale = float(data_config.get("source_pixel_scale", 0.) or grid.pixel_scale)
   pairs = paired_files(data_config)
   for start in range(0, len(pairs), batch_size):
     chunk = pairs[start:start + batch_size]
-    hr = np.zeros((batch_size, size, size, channels), np.float32)
-    lr = np.zeros((batch_size, size // objective.scale, size // objective.scale, channels),
-                  np.float32)
-    mask = np.arange(batch_size) < len(chunk)
+    hr = np.zeros((batch_size, grid.size, grid.size, grid.channels), np.float32)
+    lr = np.zeros((batch_size, lr_grid.size, lr_grid.size, grid.channels), np.float32)
     for i, (hr_path, lr_path) in enumerate(chunk):
-      h = image_files.read_image(hr_path, size=None, channels=channels)
-      l = image_files.read_image(lr_path, size=None, channels=channels)
+      h = image_files.read_image(hr_path, size=None, channels=grid.channels)
+      l = image_files.read_image(lr_path, size=None, channels=grid.channels)
       lr_scale = hr_scale * h.shape[1] / l.shape[1]  # The pair covers one field.
-      h = np.asarray(grid_lib.map_images(h[None], hr_scale, size, model_scale))[0]
-      l = np.asarray(grid_lib.map_images(l[None], lr_scale, lr_size,
-                                         model_scale * objective.scale))[0]
-      if method == "minmax":
-        lo, span = h.min(), max(float(h.max() - h.min()), 1e-12)
-        h, l = (h - lo) / span, (l - lo) / span
-      elif method == "zscore":
-        lo, span = h.mean(), max(float(h.std()), 1e-12)
-        h, l = (h - lo) / span, (l - lo) / span
-      hr[i], lr[i] = h, l
+      h = grid_lib.map_images(h[None], hr_scale, grid.size, grid.pixel_scale)[0]
+      l = grid_lib.map_images(l[None], lr_scale, lr_grid.size, lr_grid.pixel_scale)[0]
+      hr[i], lr[i] = normalization.normalize_like(h, h), normalization.normalize_like(l, h)
+    mask = np.arange(batch_size) < len(chunk)
     yield {k: jax.device_put(v, sharding) for k, v in
            (("image", hr), ("image_lr", lr), ("mask", mask))}
 
@@ -163,50 +148,52 @@ def describe_data(data_config) -> str:
     return f"pairs:{data_config.hr}|{data_config.lr}"
   if data_config.get("source") == "tfds":
     return str(data_config.name)
-  overrides = eval_input.as_dict(data_config.get("recipe_overrides", {}) or {})
+  overrides = utils.as_dict(data_config.get("recipe_overrides", {}) or {})
   return f"sim:{data_config.get('recipe')}" + (f" {overrides}" if overrides else "")
 
 
+def input_batches(config, checkpoint, objective, data_config, sharding):
+  """(batches, number of batches or None) of what evaluation scores."""
+  if data_config.get("source") == PAIRS:
+    return paired_batches(data_config, objective, checkpoint, config.batch_size, sharding), None
+  return eval_input.make_eval_input(data_config, split=config.split,
+                                    batch_size=config.batch_size, sharding=sharding,
+                                    seed=config.seed, num_examples=config.num_examples)
+
+
 def run(config, workdir: str) -> dict:
-  if not config.get("init_from", ""):
-    raise errors.UserError("config.init_from must name the fine-tuned workdir (or checkpoint) to "
-                           "evaluate.")
   start = time.time()
-  trained, objective = loading.load_downstream(config.init_from, "evaluate")
-  data_config = merged_data_config(trained.config.data, config.get("data", None))
+  checkpoint = contract.resolve(contract.trained_model_ref(config, "evaluate"))
+  trained, objective = checkpoint.downstream("evaluate")
+  data_config = merged_data_config(checkpoint.config.data, config.data)
   build_if_needed(data_config)
 
-  mesh = sharding_lib.make_mesh(config.get("mesh", (("data", -1), ("fsdp", 1))))
-  batch_size = int(config.get("batch_size", 256))
-  if batch_size % sharding_lib.data_parallel_size(mesh):
-    raise errors.UserError(f"config.batch_size={batch_size} must be divisible by the "
+  mesh = sharding_lib.make_mesh(config.mesh)
+  if config.batch_size % sharding_lib.data_parallel_size(mesh):
+    raise errors.UserError(f"config.batch_size={config.batch_size} must be divisible by the "
                            f"{sharding_lib.data_parallel_size(mesh)} devices of the mesh.")
-  data_sharding = sharding_lib.batch_sharding(mesh)
-  split = config.get("split", "test")
-  if data_config.get("source") == PAIRS:
-    source, num_batches = paired_batches(data_config, objective, batch_size, data_sharding), None
-  else:
-    source, num_batches = eval_input.make_eval_input(
-        data_config, split=split, batch_size=batch_size, sharding=data_sharding,
-        seed=int(config.get("seed", 0)), num_examples=int(config.get("num_examples", 4096)))
+  source, num_batches = input_batches(config, checkpoint, objective, data_config,
+                                      sharding_lib.batch_sharding(mesh))
   params, extra = jax.device_put((trained.params, trained.extra), NamedSharding(mesh, P()))
-  with jax.set_mesh(mesh):
-    outputs, first = common.collect(jax.jit(objective.eval_outputs), params, extra, source,
-                                    num_batches)
-    pictures = jax.device_get(jax.jit(objective.pictures)(params, extra, first))
-  if hasattr(source, "close"):
-    source.close()
+  try:
+    with jax.set_mesh(mesh):
+      outputs, first = common.collect(jax.jit(objective.eval_outputs), params, extra, source,
+                                      num_batches)
+      pictures = jax.device_get(jax.jit(objective.pictures)(params, extra, first))
+  finally:
+    if data_config.get("source") != PAIRS:
+      source.close()
   result, details = objective.summarize(outputs)
 
   summary = {**reports.json_safe(result), **reports.json_details(details),
              "task": objective.task, "checkpoint": trained.path,
              "checkpoint_step": trained.step, "data": describe_data(data_config),
-             "split": "files" if data_config.get("source") == PAIRS else split,
+             "split": "files" if data_config.get("source") == PAIRS else config.split,
              "device_kind": jax.devices()[0].device_kind,
              "jax_version": jax.__version__, "seconds": time.time() - start}
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    if config.get("plots", True):
+    if config.plots:
       summary["plots"] = objective.plots(result, details, pictures, common.figure_path(workdir))
       writer_lib.log_pictures(workdir, trained.step, summary["plots"])
     utils.write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())

@@ -2,7 +2,7 @@
 
 It is task 'pretrain' after two preparations that only downstream runs need:
   1. The config adopts `config.init_from`'s backbone and input grid (any checkpoint, or a
-     shipped one such as 'lensfm:tiny'; `loading.adopt_init_from`; mode 'scratch' keeps
+     shipped one such as 'lensfm:tiny'; `contract.Checkpoint.adopt`; mode 'scratch' keeps
      the backbone, not the weights), then it is checked before anything compiles.
   2. The objective fills the config fields that depend on the data
      (`DownstreamObjective.prepare_config`: regression target statistics), so the
@@ -12,6 +12,7 @@ Adaptation modes (set in the configs): full fine-tuning with layer-wise lr decay
 scratch (no init_from; the same backbone, randomly initialised).
 """
 import itertools
+from typing import Optional
 
 import jax
 import ml_collections
@@ -20,13 +21,14 @@ from lensfm import data as data_lib
 from lensfm import objectives
 from lensfm.objectives import base
 from lensfm.tasks import pretrain
-from lensfm.train import loading
+from lensfm.train import contract
 from lensfm.train import sharding
+from lensfm.train import trainer as trainer_lib
 
 
 def training_batches(config, num_examples: int):
   """The first batches of the training input holding at least `num_examples` examples."""
-  mesh = sharding.make_mesh((("data", -1), ("fsdp", 1)))
+  mesh = sharding.make_mesh(config.mesh)
   devices = len(jax.devices())
   batch_size = config.batch_size - config.batch_size % devices or devices
   source = data_lib.make_input(config.data, global_batch_size=batch_size,
@@ -35,8 +37,7 @@ def training_batches(config, num_examples: int):
   try:
     yield from itertools.islice(source, -(-num_examples // batch_size))
   finally:
-    if hasattr(source, "close"):
-      source.close()
+    source.close()
 
 
 def prepare_config(config) -> ml_collections.ConfigDict:
@@ -48,7 +49,18 @@ def prepare_config(config) -> ml_collections.ConfigDict:
   return config
 
 
+def adopted(config) -> tuple[ml_collections.ConfigDict, Optional[contract.Checkpoint]]:
+  """(config with init_from's backbone and grid, the checkpoint its weights start from:
+  None for a fresh mode or no init_from), checked before anything compiles."""
+  start_from = contract.start_from(config)
+  if start_from is None:
+    return config, None
+  config = start_from.adopt(config)
+  start_from.check_fits(config)
+  return config, start_from if config.init_from else None
+
+
 def run(config, workdir: str):
-  config = loading.adopt_init_from(config)
-  loading.check_init_from(config)
-  return pretrain.run(prepare_config(config), workdir)
+  config, start_from = adopted(config)
+  return pretrain.train(trainer_lib.Trainer(prepare_config(config), workdir,
+                                            start_from=start_from))

@@ -28,108 +28,90 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
 from lensfm import data as data_lib
-from lensfm import models
 from lensfm.data import eval_input
+from lensfm.data import model_input
 from lensfm.data import sim_pool
 from lensfm.data import sim_source
-from lensfm.data import transforms
 from lensfm.evaluators import common
 from lensfm.evaluators import knn
-from lensfm.objectives import classify
+from lensfm import models
 from lensfm.objectives import metrics
 from lensfm.objectives import reports
+from lensfm.tasks import finetune
 from lensfm.tasks import pretrain
-from lensfm.train import checkpoint as ckpt_lib
-from lensfm.train import loading
 from lensfm.train import sharding as sharding_lib
 from lensfm.train import writer as writer_lib
 from lensfm import utils
 
 
 def class_names(config, num_classes: int):
-  names = (config.get("objective", {}).get("class_names", None)
-           or classify.recipe_class_names(config.data))
+  names = config.objective.class_names or sim_source.recipe_class_names(config.data)
   return tuple(names) if names else tuple(f"class_{k}" for k in range(num_classes))
 
 
-def encoder_params(config, model, mesh):
-  """The checkpoint's encoder (checked against config.model), or a random one."""
-  path = config.get("init_from", "")
-  if path:
-    loading.check_init_from(config)
-    # Checked from the saved config first: a mismatch is named before any array is read.
-    loading.check_same_backbone(loading.load_config(path).model, config.model, path)
-    params, _ = loading.load_encoder(path)
+def encoder_params(config, model, start_from, mesh):
+  """The checkpoint's encoder, or a randomly initialised one (the no-pretraining baseline)."""
+  if start_from is not None:
+    params = start_from.encoder_params()
   else:
-    d = config.data
-    images = jnp.zeros((1, d.image_size, d.image_size, d.get("channels", 1)))
+    grid = model_input.Grid.of(config.data)
+    images = jnp.zeros((1, grid.size, grid.size, grid.channels))
     params = model.init(jax.random.key(config.seed), images)["params"]
   return jax.device_put(params, NamedSharding(mesh, P()))
 
 
 def pool_batches(config, batch_size, sharding):
-  """The labelled pool, normalised, in batches (padding has mask False)."""
-  plain = sim_pool.sim_config(eval_input.as_dict(config.data))
+  """The labelled pool (raw, at the recipe's pixels) as model batches."""
+  plain = sim_pool.sim_config(config.data)
   seed = config.data.get("labels_seed", None)
   pool = sim_pool.draw_pool(plain, config.data.labels_per_class,
-                              config.seed if seed is None else int(seed))
-  recipe = sim_source.get_recipe(plain)
-  transform = transforms.make_transform(plain.get("normalize", transforms.DEFAULT_NORMALIZE), (),
-                                        sim_source.normalization_stats(plain, recipe))
-  mapper = sim_source.grid_mapper(sim_source.grid_key(recipe, plain))
+                            config.seed if seed is None else int(seed))
+  return model_input.array_batches(
+      {"image": pool["image"], "label": pool["label"].astype(np.int32)},
+      src_scale=sim_source.get_recipe(plain).pixel_scale, grid=model_input.Grid.of(plain),
+      normalization=model_input.Normalization.of(plain), batch_size=batch_size,
+      sharding=sharding, what="the labelled pool")
 
-  def prepare(x):  # The raw pool onto the model grid, then normalised.
-    if mapper is not None:
-      x = jax.vmap(mapper)(x)
-    return jax.vmap(transform)(jax.random.split(jax.random.key(0), x.shape[0]), x)
 
-  normalize = jax.jit(prepare, out_shardings=sharding)
-  n = len(pool["label"])
-  for start in range(0, n, batch_size):
-    images = np.zeros((batch_size,) + pool["image"].shape[1:], np.float32)
-    labels = np.zeros((batch_size,), np.int32)
-    mask = np.zeros((batch_size,), bool)
-    stop = min(start + batch_size, n)
-    images[:stop - start] = pool["image"][start:stop]
-    labels[:stop - start] = pool["label"][start:stop]
-    mask[:stop - start] = True
-    yield {"image": normalize(jax.device_put(images, sharding)),
-           "label": jax.device_put(labels, sharding), "mask": jax.device_put(mask, sharding)}
+def bank_and_test_batches(config, batch_size, sharding):
+  """((bank batches, count), (test batches, count)): what kNN embeds."""
+  knn_cfg = config.knn
+  if data_lib.source_name(config.data) == sim_pool.SOURCE_NAME:
+    batches = list(pool_batches(config, batch_size, sharding))
+    bank = (iter(batches), len(batches))
+  else:
+    bank = eval_input.make_eval_input(config.data, split="train", batch_size=batch_size,
+                                      sharding=sharding, seed=config.seed,
+                                      num_examples=knn_cfg.num_train_examples)
+  test = eval_input.make_eval_input(config.data, split="test", batch_size=batch_size,
+                                    sharding=sharding, seed=config.seed,
+                                    num_examples=knn_cfg.num_test_examples)
+  return bank, test
 
 
 def run(config, workdir: str) -> dict:
   start = time.time()
-  config = loading.adopt_init_from(config)
-  knn_cfg = config.get("knn", {})
-  mesh = sharding_lib.make_mesh(config.get("mesh", (("data", -1), ("fsdp", 1))))
+  config, start_from = finetune.adopted(config)
+  knn_cfg = config.knn
+  mesh = sharding_lib.make_mesh(config.mesh)
   sharding = sharding_lib.batch_sharding(mesh)
-  batch_size = int(config.batch_size)
   model = models.get_model(config.model)
-  params = encoder_params(config, model, mesh)
+  params = encoder_params(config, model, start_from, mesh)
   embed = jax.jit(pretrain.pooled_embedding(model))
-
+  (bank_source, num_bank), (test_source, num_test) = bank_and_test_batches(
+      config, int(config.batch_size), sharding)
   with jax.set_mesh(mesh):
-    if data_lib.source_name(config.data) == sim_pool.SOURCE_NAME:
-      batches = list(pool_batches(config, batch_size, sharding))
-      bank = knn.extract_features(embed, params, iter(batches), len(batches))
-    else:
-      source, num = eval_input.make_eval_input(
-          config.data, split="train", batch_size=batch_size, sharding=sharding,
-          seed=config.seed, num_examples=int(knn_cfg.get("num_train_examples", 4096)))
-      bank = knn.extract_features(embed, params, source, num)
-    test_source, num_test = eval_input.make_eval_input(
-        config.data, split="test", batch_size=batch_size, sharding=sharding,
-        seed=config.seed, num_examples=int(knn_cfg.get("num_test_examples", 2048)))
+    bank = knn.extract_features(embed, params, bank_source, num_bank)
     test_x, test_y = knn.extract_features(embed, params, test_source, num_test)
-  num_classes = int(config.get("objective", {}).get("num_classes", 0) or
-                    max(bank[1].max(), test_y.max()) + 1)
-  probs = metrics.knn_predict(bank[0], bank[1], test_x, k=int(knn_cfg.get("k", 20)),
-                              temperature=float(knn_cfg.get("temperature", 0.07)),
+  test_source.close()
+  num_classes = int(config.objective.num_classes or max(bank[1].max(), test_y.max()) + 1)
+  probs = metrics.knn_predict(bank[0], bank[1], test_x, k=int(knn_cfg.k),
+                              temperature=float(knn_cfg.temperature),
                               num_classes=num_classes)
   names = class_names(config, num_classes)
   result, details = reports.classification({"probs": probs, "label": test_y}, names)
   summary = {**reports.json_safe(result), **reports.json_details(details), "task": "knn",
-             "bank_size": int(len(bank[1])), "k": int(knn_cfg.get("k", 20)),
+             "bank_size": int(len(bank[1])), "k": int(knn_cfg.k),
              "checkpoint": config.get("init_from", "") or None,
              "device_kind": jax.devices()[0].device_kind, "jax_version": jax.__version__,
              "seconds": time.time() - start}

@@ -1,6 +1,6 @@
 """Task 'predict': a fine-tuned checkpoint on your own .npy / FITS images -> a CSV.
 
-  python -m lensfm.main --config=configs/predict.py --config.init_from=FINETUNED_WORKDIR \
+  python -m lensfm.main --config=configs/predict.py --config.checkpoint=FINETUNED_WORKDIR \
       --config.inputs='my_lenses/*.fits' --workdir=DIR
 
 One row per readable image, in file order within each image size (sizes are batched
@@ -15,8 +15,8 @@ apart): `file`, then the task's columns, then `flag`:
     value outside the range seen in training), from the objective's `output_flags`.
 Images of any size are mapped onto the model's grid (config.data.image_size x pixel_scale
 of the checkpoint; for super-resolution its LR grid, image_size / scale pixels at
-pixel_scale x scale) inside the jitted prediction function (`lensfm.data.grid`), then
-normalised exactly as the training data were (config.data.normalize). A file's pixel
+pixel_scale x scale) and normalised exactly as the training data were, by the path every
+task takes (`lensfm.data.model_input.array_batches`). A file's pixel
 scale is `pixel_scale` if set, else its FITS WCS, else assumed to be the model's (said
 once on the console). Files that cannot be used (unreadable, truncated, not an image,
 pickles without allow_pickle) are skipped, each named with the reason on the console and
@@ -30,63 +30,37 @@ results stay as they were (and it says so).
 
 config fields:
   task: 'predict'.
-  init_from: the fine-tuned workdir (or checkpoints/<step>).
+  checkpoint: the fine-tuned workdir (or checkpoints/<step>); `init_from` is its older
+    spelling.
   inputs: a file, a directory, a glob, or several separated by commas.
   output: the CSV path (default WORKDIR/predictions.csv).
-  batch_size: images per forward pass (default 64; padded to a multiple of the devices).
-  allow_pickle: read pickled .npy files (default False: pickles can run code).
-  hdu: FITS extension to read (default -1: the first one holding an image).
-  pixel_scale: arcsec/pixel of the input files (default 0: FITS WCS, else the model's).
+  batch_size: images per forward pass (padded to a multiple of the devices).
+  allow_pickle: read pickled .npy files (pickles can run code).
+  hdu: FITS extension to read (-1: the first one holding an image).
+  pixel_scale: arcsec/pixel of the input files (0: FITS WCS, else the model's).
   norm_stats: JSON '{"mean": [C values], "std": [C values]}' when the checkpoint used
     normalize='standardize' and its statistics cannot be recomputed (its TFDS dataset is
-    not on this machine); '' (default) otherwise.
-  progress_bar: default True.
-  mesh: default (('data', -1), ('fsdp', 1)).
+    not on this machine); '' otherwise.
+  progress_bar, mesh.
 """
 import csv
-import functools
 import hashlib
 import json
 import os
 import time
+from typing import Optional
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
-import tensorflow_datasets as tfds
 from tqdm import tqdm
 
-from lensfm.data import grid as grid_lib
-from lensfm.data import pipeline
-from lensfm.data import sim_source
-from lensfm.data import transforms
-from lensfm import errors
 from lensfm.data import image_files
-from lensfm.train import checkpoint as ckpt_lib
-from lensfm.train import loading
+from lensfm.data import model_input
+from lensfm import errors
+from lensfm.train import contract
 from lensfm.train import sharding as sharding_lib
 from lensfm import utils
-
-
-def normalization_stats(data_config, override=None):
-  """Statistics for normalize='standardize', as the training input computed them."""
-  if data_config.get("normalize", transforms.DEFAULT_NORMALIZE) != "standardize":
-    return None
-  if isinstance(override, str):
-    override = json.loads(override) if override.strip() else None
-  given = override or data_config.get("norm_stats", None)
-  if given:
-    return dict(given)
-  source = data_config.get("source", None)
-  if source in ("sim", "sim_pool"):
-    return sim_source.normalization_stats(data_config, sim_source.get_recipe(data_config))
-  try:
-    path = pipeline.find_dataset_dir(data_config.name, data_config.get("data_dir", None))
-    return pipeline.normalization_stats(data_config, tfds.builder_from_directory(path).info)
-  except (FileNotFoundError, ValueError) as e:
-    raise errors.UserError(f"The checkpoint normalises with 'standardize' using the statistics of "
-                     f"{data_config.get('name')!r}, which cannot be read here ({e}). Set "
-                     "config.norm_stats={'mean': [...], 'std': [...]}.") from None
 
 
 def read_batches(paths, batch_size, read, skipped, progress):
@@ -110,13 +84,6 @@ def read_batches(paths, batch_size, read, skipped, progress):
     yield names, np.stack(images), scale
 
 
-def on_model_grid(images, src_scale: float, size: int, scale: float):
-  """A batch of files' images mapped onto the model grid (inside predict's jit), by the
-  same per-image function every other input path uses."""
-  mapper = grid_lib.make_mapper(images.shape[1:], src_scale, size, scale)
-  return images if mapper is None else jax.vmap(mapper)(images)
-
-
 def file_scale_resolver(given: float, model_scale: float):
   """fn(scale from the file or None) -> the scale to use: `given` if set, else the file's,
   else the model's (said once)."""
@@ -136,54 +103,66 @@ def file_scale_resolver(given: float, model_scale: float):
   return resolve
 
 
+def input_grid(checkpoint, objective) -> model_input.Grid:
+  """The grid the model's input is on: the checkpoint's, or for a model that makes HR
+  images from LR ones, its LR grid (the same field of view)."""
+  grid = checkpoint.grid
+  return grid.scaled(grid.size // objective.input_size(grid.size))
+
+
+def given_stats(norm_stats) -> Optional[dict]:
+  """config.norm_stats: '' or JSON {"mean": [...], "std": [...]}."""
+  if not norm_stats or not str(norm_stats).strip():
+    return None
+  try:
+    return json.loads(norm_stats) if isinstance(norm_stats, str) else dict(norm_stats)
+  except json.JSONDecodeError as e:
+    raise errors.UserError(f"config.norm_stats={norm_stats!r} is not JSON ({e}); expected "
+                           '\'{"mean": [...], "std": [...]}\'.') from None
+
+
+def model_batch(images, scale, grid, normalization, batch_size, sharding) -> dict:
+  """One group of files' images (at most batch_size, one shape and scale) as a padded
+  batch on the model grid: 'image' normalised, 'image_on_grid' before normalising."""
+  clean = np.nan_to_num(images, nan=0., posinf=0., neginf=0.)
+  return next(model_input.array_batches(
+      {"image": clean}, src_scale=scale, grid=grid, normalization=normalization,
+      batch_size=batch_size, sharding=sharding, keep_on_grid=True, what="predict inputs"))
+
+
 def run(config, workdir: str) -> dict:
-  if not config.get("init_from", ""):
-    raise errors.UserError("config.init_from must name the fine-tuned workdir (or checkpoint).")
   start = time.time()
-  paths = image_files.expand_inputs(config.get("inputs", ""))
-  trained, objective = loading.load_downstream(config.init_from, "predict")
-  data_config = trained.config.data
-  size, model_scale = grid_lib.model_grid(data_config)
-  input_size = objective.input_size(size)
-  input_scale = model_scale * size / input_size  # The LR grid of super-resolution.
-  channels = int(data_config.get("channels", 1))
-  hdu = int(config.get("hdu", -1))
-  resolve_scale = file_scale_resolver(float(config.get("pixel_scale", 0.) or 0.),
-                                      input_scale)
+  checkpoint = contract.resolve(contract.trained_model_ref(config, "predict"))
+  paths = image_files.expand_inputs(config.inputs)
+  trained, objective = checkpoint.downstream("predict")
+  grid = input_grid(checkpoint, objective)
+  normalization = checkpoint.normalization_with(given_stats(config.norm_stats))
+  hdu = int(config.hdu)
+  resolve_scale = file_scale_resolver(float(config.pixel_scale or 0.), grid.pixel_scale)
 
   def read(path):
     image, scale = image_files.read_image_and_scale(
-        path, size=None, channels=channels,
-        allow_pickle=bool(config.get("allow_pickle", False)), hdu=None if hdu < 0 else hdu,
-        allow_nonfinite=True)
+        path, size=None, channels=grid.channels, allow_pickle=bool(config.allow_pickle),
+        hdu=None if hdu < 0 else hdu, allow_nonfinite=True)
     return image, resolve_scale(scale)
 
-  method = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)
-  stats = normalization_stats(data_config, config.get("norm_stats", None))
-  transform = transforms.make_transform(method, (), stats)
-  to_input_units = jax.vmap(lambda values, image: transforms.denormalize(values, image, method,
-                                                                         stats))
-
-  mesh = sharding_lib.make_mesh(config.get("mesh", (("data", -1), ("fsdp", 1))))
+  mesh = sharding_lib.make_mesh(config.mesh)
   devices = sharding_lib.data_parallel_size(mesh)
-  batch_size = -(-int(config.get("batch_size", 64)) // devices) * devices
+  batch_size = -(-int(config.batch_size) // devices) * devices
   data_sharding = sharding_lib.batch_sharding(mesh)
   params, extra = jax.device_put((trained.params, trained.extra), NamedSharding(mesh, P()))
+  to_input_units = jax.vmap(normalization.denormalize)
 
-  @functools.partial(jax.jit, static_argnums=3)
-  def predict(params, extra, images, src_scale):
-    # Onto the model grid (one compilation per input shape and scale), then normalised;
-    # normalisation takes no randomness: one key serves every example.
-    images = on_model_grid(images, src_scale, input_size, input_scale)
-    keys = jax.random.split(jax.random.key(0), images.shape[0])
-    outputs = objective.predict(params, extra, jax.vmap(transform)(keys, images))
-    return objective.outputs_in_input_units(outputs, lambda v: to_input_units(v, images))
+  @jax.jit
+  def predict(params, extra, images, on_grid):
+    outputs = objective.predict(params, extra, images)
+    return objective.outputs_in_input_units(outputs, lambda v: to_input_units(v, on_grid))
 
   os.makedirs(workdir, exist_ok=True)
-  output = config.get("output", "") or os.path.join(workdir, "predictions.csv")
+  output = config.output or os.path.join(workdir, "predictions.csv")
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   progress = lambda xs: xs
-  if config.get("progress_bar", True):
+  if config.progress_bar:
     progress = lambda xs: tqdm(xs, unit="image", dynamic_ncols=True, mininterval=1.0)
   skipped, flagged, num_written = [], [], 0
   skipped_path = os.path.join(workdir, "predictions_skipped.csv")
@@ -196,10 +175,8 @@ def run(config, workdir: str) -> dict:
       for names, images, scale in read_batches(paths, batch_size, read, skipped, progress):
         n = len(names)
         doubtful_inputs = [image_files.suspicious(image) for image in images]
-        padded = np.zeros((batch_size,) + images.shape[1:], np.float32)
-        padded[:n] = np.nan_to_num(images, nan=0., posinf=0., neginf=0.)
-        outputs = jax.device_get(predict(params, extra, jax.device_put(padded, data_sharding),
-                                         scale))
+        batch = model_batch(images, scale, grid, normalization, batch_size, data_sharding)
+        outputs = jax.device_get(predict(params, extra, batch["image"], batch["image_on_grid"]))
         outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
         rows = objective.output_rows(outputs, [image_files.image_name(p) for p in names],
                                      os.path.join(workdir, "superres"))

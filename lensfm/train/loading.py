@@ -5,11 +5,10 @@
   load_encoder(path)             (encoder params, config): what `init_from` uses;
   load_trained(path)             every parameter and the objective's `extra` state (a
                                  downstream model: encoder and head);
-  load_downstream(path, what)    (trained, objective) for evaluation and prediction;
-  check_same_backbone, check_init_from: a checkpoint fits config.model and config.data.
+  export_encoder(path, out_dir)  the encoder alone as a checkpoint of its own (shipping).
 
-  export_encoder(path, out_dir)  the encoder alone as a checkpoint of its own (shipping);
-  adopt_init_from(config)        a downstream config takes init_from's backbone and grid.
+What a run may ask of a checkpoint (its grid, normalisation, objective; how its backbone
+must match) is `lensfm.train.contract`, built on these.
 
 `path` is a workdir, its checkpoints/ directory, a checkpoints/<step> directory, or the
 name of a checkpoint shipped in lensfm/weights/ ('lensfm:tiny').
@@ -20,20 +19,14 @@ import dataclasses
 import json
 import os
 import shutil
-from typing import Any, Optional
+from typing import Any
 
-from absl import logging
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
 from lensfm import errors
-from lensfm import models
-from lensfm import objectives
-from lensfm.data import sim_source
-from lensfm.data import transforms
-from lensfm.objectives import base
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm import utils
 
@@ -186,63 +179,6 @@ def export_encoder(path: str, out_dir: str, *, max_file_bytes: int = 16 * 2**20)
   return out_dir
 
 
-def _fit_resized_recipe(data_config) -> None:
-  """A simulator recipe shrunk for speed (recipe_overrides.num_pix, e.g. runlocal) renders
-  the adopted grid's whole field of view at its own pixel scale."""
-  overrides = data_config.get("recipe_overrides", None)
-  if data_config.get("source", None) not in ("sim", "sim_pool") or not overrides or \
-      "num_pix" not in overrides or "pixel_scale" not in data_config:
-    return
-  recipe = sim_source.recipe_by_name(data_config.recipe, overrides)
-  scale = getattr(getattr(recipe, "inst", None), "pixel_scale", data_config.pixel_scale)
-  overrides.num_pix = int(round(data_config.image_size * data_config.pixel_scale / scale))
-
-
-# Input-grid fields a pretrained encoder fixes for whatever fine-tunes it.
-GRID_FIELDS = ("image_size", "pixel_scale", "channels", "normalize")
-# Adaptation modes that train a fresh network (init_from only lends its backbone/grid).
-FRESH_MODES = ("scratch", "resnet")
-
-
-def adopt_init_from(config) -> ml_collections.ConfigDict:
-  """A copy of a downstream config that takes init_from's backbone and input grid.
-
-  `--config.init_from=lensfm:tiny` (or any checkpoint) then just works with any downstream
-  config: config.model becomes the checkpoint's backbone (the config's compute dtype and
-  remat are kept) and config.data its grid (GRID_FIELDS). With config.mode 'scratch' the
-  same backbone is trained from random weights (init_from is cleared after adopting);
-  'resnet' keeps its ResNet-18 and adopts only the grid.
-  """
-  path = config.get("init_from", "")
-  if not path:
-    return config
-  config = ml_collections.ConfigDict(config.to_dict())
-  pre = load_config(path)  # FileNotFoundError naming the path if missing.
-  mode = config.get("mode", "finetune")
-  changed = []
-  if mode != "resnet":
-    model = pre.model.to_dict()
-    for keep in ("dtype", "remat", "attention_impl"):
-      if keep in config.model:
-        model[keep] = config.model[keep]
-    if model != config.model.to_dict():
-      changed.append(f"model={model}")
-    config.model = model
-  for field in GRID_FIELDS:
-    if field in pre.data and config.data.get(field, None) != pre.data[field]:
-      changed.append(f"data.{field}={pre.data[field]!r}")
-      config.data[field] = pre.data[field]
-  _fit_resized_recipe(config.data)
-  if mode in FRESH_MODES:
-    config.init_from = ""
-    config.backbone_from = path
-  if changed:
-    logging.info("Adopted from %s: %s", path, ", ".join(changed))
-    if jax.process_index() == 0:
-      print(f"Adopted from {path}: {', '.join(changed)}", flush=True)
-  return config
-
-
 def load_trained(path: str) -> Trained:
   """Every parameter and the `extra` state of a checkpoint, with its config."""
 
@@ -256,65 +192,3 @@ def load_trained(path: str) -> Trained:
   directory, _ = find_checkpoint(path)
   return Trained(state["params"], state.get("extra", {}), config, step,
                  os.path.join(directory, str(step)))
-
-
-def load_downstream(path: str, what: str) -> tuple[Trained, base.DownstreamObjective]:
-  """(trained, objective) of a fine-tuned checkpoint; fails clearly for one without a
-  downstream head (e.g. a pretraining run)."""
-  trained = load_trained(path)
-  model = models.get_model(trained.config.model)
-  objective = objectives.get_objective(trained.config, model)
-  if not isinstance(objective, base.DownstreamObjective):
-    name = trained.config.get("objective", {}).get("name", None)
-    raise errors.UserError(
-        f"{what}: checkpoint {trained.path} was trained with objective {name!r}, which has "
-        "no downstream head. Give a fine-tuned workdir (objective 'classify', 'regress' or "
-        "'superres'), or fine-tune this one first with --config.init_from.")
-  return trained, objective
-
-
-def check_same_backbone(pretrained, current, path) -> None:
-  """Fails with the differing fields when a checkpoint's backbone is not config.model's."""
-  as_json = lambda c: json.loads(json.dumps(c.to_dict() if hasattr(c, "to_dict") else dict(c)))
-  # Both through JSON, as the checkpoint's copy went: tuples and lists compare equal.
-  pre, cur = as_json(pretrained), as_json(current)
-  # Compute dtype and rematerialisation change speed, not parameters.
-  ignore = {"dtype", "remat", "attention_impl"}
-  diff = {k: (pre.get(k), cur.get(k)) for k in set(pre) | set(cur)
-          if k not in ignore and pre.get(k) != cur.get(k)}
-  if diff:
-    raise errors.UserError(f"Checkpoint {path} has a different backbone: "
-                           + ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}"
-                                       for k, (a, b) in sorted(diff.items()))
-                           + "." + _runlocal_hint(pre, cur))
-
-
-def _runlocal_hint(pretrained: dict, current: dict) -> str:
-  """A tiny explicit backbone (variant None) against a named variant: a runlocal run."""
-  if pretrained.get("variant", "") is None and current.get("variant", None) is not None:
-    return (" The checkpoint looks like a `:runlocal` run (a tiny backbone without a "
-            "variant): fine-tune it with `:runlocal` too, e.g. "
-            "--config=configs/finetune_classify.py:runlocal.")
-  return ""
-
-
-def check_init_from(config) -> None:
-  """Before any compilation: the pretrained checkpoint exists and its backbone matches
-  config.model (the trainer checks shapes again when it loads it)."""
-  path: Optional[str] = config.get("init_from", None)
-  if not path:
-    return
-  pre = load_config(path)  # FileNotFoundError naming the path if missing.
-  check_same_backbone(pre.model, config.model, path)
-  have, want = pre.data.get("channels", 1), config.data.get("channels", 1)
-  if have != want:
-    raise errors.UserError(f"Checkpoint {path} was trained on images with {have} "
-                           f"channel(s), but config.data.channels={want}.")
-  # An encoder only knows the input scale it was trained on: fine-tuning it on images
-  # normalised otherwise starts from features it never learned to make.
-  have = pre.data.get("normalize", transforms.DEFAULT_NORMALIZE)
-  want = config.data.get("normalize", transforms.DEFAULT_NORMALIZE)
-  if have != want:
-    raise errors.UserError(f"Checkpoint {path} was trained on config.data.normalize="
-                           f"{have!r} images, but this run has config.data.normalize={want!r}; "
-                           f"pass --config.data.normalize={have} (or pretrain with {want!r}).")

@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import optax
 
 from lensfm import errors
-from lensfm.train import sharding
 from lensfm import utils
 
 # Parameters that get no weight decay: biases, norm scales, and the embedding-like
@@ -57,6 +56,14 @@ def layer_index(name: str, depth: int) -> int:
   return depth + 1
 
 
+def num_blocks(params) -> int:
+  """The encoder's blocks, counted from the parameter names (0 for a model without)."""
+  names = [utils.path_to_str(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+  found = [int(m.group(1)) for n in names if "encoder/" in n
+           for m in [re.search(r"block(\d+)", n)] if m]
+  return max(found) + 1 if found else 0
+
+
 def layer_decay_scales(params, depth: int, decay: float):
   return jax.tree_util.tree_map_with_path(
       lambda path, _: decay**(depth + 1 - layer_index(utils.path_to_str(path), depth)), params)
@@ -70,7 +77,7 @@ def scale_by_tree(scales) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
-def make_optimizer(config, params, depth: int = 0) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(config, params) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Returns (optimizer, schedule) for `params` (arrays or shapes)."""
   o = config.optim
   schedule = learning_rate_schedule(config)
@@ -80,7 +87,7 @@ def make_optimizer(config, params, depth: int = 0) -> tuple[optax.GradientTransf
   parts.append(optax.adamw(schedule, b1=o.get("b1", 0.9), b2=o.get("b2", 0.999),
                            weight_decay=o.get("weight_decay", 0.), mask=weight_decay_mask))
   if o.get("layer_decay", None):
-    parts.append(scale_by_tree(layer_decay_scales(params, depth, o.layer_decay)))
+    parts.append(scale_by_tree(layer_decay_scales(params, num_blocks(params), o.layer_decay)))
   tx = optax.chain(*parts)
   if o.get("freeze", None):
     frozen = re.compile(o.freeze)

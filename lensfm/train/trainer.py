@@ -11,7 +11,8 @@ nonfinite (a step whose loss or gradient is not finite never changes the state;
   logged `nonfinite_count` and `first_nonfinite_step`),
 model, objective, data, and optionally
   init_from: a workdir or checkpoint whose encoder replaces the initial params['encoder']
-    (fine-tuning); its backbone must match config.model, else a ValueError says what differs;
+    (fine-tuning; `contract.start_from`); its backbone must match config.model, else a
+    UserError says what differs;
   evals: {name: ConfigDict(type=..., every=N, ...)}: evaluators, which the task builds
     (`lensfm.tasks.pretrain`) and `run` calls every N steps (and at the end); each
     returns a dict of metrics, logged as '<name>/<metric>'.
@@ -46,8 +47,8 @@ from lensfm import errors
 from lensfm import models
 from lensfm import objectives
 from lensfm.train import checkpoint as ckpt_lib
+from lensfm.train import contract
 from lensfm.train import distributed
-from lensfm.train import loading
 from lensfm.train import optim
 from lensfm.train import sharding
 from lensfm.train import watchdog as watchdog_lib
@@ -75,12 +76,6 @@ class NonFiniteError(FloatingPointError):
   """Raised when the loss or gradients stop being finite (config.nonfinite='error')."""
 
 
-def model_depth(model) -> int:
-  """Number of blocks, for layer-wise learning-rate decay (0 if not a block model)."""
-  dims = getattr(model, "dims", None)
-  return int(dims().get("depth", 0)) if callable(dims) else int(getattr(model, "depth", 0) or 0)
-
-
 def abstract_batch(config) -> dict[str, jax.ShapeDtypeStruct]:
   """Batch shapes from the config, so initialisation never consumes real data."""
   d = config.data
@@ -103,9 +98,12 @@ def check_config(config, mesh) -> None:
 class Trainer:
   """Builds everything a run needs from the config; `run()` trains."""
 
-  def __init__(self, config, workdir: str, devices=None):
+  def __init__(self, config, workdir: str, devices=None,
+               start_from: Optional[contract.Checkpoint] = None):
+    """`start_from`: the resolved config.init_from, when the caller has it already."""
     self.config = config
     self.workdir = workdir
+    self.start_from = start_from or contract.start_from(config)
     self.mesh = sharding.make_mesh(config.mesh, devices)
     check_config(config, self.mesh)
     self.data_sharding = sharding.batch_sharding(self.mesh)
@@ -116,7 +114,7 @@ class Trainer:
     batch = abstract_batch(config)
     init_rng = jax.random.fold_in(self.base_rng, _INIT_STREAM)
     params_shape, _ = jax.eval_shape(self.objective.init, init_rng, batch)
-    self.tx, self.schedule = optim.make_optimizer(config, params_shape, model_depth(self.model))
+    self.tx, self.schedule = optim.make_optimizer(config, params_shape)
     self.abstract_state = jax.eval_shape(functools.partial(self._init_state, batch=batch), init_rng)
     self.state_sharding = sharding.tree_shardings(
         self.abstract_state, config.get("sharding_rules", ((".*", "fsdp"),)), self.mesh)
@@ -132,28 +130,34 @@ class Trainer:
             "nonfinite_count": jnp.zeros((), jnp.int32),
             "first_nonfinite_step": jnp.full((), -1, jnp.int32)}
 
-  def init_state(self):
-    """Parameters are created directly in their shards: no full copy on any device."""
-    init = jax.jit(functools.partial(self._init_state, batch=self._batch),
-                   out_shardings=self.state_sharding)
-    state = init(self._init_rng)
-    if self.config.get("init_from", None):
-      state = self._load_pretrained_encoder(state, self.config.init_from)
-    return state
+  def init_state(self, rng: Optional[jax.Array] = None,
+                 start_from: Optional[contract.Checkpoint] = None):
+    """A new state, created directly in its shards (no full copy on any device), from
+    `rng` (default the config seed's init stream), its encoder from `start_from` (default
+    the run's init_from) when there is one."""
+    state = self._init_fn(self._init_rng if rng is None else rng)
+    start_from = start_from or self.start_from
+    return state if start_from is None else self.load_encoder(state, start_from)
 
-  def _load_pretrained_encoder(self, state, path):
-    encoder, pre_config, step = loading.load_params(path, "encoder")
-    loading.check_same_backbone(pre_config.model, self.config.model, path)
+  @functools.cached_property
+  def _init_fn(self):
+    return jax.jit(functools.partial(self._init_state, batch=self._batch),
+                   out_shardings=self.state_sharding)
+
+  def load_encoder(self, state, checkpoint: contract.Checkpoint):
+    """`state` with params['encoder'] replaced by the checkpoint's encoder."""
+    checkpoint.check_backbone(self.config.model)
+    encoder = checkpoint.encoder_params()
     expected = state["params"]["encoder"]
     want = {utils.path_to_str(p): l.shape for p, l in jax.tree_util.tree_leaves_with_path(expected)}
     have = {utils.path_to_str(p): l.shape for p, l in jax.tree_util.tree_leaves_with_path(encoder)}
     if want != have:
       diff = sorted(set(want.items()) ^ set(have.items()))[:6]
-      raise ValueError(f"Encoder in {path} does not fit config.model: differing "
-                       f"(parameter, shape) pairs include {diff}.")
+      raise errors.UserError(f"Encoder in {checkpoint.ref} does not fit config.model: "
+                             f"differing (parameter, shape) pairs include {diff}.")
     encoder = jax.tree.map(lambda x, ref: jax.device_put(x.astype(ref.dtype), ref.sharding),
                            encoder, expected)
-    _log(f"Initialised the encoder from {path} (step {step}).")
+    _log(f"Initialised the encoder from {checkpoint.ref} (step {checkpoint.step}).")
     # Optimizer moments start from zero either way; only the parameters change.
     return {**state, "params": {**state["params"], "encoder": encoder}}
 
@@ -197,10 +201,31 @@ class Trainer:
     return optax.apply_updates(params, updates), opt_state
 
   def compile_step(self):
+    """The jitted, donated step (state, batch) -> (state, metrics), one per trainer: runs
+    that share a trainer (LensBench's seeds and label counts) share its compilation."""
+    return self._step_fn
+
+  @functools.cached_property
+  def _step_fn(self):
     return jax.jit(self._train_step,
                    in_shardings=(self.state_sharding, self.data_sharding),
                    out_shardings=(self.state_sharding, sharding.replicated(self.mesh)),
                    donate_argnums=(0,))
+
+  @functools.cached_property
+  def eval_outputs(self):
+    """The objective's jitted eval_outputs(params, extra, batch), one per trainer."""
+    return jax.jit(self.objective.eval_outputs)
+
+  def train_in_memory(self, train_input, *, rng: Optional[jax.Array] = None,
+                      start_from: Optional[contract.Checkpoint] = None):
+    """(state, last metrics on the host) after config.total_steps steps on `train_input`,
+    with no checkpoints, logs or evaluations: short runs that are scored at once."""
+    state = self.init_state(rng, start_from)
+    with jax.set_mesh(self.mesh):
+      for _ in range(self.config.total_steps):
+        state, metrics = self._step_fn(state, next(train_input))
+    return state, jax.device_get(metrics)
 
   # -- loop ----------------------------------------------------------------------------
   def run(self, make_evaluators: Optional[Callable[[], dict]] = None) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from typing import Optional
 import jax
 import numpy as np
 
-from lensfm.train import checkpoint
 from lensfm import utils
 
 
