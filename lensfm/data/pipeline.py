@@ -449,10 +449,9 @@ def build_if_needed(data_config, show: bool = True) -> None:
   """
   name, manual_dir = data_config.get("name", ""), data_config.get(
       "manual_dir", "")
-  if not manual_dir or not name.startswith("deeplense/"):
+  if not manual_dir or not build.builds_from_files(name):
     return
-  result = build.ensure_built(name, data_config.get("data_dir", None) or None,
-                              manual_dir, progress=show)
+  result = build.ensure_built_from_config(data_config, progress=show)
   if result.built and show:
     print(result.summary(), flush=True)
 
