@@ -268,3 +268,61 @@ def test_wrong_band_count_and_bad_name(tmp_path):
        bands="g,r,i")
   with pytest.raises(errors.UserError, match="files/a b"):
     _build("files/a b", tmp_path / "data", catalogue)
+
+
+# -- more layouts ---------------------------------------------------------------------------
+
+
+def test_mixed_pixel_scales_keep_field_of_view(tmp_path):
+  from astropy.io import fits
+  root = tmp_path / "in" / "lens"
+  os.makedirs(root)
+  rng = np.random.default_rng(4)
+  for i in range(3):
+    write_fits(str(root / f"{i}.fits"), rng.random((16, 16)), 0.2)
+  # The same 3.2" field at twice the resolution, tile-compressed (.fz).
+  write_fits(str(tmp_path / "plain.fits"), np.ones((32, 32), np.int16), 0.1)
+  with fits.open(tmp_path / "plain.fits") as hdus:
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(
+        hdus[0].data.astype(np.int16), header=hdus[0].header)]).writeto(root / "fine.fits.fz")
+  result = _build("files/mixed_scales", tmp_path / "data", tmp_path / "in",
+                  builder_args={"validation_fraction": 0, "test_fraction": 0})
+  assert metadata(result.path)["pixel_scale"] == pytest.approx(0.2)
+  assert 'stored at 16x16 at 0.2"/px' in result.summary()
+  fine = [r for r in records(result.path, "train") if r["filename"].endswith(b".fz")][0]
+  assert fine["image"].shape == (16, 16, 1)
+  # Fluxes per pixel: four fine pixels make one; the total flux is kept.
+  assert fine["image"].sum() == pytest.approx(32 * 32, rel=1e-4)
+  assert np.allclose(fine["image"], 4.0, atol=1e-3)
+
+
+def test_unlabelled_jpeg_folder(tmp_path):
+  from PIL import Image
+  os.makedirs(tmp_path / "in")
+  for i in range(3):
+    Image.fromarray(np.full((10, 10), 40 * i, np.uint8)).save(tmp_path / "in" / f"{i}.jpg")
+  result = _build("files/jpegs", tmp_path / "data", tmp_path / "in",
+                  builder_args={"validation_fraction": 0, "test_fraction": 0})
+  rows = records(result.path, "train")
+  assert [r["label"] for r in rows] == [-1, -1, -1]
+  assert rows[0]["image"].shape == (10, 10, 1)
+  assert metadata(result.path)["class_names"] == []
+
+
+def test_command_line_and_rebuild_when_a_catalogued_file_changes(tmp_path, capsys):
+  np.save(tmp_path / "a.npy", np.ones((8, 8, 2)))
+  np.save(tmp_path / "b.npy", np.zeros((8, 8, 2)))
+  catalogue = write_csv(tmp_path / "c.csv", ["path", "kind"], [["a.npy", "x"],
+                                                               ["b.npy", "y"]])
+  argv = ["files/cli", f"--manual_dir={catalogue}", f"--data_dir={tmp_path / 'data'}",
+          "--no_progress", '--builder_args={"label": "kind", "bands": "u,v", '
+          '"validation_fraction": 0, "test_fraction": 0}']
+  assert build.main(argv) == 0
+  assert "Built files/cli: 2 train examples" in capsys.readouterr().out
+  np.save(tmp_path / "b.npy", np.full((8, 8, 2), 2.0))
+  os.utime(tmp_path / "b.npy", ns=(1, 1))
+  assert build.main(argv) == 0
+  assert "1 changed file(s) in manual_dir (b.npy)" in capsys.readouterr().out
+  path = pipeline.find_dataset_dir("files/cli", str(tmp_path / "data"))
+  assert sorted(float(r["image"].max()) for r in records(path, "train")) == [1.0, 2.0]
+  assert metadata(path)["bands"] == ["u", "v"]

@@ -45,8 +45,10 @@ column, an empty path cell, a bad label, split or target cell) are always errors
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import re
 from typing import Any, Optional
@@ -119,7 +121,8 @@ def normalize_args(given: Optional[dict]) -> dict[str, Any]:
   unknown = sorted(set(given) - set(DEFAULT_ARGS))
   if unknown:
     raise errors.UserError(f"files builder arguments {unknown} are unknown; expected some of "
-                           f"{sorted(DEFAULT_ARGS)}.")
+                           f"{sorted(DEFAULT_ARGS)}."
+                           f"{errors.did_you_mean(unknown[0], DEFAULT_ARGS)}")
   out = {}
   for key, value in given.items():
     if value is None:
@@ -353,7 +356,8 @@ class Files(tfds.core.GeneratorBasedBuilder):
     if self.plan.note:
       self.report.notes[self.plan.note] = self.plan.moved
     self._stats = base.PixelStats()
-    super().__init__(config=config, **kwargs)
+    with _quiet_custom_config():
+      super().__init__(config=config, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     source = self.plan.source
@@ -413,6 +417,19 @@ class Files(tfds.core.GeneratorBasedBuilder):
         "layout": {"kind": source.kind, "splits_from": self.plan.splits_from},
         "build_args": self.build_args(), "manual_dir": self._manual_dir,
         "report": self.report.to_dict()})
+
+
+@contextlib.contextmanager
+def _quiet_custom_config():
+  """TFDS warns of every config not in BUILDER_CONFIGS; here any name is one."""
+  def keep(record):
+    return "Using custom data configuration" not in record.getMessage()
+  logger = logging.getLogger("absl")
+  logger.addFilter(keep)
+  try:
+    yield
+  finally:
+    logger.removeFilter(keep)
 
 
 def _to_grid(image: np.ndarray, src_scale: float, size: int, scale: float) -> np.ndarray:
