@@ -146,7 +146,8 @@ def requested_args(dataset: str, *, num_examples, num_test_examples, seed,
                    builder_args: Optional[dict] = None) -> dict[str, Any]:
   """Content-deciding arguments to compare with a stored build (None = any)."""
   if dataset == "files":
-    return files_builder.normalize_args(builder_args)
+    return files_builder.normalize_args({**({"seed": seed} if seed is not None else {}),
+                                         **(builder_args or {})})
   if dataset == "deeplense":
     return {"seed": seed, "test_fraction": test_fraction}
   if num_test_examples is None and num_examples is not None:
@@ -306,10 +307,9 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
     if dataset == "deeplense":
       kwargs.update(manual_dir=manual_dir, test_fraction=(
           0.1 if test_fraction is None else test_fraction))
-    elif dataset == "files":
+    elif dataset == "files":  # Its arguments, seed included, are `requested`.
       kwargs = {"skip_bad": skip_bad, "progress": progress, "manual_dir": manual_dir,
-                "builder_args": {**({"seed": seed} if seed is not None else {}),
-                                 **(builder_args or {})}}
+                "builder_args": requested}
     else:
       kwargs.update(num_examples=num_examples,
                     num_test_examples=num_test_examples,

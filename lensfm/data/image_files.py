@@ -14,6 +14,11 @@ Accepted layouts for a model of H x W pixels and C channels: (H, W) when C = 1,
 can run code); DeepLense axion files, pickled [image, mass], then give their image.
 FITS: the first HDU holding an array of 2 or more dimensions (or `hdu` if given),
 read with astropy; big-endian data are converted to native float32.
+
+For the `files` dataset builder: `read_any` also reads PNG/JPEG pictures (grey: 1 band,
+else RGB) and tile-compressed FITS (.fz), and stacks several FITS extensions as bands
+(`parse_hdu`: an index or EXTNAME, a list of them, or 'all'); `hwc_shape` / `to_bands`
+lay an array of any band count out as (H, W, C). `read_image` keeps the rules above.
 """
 import glob
 import os

@@ -307,7 +307,8 @@ def _consistent(splits: dict, channels: Optional[int], report, skip_bad: bool) -
 
 
 def _grid(every: list, name: str) -> tuple[tuple[int, int, int], Optional[float], str, int]:
-  """(stored shape, pixel scale, note, images to map): the most common (size, scale), ties to the larger."""
+  """(stored shape, pixel scale, note, images to map): the most common (size, scale),
+  ties to the larger."""
   groups = collections.Counter((shape, scale) for _, shape, scale in every)
   (shape, scale), _ = max(groups.items(),
                           key=lambda kv: (kv[1], kv[0][0][0] * kv[0][0][1], kv[0][1] or 0))
