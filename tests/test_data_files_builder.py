@@ -243,6 +243,7 @@ def test_fits_one_band_per_extension(tmp_path):
   image = records(result.path, "train")[0]["image"]
   assert image.shape == (8, 8, 3) and image[0, 0].tolist() == [0, 1, 2]
   assert metadata(result.path)["bands"] == ["u", "g", "r"]
+  _bad(tmp_path, tmp_path / "in", r"a.fits.gz: has shape \(8, 8\).*hdu='all'", bands="u,g,r")
 
 
 def test_nan_pixels_follow_skip_bad(tmp_path):

@@ -183,7 +183,12 @@ def probe(row: files_source.Row, hdu, channels: Optional[int]
       shapes.append(image_files.hwc_shape(shape, path, 1))
       scale = band_scale if scale is None else scale
   except errors.UserError as e:
-    raise _bad(row, e) from None
+    error = _bad(row, e)
+    if (channels or 1) > 1 and hdu is None and "has shape" in str(e) and \
+        row.files[0].lower().endswith(image_files.FITS_EXTENSIONS):
+      error = BadFileError(str(error).rstrip(".") + " (config.data.hdu='all' reads one band "
+                           "per FITS extension).", error.reason)
+    raise error from None
   if len({s[:2] for s in shapes}) > 1:
     sizes = ", ".join(f"{os.path.basename(p)} {s[0]}x{s[1]}"
                       for p, s in zip(row.files, shapes))
@@ -255,11 +260,11 @@ def make_plan(manual_dir: str, args: dict, report: base.BuildReport, skip_bad: b
 
   splits = {split: list(_guarded(rows, probed, report, skip_bad))
             for split, rows in by_split.items()}
-  splits = _consistent(splits, channels, report, skip_bad)
+  splits = {k: v for k, v in _consistent(splits, channels, report, skip_bad).items() if v}
   every = [p for probes in splits.values() for p in probes]
   if not every:
-    raise errors.UserError(f"{manual_dir}: no usable image was found (every file was "
-                           "skipped); see the skipped files above.")
+    raise errors.UserError(f"{manual_dir}: no usable image; all {len(source.rows)} were "
+                           f"skipped {dict(report.skipped)}, e.g. {report.skipped_files[0]}")
   shape, scale, note, moved = _grid(every, name)
   bands = given_bands or (["red", "green", "blue"] if shape[2] == 3 and all(
       r.files[0].lower().endswith(image_files.PICTURE_EXTENSIONS) for r, _, _ in every)
@@ -388,6 +393,10 @@ class Files(tfds.core.GeneratorBasedBuilder):
       if split == "train":
         self._stats.add(example["image"])
       yield key, example
+    if not self.report.written[split]:
+      raise errors.UserError(
+          f"files/{self.builder_config.name}: every file of the {split} split was skipped "
+          f"{dict(self.report.skipped)}, e.g. {self.report.skipped_files[-1]}")
     self._write_metadata()
 
   def _example(self, probed):
