@@ -6,6 +6,10 @@ Command line (a progress bar per split; the summary names the output path):
   # common_test; see lensfm/data/builders/deeplense.py for the layouts):
   python -m lensfm.data.build deeplense/model_ii --manual_dir=DIR --data_dir=DIR
 
+  # Your own folder or CSV catalogue, under a name of yours (builders/files.py):
+  python -m lensfm.data.build files/NAME --manual_dir=PATH --data_dir=DIR \
+    [--builder_args='{"label": "class", "targets": "z", "bands": "g,r,i"}']
+
   # A fixed simulated set (configs: one per recipe, see builders/lensfm_sim.py):
   python -m lensfm.data.build lensfm_sim/model_ii --num_examples=N --data_dir=DIR
 
@@ -55,9 +59,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from lensfm import compilation_cache
+from lensfm import errors
 from lensfm.data import builders
 from lensfm.data import source_fingerprint
 from lensfm.data.builders import base
+from lensfm.data.builders import files as files_builder
 from lensfm.data.builders import lensfm_sim
 
 INCOMPLETE_PREFIX = ".incomplete."
@@ -104,6 +110,10 @@ def parse_name(name: str) -> tuple[str, str]:
   if dataset not in builders.BUILDERS:
     raise ValueError(f"Unknown dataset {dataset!r} in {name!r}; expected one "
                      f"of {sorted(builders.BUILDERS)}.")
+  any_config = getattr(builders.BUILDERS[dataset], "ANY_CONFIG", None)
+  if any_config is not None:  # files/NAME: any NAME the builder accepts.
+    any_config(config)
+    return dataset, config
   configs = [c.name for c in builders.BUILDERS[dataset].BUILDER_CONFIGS]
   if config not in configs:
     raise ValueError(f"Unknown config {config!r} in {name!r}; {dataset} has "
@@ -132,8 +142,12 @@ def read_metadata(path: str) -> dict[str, Any]:
 
 
 def requested_args(dataset: str, *, num_examples, num_test_examples, seed,
-                   test_fraction, recipe_overrides) -> dict[str, Any]:
+                   test_fraction, recipe_overrides,
+                   builder_args: Optional[dict] = None) -> dict[str, Any]:
   """Content-deciding arguments to compare with a stored build (None = any)."""
+  if dataset == "files":
+    return files_builder.normalize_args({**({"seed": seed} if seed is not None else {}),
+                                         **(builder_args or {})})
   if dataset == "deeplense":
     return {"seed": seed, "test_fraction": test_fraction}
   if num_test_examples is None and num_examples is not None:
@@ -236,7 +250,8 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
                  test_fraction: Optional[float] = None,
                  recipe_overrides: Optional[dict] = None,
                  skip_bad: bool = False, overwrite: bool = False,
-                 progress: bool = True) -> BuildResult:
+                 progress: bool = True,
+                 builder_args: Optional[dict] = None) -> BuildResult:
   """Builds `name` ('deeplense/<config>' or 'lensfm_sim/<recipe>') unless an
   equivalent build exists; see the module docstring.
 
@@ -253,6 +268,8 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
     overwrite: rebuild even if a build exists (it stays until the new one is
       complete).
     progress: show progress bars.
+    builder_args: files: label, targets, bands, hdu, source_pixel_scale, ...
+      (builders/files.py, DEFAULT_ARGS).
 
   Returns:
     A BuildResult (path, whether it was built, examples per split, report).
@@ -267,7 +284,8 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
   final = dataset_path(data_dir, name)
   requested = requested_args(
       dataset, num_examples=num_examples, num_test_examples=num_test_examples,
-      seed=seed, test_fraction=test_fraction, recipe_overrides=recipe_overrides)
+      seed=seed, test_fraction=test_fraction, recipe_overrides=recipe_overrides,
+      builder_args=builder_args)
 
   source = _source(dataset, manual_dir, requested)
   rebuilt_because = ""
@@ -275,6 +293,7 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
     stale = _stale(final, source)
     if not stale:
       return _reuse(name, final, requested, start)
+    _check_one_source(dataset, name, final, source)
     rebuilt_because = "; ".join(stale)
     overwrite = True  # The old build stays until the new one is complete.
 
@@ -288,6 +307,9 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
     if dataset == "deeplense":
       kwargs.update(manual_dir=manual_dir, test_fraction=(
           0.1 if test_fraction is None else test_fraction))
+    elif dataset == "files":  # Its arguments, seed included, are `requested`.
+      kwargs = {"skip_bad": skip_bad, "progress": progress, "manual_dir": manual_dir,
+                "builder_args": requested}
     else:
       kwargs.update(num_examples=num_examples,
                     num_test_examples=num_test_examples,
@@ -316,6 +338,17 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
 
 def _source(dataset: str, manual_dir: Optional[str], requested: dict) -> dict:
   """The fingerprint of what is asked for; a manual_dir that is gone is an error."""
+  fingerprint_files = getattr(builders.BUILDERS[dataset], "fingerprint_files", None)
+  if fingerprint_files is not None:  # files: a folder or a catalogue file.
+    if manual_dir and not os.path.exists(os.path.expanduser(manual_dir)):
+      raise errors.MissingFileError(f"{manual_dir}: manual_dir does not exist; expected "
+                                    "a folder of images or a CSV catalogue.")
+    fingerprint = source_fingerprint.make(
+        dataset, str(builders.BUILDERS[dataset].VERSION), requested, None)
+    if manual_dir:
+      fingerprint["manual_dir"] = base.abspath(manual_dir)
+      fingerprint["files"] = fingerprint_files(base.abspath(manual_dir))
+    return fingerprint
   if manual_dir and not os.path.isdir(manual_dir):
     raise base.BadInputError(manual_dir, "manual_dir does not exist",
                              "the directory holding the source files",
@@ -323,6 +356,38 @@ def _source(dataset: str, manual_dir: Optional[str], requested: dict) -> dict:
   files_from = base.abspath(manual_dir) if dataset == "deeplense" and manual_dir else None
   return source_fingerprint.make(dataset, str(builders.BUILDERS[dataset].VERSION),
                                  requested, files_from)
+
+
+def _check_one_source(dataset: str, name: str, path: str, source: dict) -> None:
+  """A files/NAME build made from another PATH is not replaced by this one: one NAME,
+  one source (a moved copy with the same files is reused, never gets here)."""
+  if not getattr(builders.BUILDERS[dataset], "ONE_SOURCE_PER_NAME", False):
+    return
+  stored = (source_fingerprint.read(path) or {}).get("manual_dir")
+  if stored and stored != source.get("manual_dir"):
+    raise errors.UserError(
+        f"{name} at {path} was built from {stored}, not from {source.get('manual_dir')} "
+        f"(and their files differ). Give this source its own name, e.g. "
+        f"--config.data.name={name.split('/')[0]}/"
+        f"{files_builder.suggest_name(source.get('manual_dir', ''))}, or rebuild with "
+        "--overwrite.")
+
+
+def builds_from_files(name: str) -> bool:
+  """Whether `name` is built on first use from config.data.manual_dir."""
+  return name.partition("/")[0] in ("deeplense", "files")
+
+
+def ensure_built_from_config(data_config, progress: bool = True) -> BuildResult:
+  """`ensure_built` for config.data (name, data_dir, manual_dir, skip_bad and, for
+  files/NAME, the builder arguments it sets: builders/files.py CONFIG_FIELDS)."""
+  name = data_config.get("name", "")
+  builder_args = (files_builder.args_from_config(data_config)
+                  if name.startswith("files/") else None)
+  return ensure_built(name, data_config.get("data_dir", None) or None,
+                      data_config.get("manual_dir", None), progress=progress,
+                      skip_bad=bool(data_config.get("skip_bad", False)),
+                      builder_args=builder_args)
 
 
 def _stale(path: str, source: dict) -> list[str]:
@@ -355,10 +420,10 @@ def _parse_args(argv):
   parser = argparse.ArgumentParser(
       prog="python -m lensfm.data.build",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("name", help="deeplense/<config> or lensfm_sim/<recipe>")
+  parser.add_argument("name", help="deeplense/<config>, files/<name> or lensfm_sim/<recipe>")
   parser.add_argument("--data_dir", default=None)
   parser.add_argument("--manual_dir", default=None,
-                      help="deeplense: directory of the .npy files")
+                      help="deeplense: directory of the .npy files; files: folder or CSV")
   parser.add_argument("--num_examples", type=int, default=None,
                       help="lensfm_sim: train examples")
   parser.add_argument("--num_test_examples", type=int, default=None,
@@ -368,6 +433,8 @@ def _parse_args(argv):
                       help="deeplense without train/test dirs (default 0.1)")
   parser.add_argument("--recipe_overrides", type=json.loads, default=None,
                       help='lensfm_sim: JSON, e.g. \'{"num_pix": 32}\'')
+  parser.add_argument("--builder_args", type=json.loads, default=None,
+                      help='files: JSON, e.g. \'{"label": "class", "bands": "g,r,i"}\'')
   parser.add_argument("--skip_bad", action="store_true")
   parser.add_argument("--overwrite", action="store_true")
   parser.add_argument("--no_progress", action="store_true")
@@ -384,7 +451,8 @@ def main(argv=None) -> int:
         num_test_examples=args.num_test_examples, seed=args.seed,
         test_fraction=args.test_fraction,
         recipe_overrides=args.recipe_overrides, skip_bad=args.skip_bad,
-        overwrite=args.overwrite, progress=not args.no_progress)
+        overwrite=args.overwrite, progress=not args.no_progress,
+        builder_args=args.builder_args)
   except (ValueError, FileNotFoundError) as e:  # BadInputError included.
     print(f"error: {e}", file=sys.stderr)
     print("No dataset was written or changed.", file=sys.stderr)

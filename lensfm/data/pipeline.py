@@ -33,9 +33,10 @@ thread read ahead), so `set_state` continues bit-for-bit where that was.
   name:             '<dataset>/<config>', e.g. 'deeplense/model_ii',
                     'lensfm_sim/model_ii' (built with `lensfm.data.build`).
   data_dir:         TFDS root (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
-  manual_dir:       optional, deeplense only: the released .npy files; the
-                    dataset is built from them on first use
-                    (`lensfm.data.build.ensure_built`) and reused afterwards.
+  manual_dir:       optional, deeplense and files only: the released .npy files,
+                    or your folder / CSV catalogue (files/NAME; its fields:
+                    builders/files.py); the dataset is built from them on first
+                    use (`lensfm.data.build.ensure_built`) and reused afterwards.
   image_size, pixel_scale: the model's grid. The dataset's images (any size,
                     at its pixel scale, see `dataset_pixel_scale`) are mapped
                     onto it on device, before augmentation and normalisation.
@@ -453,17 +454,16 @@ def built_normalization_stats(data_config) -> Optional[dict]:
 
 
 def build_if_needed(data_config, show: bool = True) -> None:
-  """Builds a deeplense dataset from config.data.manual_dir on first use.
+  """Builds a deeplense or files dataset from config.data.manual_dir on first use.
 
   Every process may call this: each builds into its own temporary directory
   and the first to finish publishes (see lensfm.data.build); later runs reuse.
   """
   name, manual_dir = data_config.get("name", ""), data_config.get(
       "manual_dir", "")
-  if not manual_dir or not name.startswith("deeplense/"):
+  if not manual_dir or not build.builds_from_files(name):
     return
-  result = build.ensure_built(name, data_config.get("data_dir", None) or None,
-                              manual_dir, progress=show)
+  result = build.ensure_built_from_config(data_config, progress=show)
   if result.built and show:
     print(result.summary(), flush=True)
 
