@@ -180,6 +180,8 @@ def main(argv):
 def check_backbone_overrides(config, overrides) -> None:
   """A run from init_from adopts the checkpoint's backbone, so a --config.model.FIELD
   that contradicts it is a mistake to name, never silently replaced."""
+  if not any(field.startswith("model.") for field in overrides):
+    return
   start_from = contract.start_from(config)
   if start_from is not None:
     start_from.check_overrides(config, overrides)

@@ -11,8 +11,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from lensfm.data import build
 from lensfm.data import grid
 from lensfm.data import make_input
+from lensfm.data import model_input
 from lensfm.data import pipeline
-from lensfm.tasks import predict
 
 BATCH = 8
 PER_CLASS = 10  # 30 records: 24 train, 6 test.
@@ -202,8 +202,10 @@ def test_other_grids_are_mapped_like_every_other_input_path(data_dir, sharding):
   mapped = np.asarray(grid.map_images(raw["image"], 0.101, 32, 0.08))
   real = raw["mask"]
   np.testing.assert_allclose(batch["image"][real], mapped[real], rtol=1e-5, atol=1e-6)
-  files = np.asarray(jax.jit(predict.on_model_grid, static_argnums=(1, 2, 3))(
-      raw["image"], 0.101, 32, 0.08))
+  files = _host(next(model_input.array_batches(
+      {"image": raw["image"]}, src_scale=0.101, grid=model_input.Grid(32, 0.08, 1),
+      normalization=model_input.Normalization("none"), batch_size=BATCH,
+      sharding=sharding)))["image"]
   np.testing.assert_allclose(files[real], mapped[real], rtol=1e-5, atol=1e-6)
   assert pipeline.dataset_pixel_scale(
       tfds_info(data_dir), "deeplense/model_ii", _config(data_dir)) == 0.101

@@ -25,6 +25,7 @@ import os
 from typing import Optional
 
 import numpy as np
+from PIL import Image
 
 from lensfm import errors
 
@@ -96,11 +97,17 @@ def _read_npy(path: str, allow_pickle: bool) -> np.ndarray:
   return array
 
 
+def _astropy():
+  """astropy, imported at the first FITS file: importing it costs every run ~1 s."""
+  import astropy.io.fits  # pylint: disable=g-import-not-at-top
+  import astropy.wcs.utils  # pylint: disable=g-import-not-at-top
+  return astropy
+
+
 def wcs_pixel_scale(header) -> Optional[float]:
   """Arcsec/pixel from a FITS header's celestial WCS (CD or CDELT/PC; the geometric mean
   of the two axes), or None if it has none."""
-  # Imported when a FITS file is read: astropy costs every run ~1 s of start-up otherwise.
-  import astropy.wcs.utils  # pylint: disable=g-import-not-at-top
+  astropy = _astropy()
   try:
     celestial = astropy.wcs.WCS(header, naxis=2).celestial
     if not celestial.has_celestial:
@@ -113,10 +120,8 @@ def wcs_pixel_scale(header) -> Optional[float]:
 
 
 def _read_fits(path: str, hdu: Optional[int]) -> tuple[np.ndarray, Optional[float]]:
-  # Imported when a FITS file is read: astropy costs every run ~1 s of start-up otherwise.
-  import astropy.io.fits  # pylint: disable=g-import-not-at-top
   try:
-    with astropy.io.fits.open(path, memmap=False) as hdus:
+    with _astropy().io.fits.open(path, memmap=False) as hdus:
       if hdu is not None:
         if hdu >= len(hdus):
           raise UnreadableImage(f"{path}: has {len(hdus)} HDUs; config.hdu={hdu} does not "
@@ -267,9 +272,8 @@ def _image_hdus(hdus, spec, path: str) -> list:
 def _fits_bands(path: str, spec, read: bool):
   """(array or shape, pixel scale or None): one HDU as stored, or several stacked as
   (C, H, W) (they must have one 2-D shape)."""
-  from astropy.io import fits  # pylint: disable=g-import-not-at-top
   try:
-    with fits.open(path, memmap=False, lazy_load_hdus=True) as hdus:
+    with _astropy().io.fits.open(path, memmap=False, lazy_load_hdus=True) as hdus:
       chosen = _image_hdus(hdus, spec, path)
       shapes = [tuple(h.shape) for h in chosen]
       if len(chosen) > 1 and (len(set(shapes)) > 1 or len(shapes[0]) != 2):
@@ -288,7 +292,6 @@ def _fits_bands(path: str, spec, read: bool):
 
 def _picture(path: str, read: bool):
   """A PNG/JPEG: (H, W) for one grey band, else (H, W, 3) RGB (alpha dropped)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
     with Image.open(path) as picture:
       grey = picture.mode in ("L", "I", "I;16", "F", "1")

@@ -205,7 +205,7 @@ def labels_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
   permutation within each class."""
   rng = np.random.default_rng(seed)
   chosen = []
-  for label in np.unique(labels):
+  for label in np.unique(labels[labels >= 0]):  # -1: unlabelled, never a class.
     members = np.flatnonzero(labels == label)
     if len(members) < per_class:
       warnings.warn(f"labels_per_class={per_class}, but class {label} has only "

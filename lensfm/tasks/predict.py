@@ -132,8 +132,9 @@ def model_batch(images, scale, grid, normalization, batch_size, sharding) -> dic
 
 def run(config, workdir: str) -> dict:
   start = time.time()
-  checkpoint = contract.resolve(contract.trained_model_ref(config, "predict"))
-  paths = image_files.expand_inputs(config.inputs)
+  ref = contract.trained_model_ref(config, "predict")
+  paths = image_files.expand_inputs(config.inputs)  # Named before any checkpoint is read.
+  checkpoint = contract.resolve(ref)
   trained, objective = checkpoint.downstream("predict")
   grid = input_grid(checkpoint, objective)
   normalization = checkpoint.normalization_with(given_stats(config.norm_stats))

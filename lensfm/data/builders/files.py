@@ -57,6 +57,7 @@ from etils import epath
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 
 from lensfm import errors
 from lensfm.data import grid as grid_lib
@@ -385,7 +386,6 @@ class Files(tfds.core.GeneratorBasedBuilder):
             for split, probes in self.plan.splits.items()}
 
   def _generate_examples(self, split: str, probes):
-    import tqdm  # pylint: disable=g-import-not-at-top
     probes = tqdm.tqdm(probes, desc=f"files/{self.builder_config.name} {split}",
                        unit="file", disable=not self._progress, mininterval=1.0)
     for key, example in _guarded(probes, self._example, self.report, self._skip_bad):
