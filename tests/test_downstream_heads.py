@@ -197,15 +197,37 @@ def test_mismatched_backbone_fails_naming_the_difference(pretrained, field, valu
   assert message in str(error.value)
 
 
-def test_missing_or_wrong_channel_checkpoint_fails_clearly(pretrained, tmp_path):
+def test_missing_checkpoint_fails_clearly(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
     contract.start_from(downstream_config(init_from=str(tmp_path / "nowhere")))
   with pytest.raises(FileNotFoundError, match="No checkpoint found"):
     contract.start_from(downstream_config(init_from=str(tmp_path)))
+
+
+@pytest.mark.parametrize("have,want", [(1, 3), (3, 1), (3, 5)])
+def test_input_bands_adapt_by_the_documented_rule(have, want):
+  """The first convolution's filters, averaged over the old bands and replicated (scaled
+  by have / want), give an image whose bands are equal the activations it had before."""
+  c = downstream_config()
+  model = models.get_model(c.model)
+  image = np.random.default_rng(0).random((2, 32, 32, 1), np.float32)
+  params = model.init(jax.random.key(0), np.repeat(image, have, -1))["params"]
+  adapted = contract.adapt_input_bands(params, have, want)
+  kernel = adapted["patch_embed"]["kernel"]
+  assert kernel.shape[-2] == want
+  before = model.apply({"params": params}, np.repeat(image, have, -1))["pooled"]
+  after = model.apply({"params": adapted}, np.repeat(image, want, -1))["pooled"]
+  np.testing.assert_allclose(after, before, rtol=2e-4, atol=2e-5)
+
+
+def test_a_one_band_checkpoint_starts_a_three_band_run(pretrained):
   c = downstream_config(init_from=pretrained[0])
   c.data.channels = 3
-  with pytest.raises(ValueError, match="1 channel.*config.data.channels=3"):
-    contract.start_from(c).check_fits(c)
+  contract.start_from(c).check_fits(c)
+  params = make_trainer(c).init_state()["params"]["encoder"]
+  want = pretrained[1]["patch_embed"]["kernel"]
+  np.testing.assert_allclose(params["patch_embed"]["kernel"],
+                             np.repeat(want / 3, 3, axis=-2), rtol=1e-6)
 
 
 def test_init_from_with_another_normalisation_fails_clearly(pretrained):

@@ -52,7 +52,7 @@ def class_names(config, num_classes: int):
 def encoder_params(config, model, start_from, mesh):
   """The checkpoint's encoder, or a randomly initialised one (the no-pretraining baseline)."""
   if start_from is not None:
-    params = start_from.encoder_params()
+    params = start_from.encoder_params(channels=config.data.channels)
   else:
     grid = model_input.Grid.of(config.data)
     images = jnp.zeros((1, grid.size, grid.size, grid.channels))

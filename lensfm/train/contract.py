@@ -23,11 +23,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from typing import Any, Optional, Sequence
 
 from absl import logging
+from flax import traverse_util
 import jax
 import ml_collections
+import numpy as np
 
 from lensfm.data import model_input
 from lensfm.data import sim_source
@@ -42,8 +45,11 @@ from lensfm.train import loading
 # Fields of config.model that change speed or memory, never the parameters: a run may
 # set them as it likes whatever its checkpoint used.
 SPEED_FIELDS = ("dtype", "remat", "attention_impl", "activation_dtype", "matmul_output_dtype")
-# Fields of config.data that define the grid a checkpoint's encoder was trained on.
-GRID_FIELDS = ("image_size", "pixel_scale", "channels", "normalize", "bands")
+# Fields of config.data that define the grid a checkpoint's encoder was trained on. The
+# bands (channels) are the data's: an encoder adapts to them (`adapt_input_bands`).
+GRID_FIELDS = ("image_size", "pixel_scale", "normalize")
+# Parameters that see the image's bands: the first convolution of every backbone.
+_INPUT_KERNEL = re.compile(r"^(patch_embed|stem/conv0|stem_conv)/kernel$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,10 +115,17 @@ class Checkpoint:
     return model_input.Normalization.of(self.config.data, stats) if stats else self.normalization
 
   # -- parameters -------------------------------------------------------------------
-  def encoder_params(self) -> Any:
-    """params['encoder'] as numpy arrays (never the optimizer state)."""
+  def encoder_params(self, channels: Optional[int] = None) -> Any:
+    """params['encoder'] as numpy arrays (never the optimizer state), for images of
+    `channels` bands (default the checkpoint's; others by `adapt_input_bands`)."""
     params, _, _ = loading.load_params(self.path, "encoder")
-    return params
+    have = self.grid.channels
+    if channels is None or int(channels) == have:
+      return params
+    if jax.process_index() == 0:
+      print(f"{self.ref} was trained on {have} band(s); its input filters are averaged "
+            f"over them and replicated for the data's {channels}.", flush=True)
+    return adapt_input_bands(params, have, int(channels), self.ref)
 
   def downstream(self, task: str) -> tuple[loading.Trained, base.DownstreamObjective]:
     """(every parameter and extra state, the objective) of a fine-tuned checkpoint; a
@@ -155,13 +168,10 @@ class Checkpoint:
 
   def check_fits(self, config) -> None:
     """Before anything compiles: config.model is this backbone (where the mode adopts it)
-    and config.data has this grid's channels and normalisation."""
+    and config.data has this grid's normalisation (the bands may differ: the encoder's
+    input filters adapt, `adapt_input_bands`)."""
     if adoption(config).backbone:
       self.check_backbone(config.model)
-    have, want = self.grid.channels, int(config.data.get("channels", 1))
-    if have != want:
-      raise errors.UserError(f"Checkpoint {self.ref} was trained on images with {have} "
-                             f"channel(s), but config.data.channels={want}.")
     # An encoder only knows the input scale it was trained on.
     have = self.config.data.get("normalize", transforms.DEFAULT_NORMALIZE)
     want = config.data.get("normalize", transforms.DEFAULT_NORMALIZE)
@@ -197,6 +207,24 @@ class Checkpoint:
       if jax.process_index() == 0:
         print(f"Adopted from {self.ref}: {', '.join(changed)}", flush=True)
     return config
+
+
+def adapt_input_bands(encoder, have: int, want: int, where: str = "the encoder"):
+  """The encoder for images of `want` bands instead of `have`: the first convolution's
+  filters are averaged over the bands it knew and replicated over the new ones, scaled by
+  have / want, so an image whose bands all equal one of the old images' gives the same
+  activations as before. Every other parameter is unchanged."""
+  flat = traverse_util.flatten_dict(encoder, sep="/")
+  inputs = [k for k, v in flat.items() if _INPUT_KERNEL.match(k) and v.ndim == 4
+            and v.shape[-2] == have]
+  if len(inputs) != 1:
+    raise errors.UserError(
+        f"{where} was trained on {have} band(s) and this backbone has no single input "
+        f"convolution to adapt to {want} (found {inputs}); use data with {have} band(s).")
+  kernel = np.asarray(flat[inputs[0]], np.float32)
+  mean = kernel.mean(axis=-2, keepdims=True) * (have / want)
+  flat[inputs[0]] = np.repeat(mean, want, axis=-2).astype(flat[inputs[0]].dtype)
+  return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def resolve(ref: str) -> Checkpoint:

@@ -147,7 +147,7 @@ class Trainer:
   def load_encoder(self, state, checkpoint: contract.Checkpoint):
     """`state` with params['encoder'] replaced by the checkpoint's encoder."""
     checkpoint.check_backbone(self.config.model)
-    encoder = checkpoint.encoder_params()
+    encoder = checkpoint.encoder_params(channels=self.config.data.channels)
     expected = state["params"]["encoder"]
     want = {utils.path_to_str(p): l.shape for p, l in jax.tree_util.tree_leaves_with_path(expected)}
     have = {utils.path_to_str(p): l.shape for p, l in jax.tree_util.tree_leaves_with_path(encoder)}
