@@ -133,3 +133,17 @@ def test_block_average_and_bicubic():
   ramp = jnp.tile(jnp.arange(32.)[None, :, None, None], (1, 1, 32, 1)) / 32
   up = metrics.bicubic_upsample(metrics.block_average(ramp, 2), 2)
   np.testing.assert_allclose(up[0, 4:-4, 4:-4], ramp[0, 4:-4, 4:-4], atol=1e-5)
+
+
+def test_precision_recall_metrics_match_scikit_learn():
+  rng = np.random.default_rng(3)
+  y = rng.random(500) < 0.05  # A rare positive class, as in lens searches.
+  score = np.round(rng.random(500) + 0.8 * y, 2)  # Ties included.
+  assert metrics.average_precision(y, score) == pytest.approx(
+      skm.average_precision_score(y, score), abs=1e-12)
+  precision, recall, _ = skm.precision_recall_curve(y, score)
+  for c in (0.5, 0.9):
+    assert metrics.purity_at_completeness(y, score, c) == pytest.approx(
+        precision[recall >= c].max())
+  summary = metrics.summarize_binary(y, score)
+  assert {"pr_auc", "purity_at_completeness_0.5", "purity_at_completeness_0.9"} <= set(summary)

@@ -224,11 +224,43 @@ def block_average(images, factor: int):
   return images.reshape(b, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
 
 
-def summarize_binary(y, score, fprs=(1e-2, 1e-3)) -> dict[str, float]:
-  """AUC and TPR at the given FPRs (lens finding)."""
-  out = {"auc": roc_auc(y, score)}
+def precision_recall_curve(y, score):
+  """(precision, recall, thresholds) at every distinct score, highest first (purity and
+  completeness, in a lens search's words)."""
+  y, score = _binary_inputs(y, score)
+  num_pos = int(y.sum())
+  if num_pos == 0:
+    raise ValueError("A precision-recall curve needs positives; got none.")
+  order = np.argsort(-score, kind="mergesort")
+  score, y = score[order], y[order]
+  last = np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]
+  tps = np.cumsum(y)[last]
+  return tps / (last + 1), tps / num_pos, score[last]
+
+
+def average_precision(y, score) -> float:
+  """The area under the precision-recall curve as a step sum, sum_n (R_n - R_{n-1}) P_n
+  (scikit-learn's average_precision_score): the figure imbalanced searches report."""
+  precision, recall, _ = precision_recall_curve(y, score)
+  return float(np.sum(np.diff(np.r_[0., recall]) * precision))
+
+
+def purity_at_completeness(y, score, completeness: float) -> float:
+  """Highest precision (purity) at a threshold whose recall (completeness) is at least
+  `completeness`."""
+  precision, recall, _ = precision_recall_curve(y, score)
+  return float(precision[recall >= completeness].max())
+
+
+def summarize_binary(y, score, fprs=(1e-2, 1e-3), completenesses=(0.5, 0.9)
+                     ) -> dict[str, float]:
+  """Lens finding: ROC AUC and TPR at the given FPRs, beside precision-recall AUC and
+  purity at the given completenesses (what imbalanced searches quote)."""
+  out = {"auc": roc_auc(y, score), "pr_auc": average_precision(y, score)}
   for f in fprs:
     out[f"tpr_at_fpr_{f:g}"] = tpr_at_fpr(y, score, f)
+  for c in completenesses:
+    out[f"purity_at_completeness_{c:g}"] = purity_at_completeness(y, score, c)
   return out
 
 
