@@ -177,6 +177,15 @@ def test_labels_per_class_subset(data_dir):
   assert set(_fingerprints([other[i] for i in range(3)])) != set(by_record)
 
 
+def test_balanced_indices_draw_every_class_equally():
+  labels = np.array([0] * 7 + [1] * 2 + [-1])
+  indices = np.arange(100, 110)
+  chosen = pipeline.balanced_indices(indices, labels)
+  counts = {c: int(np.isin(chosen, indices[labels == c]).sum()) for c in (0, 1, -1)}
+  assert counts == {0: 7, 1: 7, -1: 1}
+  assert set(chosen) == set(indices)
+
+
 def test_standardize_uses_stored_statistics(data_dir, sharding):
   stats = build.read_metadata(os.path.join(
       data_dir, "deeplense", "model_ii", "1.0.0"))["pixel_stats"]

@@ -57,6 +57,9 @@ thread read ahead), so `set_state` continues bit-for-bit where that was.
                     (default: the run seed), before the per-process slicing.
                     A class with fewer records keeps all (with a warning).
   labels_seed:      optional int, see labels_per_class.
+  balanced:         optional bool: 'train' repeats every class's records up to the
+                    largest class's count, so rare classes (lenses among thousands of
+                    galaxies) are drawn as often as common ones.
   shuffle_buffer:   not used: grain shuffles by index over the whole split
                     (a full permutation per epoch), so no buffer is needed.
   The shuffle and augmentation seed is the `seed` argument (config.seed).
@@ -212,6 +215,18 @@ def labels_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
                     f"{len(members)} records; keeping them all.")
     chosen.append(members[rng.permutation(len(members))[:per_class]])
   return np.sort(np.concatenate(chosen))
+
+
+def balanced_indices(indices: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """`indices` with every class's records repeated up to the largest class's count (the
+  last repeat cut short in record order; unlabelled -1 records kept once), so that every
+  class is drawn equally often in an epoch: balanced sampling for rare classes."""
+  classes = np.unique(labels[labels >= 0])
+  if len(classes) < 2:
+    return indices
+  most = max(int((labels == c).sum()) for c in classes)
+  parts = [np.resize(indices[labels == c], most) for c in classes]
+  return np.sort(np.concatenate(parts + [indices[labels < 0]]), kind="stable")
 
 
 def process_indices(indices: np.ndarray, process_index: int,
@@ -532,10 +547,14 @@ def _plan(data_config, *, global_batch_size: int, seed: int, split: str,
 
   indices = np.arange(len(source))
   per_class = data_config.get("labels_per_class", None)
-  if per_class and training:
+  balanced = training and data_config.get("balanced", False)
+  if (per_class or balanced) and training:
     labels = split_labels(dataset_dir, split, source)
+  if per_class and training:
     indices = labels_subset(labels, int(per_class),
                             int(data_config.get("labels_seed", seed)))
+  if balanced:
+    indices = balanced_indices(indices, labels[indices])
   local = process_indices(indices, process_index, process_count)
   if training and len(local) < 1:
     raise ValueError(f"Process {process_index} of {process_count} has no "
