@@ -166,7 +166,8 @@ def sim_data(recipe: str, *, runlocal: bool, augment: str = "rot90,flip", **over
   """config.data for simulated lenses (32x32 under runlocal, for CPU speed) on the model
   grid image_size x pixel_scale (the recipe's pixel scale; other data are mapped onto it).
   `name`, `data_dir`, `manual_dir` exist so that --config.data.source=tfds
-  --config.data.name=... works; `source_pixel_scale` for datasets that do not say theirs."""
+  --config.data.name=... works; `source_pixel_scale` for datasets that do not say theirs;
+  `files_fields` for datasets of your own files (lensfm/data/builders/files.py)."""
   recipe_overrides = dict(overrides)
   if runlocal:
     recipe_overrides["num_pix"] = 32
@@ -174,4 +175,13 @@ def sim_data(recipe: str, *, runlocal: bool, augment: str = "rot90,flip", **over
               image_size=32 if runlocal else 64, pixel_scale=recipes.PIXEL_SCALES[recipe],
               channels=1, normalize="zscore", augment=augment, prefetch=2, name="",
               data_dir="", manual_dir="", source_pixel_scale=0., labels_per_class=0,
-              labels_seed=0)
+              labels_seed=0, balanced=False, **files_fields())
+
+
+def files_fields() -> dict:
+  """What a `files` dataset (a folder or a catalogue of your own) reads from config.data:
+  label: the catalogue's label column ('' = 'label'); targets: numeric columns
+  'a,b' (regression); bands: band names in order, 'g,r,i' ('' = the data's); hdu: FITS
+  HDU (index, EXTNAME, 'a,b' or 'all'; '' = the first image); skip_bad: skip and count
+  unreadable files instead of stopping; require_labels: every row must have a label."""
+  return dict(label="", targets="", bands="", hdu="", skip_bad=False, require_labels=False)

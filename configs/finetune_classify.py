@@ -52,6 +52,7 @@ def get_config(arg=None):
   c.objective = dict(name="classify", num_classes=3, class_names=CLASS_NAMES,
                      head_hidden=0, head_zero_init=True, feature_norm="batch",
                      label_smoothing=0.)
+  c.objective.update(positive_class="", class_weights="")  # classify.py says what they do.
 
   c.batch_size = 256
   c.total_steps = 20_000

@@ -97,7 +97,7 @@ def _read_npy(path: str, allow_pickle: bool) -> np.ndarray:
   return array
 
 
-def _astropy():
+def astropy_modules():
   """astropy, imported at the first FITS file: importing it costs every run ~1 s."""
   import astropy.io.fits  # pylint: disable=g-import-not-at-top
   import astropy.wcs.utils  # pylint: disable=g-import-not-at-top
@@ -107,7 +107,7 @@ def _astropy():
 def wcs_pixel_scale(header) -> Optional[float]:
   """Arcsec/pixel from a FITS header's celestial WCS (CD or CDELT/PC; the geometric mean
   of the two axes), or None if it has none."""
-  astropy = _astropy()
+  astropy = astropy_modules()
   try:
     celestial = astropy.wcs.WCS(header, naxis=2).celestial
     if not celestial.has_celestial:
@@ -121,7 +121,7 @@ def wcs_pixel_scale(header) -> Optional[float]:
 
 def _read_fits(path: str, hdu: Optional[int]) -> tuple[np.ndarray, Optional[float]]:
   try:
-    with _astropy().io.fits.open(path, memmap=False) as hdus:
+    with astropy_modules().io.fits.open(path, memmap=False) as hdus:
       if hdu is not None:
         if hdu >= len(hdus):
           raise UnreadableImage(f"{path}: has {len(hdus)} HDUs; config.hdu={hdu} does not "
@@ -273,7 +273,7 @@ def _fits_bands(path: str, spec, read: bool):
   """(array or shape, pixel scale or None): one HDU as stored, or several stacked as
   (C, H, W) (they must have one 2-D shape)."""
   try:
-    with _astropy().io.fits.open(path, memmap=False, lazy_load_hdus=True) as hdus:
+    with astropy_modules().io.fits.open(path, memmap=False, lazy_load_hdus=True) as hdus:
       chosen = _image_hdus(hdus, spec, path)
       shapes = [tuple(h.shape) for h in chosen]
       if len(chosen) > 1 and (len(set(shapes)) > 1 or len(shapes[0]) != 2):

@@ -15,6 +15,7 @@ from typing import Iterator, Mapping, Optional
 
 import jax
 import numpy as np
+import tensorflow_datasets as tfds
 
 from lensfm.data import grid as grid_lib
 from lensfm.data import pipeline
@@ -73,6 +74,33 @@ class Normalization:
   def denormalize(self, values, image):
     """Values in normalised units back in the units of `image` (the image on the grid)."""
     return transforms.denormalize(values, image, self.method, self.stats_dict())
+
+
+@dataclasses.dataclass(frozen=True)
+class DataFacts:
+  """What a dataset says about itself, so a config need not repeat it."""
+  channels: int
+  bands: tuple[str, ...] = ()
+  class_names: tuple[str, ...] = ()  # Empty: the data name no classes.
+  targets: tuple[str, ...] = ()      # Numeric per-example values besides the label.
+
+
+def describe(data_config) -> DataFacts:
+  """The channels, bands, classes and targets of config.data's data: the simulator
+  recipe's, or the built dataset's (built first from manual_dir if needed)."""
+  if data_config.get("source", None) in SIM_SOURCES:
+    recipe = sim_source.get_recipe(data_config)
+    return DataFacts(int(recipe.image_shape[-1]), (), tuple(recipe.class_names),
+                     tuple(k for k in recipe.label_keys if k != "label"))
+  pipeline.build_if_needed(data_config)
+  info = pipeline.built_info(data_config)
+  metadata = dict(info.metadata or {}) if info.metadata else {}
+  label = info.features["label"] if "label" in info.features else None
+  label_names = label.names if isinstance(label, tfds.features.ClassLabel) else ()
+  names = tuple(metadata.get("class_names", None) or label_names)
+  numeric = [k for k in pipeline.numeric_features(info.features) if k not in ("image", "label")]
+  return DataFacts(int(info.features["image"].shape[-1]), tuple(metadata.get("bands", ())),
+                   names, tuple(metadata.get("targets", None) or numeric))
 
 
 def normalization_stats(data_config) -> Optional[dict]:

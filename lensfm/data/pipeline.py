@@ -459,10 +459,15 @@ def stored_normalization_stats(data_config, info, area_ratio: float = 1.0) -> Op
   return {k: [float(v) * area_ratio for v in stats[k]] for k in ("mean", "std")}
 
 
+def built_info(data_config) -> tfds.core.DatasetInfo:
+  """The DatasetInfo of config.data's built dataset."""
+  dataset_dir = find_dataset_dir(data_config.name, data_config.get("data_dir", None))
+  return tfds.builder_from_directory(dataset_dir).info
+
+
 def built_normalization_stats(data_config) -> Optional[dict]:
   """`stored_normalization_stats` of config.data's built dataset, read from disk."""
-  dataset_dir = find_dataset_dir(data_config.name, data_config.get("data_dir", None))
-  info = tfds.builder_from_directory(dataset_dir).info
+  info = built_info(data_config)
   src_scale = dataset_pixel_scale(info, data_config.name, data_config)
   _, dst_scale = grid_lib.model_grid(data_config)
   return stored_normalization_stats(data_config, info, grid_lib.area_ratio(src_scale, dst_scale))

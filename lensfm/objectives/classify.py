@@ -21,8 +21,14 @@ config.objective fields:
   name: 'classify'.
   num_classes: number of classes (2 for lens finding). With simulated data it must
     equal the recipe's number of classes.
-  class_names: optional names for reports and plots (default: the recipe's, else
-    'class_0', ...).
+  class_names: names for reports and plots. Before training (`prepare_config`) the
+    data's own classes replace num_classes and class_names: a simulator recipe's, or a
+    dataset's (e.g. the folders of a `files` dataset), so a user passes no class list.
+  positive_class: the class a binary task searches for (its TPR at fixed FPR, purity
+    and completeness); '' (default) = the last class (label 1 of two).
+  class_weights: per-class loss weights: '' (default, none), 'balanced' (inverse class
+    frequency in the training data, computed before training and stored), or a list.
+    Unlabelled examples (label -1) never count.
   label_key: batch key holding int32 class indices (default 'label').
   head_hidden: 0 (default) for a linear head; N > 0 for one hidden GELU layer of N units.
   head_zero_init: start the output layer at zero (default True): the first logits are
@@ -42,9 +48,11 @@ import re
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lensfm import errors
+from lensfm.data import model_input
 from lensfm.data import sim_source
 from lensfm.objectives import base
 from lensfm.objectives import reports
@@ -168,9 +176,39 @@ class HeadObjective(DownstreamMixin, base.DownstreamObjective):
                              mask=batch_mask(batch))
 
 
+def balanced_class_weights(training_batches, num_classes: int, num_examples: int) -> list:
+  """Inverse class frequencies over `num_examples` training examples, mean 1 over the
+  classes present."""
+  counts = np.zeros(num_classes)
+  for batch in training_batches(num_examples):
+    labels = np.asarray(jax.device_get(batch["label"]))[np.asarray(jax.device_get(
+        batch["mask"])) if "mask" in batch else slice(None)]
+    counts += np.bincount(labels[labels >= 0], minlength=num_classes)[:num_classes]
+  present = counts > 0
+  weights = np.where(present, counts.sum() / np.maximum(counts, 1) / max(present.sum(), 1), 0.)
+  return [float(w) for w in weights]
+
+
 class Objective(HeadObjective):
   """See the module docstring."""
   task = "classification"
+
+  @classmethod
+  def prepare_config(cls, config, training_batches):
+    """The data's classes (and balanced class weights, if asked) into config.objective."""
+    names = model_input.describe(config.data).class_names
+    if names and tuple(config.objective.get("class_names", None) or ()) != tuple(names):
+      if jax.process_index() == 0:
+        print(f"Classes from the data: {list(names)}.", flush=True)
+      config.objective.num_classes = len(names)
+      config.objective.class_names = tuple(names)
+    if config.objective.get("class_weights", "") == "balanced":
+      objective = config.objective.to_dict()  # A list replaces the string: a new dict.
+      objective["class_weights"] = balanced_class_weights(
+          training_batches, int(objective["num_classes"]),
+          int(objective.get("stats_examples", 2048)))
+      config.objective = objective
+    return config
 
   def __init__(self, config, model):
     super().__init__(config, model)
@@ -193,6 +231,19 @@ class Objective(HeadObjective):
       raise errors.UserError(f"config.objective.class_names={list(names)} has {len(names)} names "
                              f"for num_classes={self.num_classes}.")
     self.class_names = names
+    positive = cfg.get("positive_class", "") or names[-1]
+    if positive not in names:
+      raise errors.UserError(f"config.objective.positive_class={positive!r} is not one of the "
+                             f"classes {list(names)}.")
+    self.positive = names.index(positive)
+    weights = cfg.get("class_weights", "") or None
+    if isinstance(weights, str):
+      raise errors.UserError(f"config.objective.class_weights={weights!r}; expected '', "
+                             "'balanced' (resolved before training) or one weight per class.")
+    if weights is not None and len(weights) != self.num_classes:
+      raise errors.UserError(f"config.objective.class_weights has {len(weights)} values for "
+                             f"{self.num_classes} classes.")
+    self.class_weights = None if weights is None else jnp.asarray(weights, jnp.float32)
 
   def loss(self, params, extra, batch, rng, step):
     del rng, step
@@ -200,8 +251,11 @@ class Objective(HeadObjective):
     labels = batch[self.label_key]
     targets = optax.smooth_labels(jax.nn.one_hot(labels, self.num_classes),
                                   self.label_smoothing)
-    mask = batch_mask(batch)
-    loss = masked_mean(optax.softmax_cross_entropy(logits, targets), mask)
+    mask = batch_mask(batch) & (labels >= 0)  # -1: an unlabelled example.
+    losses = optax.softmax_cross_entropy(logits, targets)
+    if self.class_weights is not None:
+      losses = losses * self.class_weights[jnp.maximum(labels, 0)]
+    loss = masked_mean(losses, mask)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     return loss, ({"accuracy": masked_mean(correct, mask)}, extra)
 
@@ -214,7 +268,7 @@ class Objective(HeadObjective):
     return {**self.predict(params, extra, batch["image"]), "label": batch[self.label_key]}
 
   def summarize(self, outputs):
-    return reports.classification(outputs, self.class_names)
+    return reports.classification(outputs, self.class_names, self.positive)
 
   def plots(self, result, details, pictures, path):
     del result, pictures

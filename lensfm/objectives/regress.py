@@ -14,7 +14,8 @@ Targets (config.objective.targets), derived from the batch's label keys:
 
 config.objective fields:
   name: 'regress'.
-  targets: tuple of target names (default ('log10_axion_mass',)).
+  targets: tuple of target names (default ('log10_axion_mass',)); config.data.targets,
+    when set (a catalogue's numeric columns), replaces them before training.
   target_stats: {target: (mean, std)} used for standardising. Targets not given here
     use the known prior of the simulator where there is one (log10_axion_mass:
     U(-24, -22)); the task 'finetune' estimates the others from `stats_examples`
@@ -174,7 +175,12 @@ class Objective(classify.HeadObjective):
   @classmethod
   def prepare_config(cls, config, training_batches):
     """Writes every target's statistics and training range into config.objective
-    (target_stats, target_ranges)."""
+    (target_stats, target_ranges); a dataset's targets (config.data.targets, e.g. a
+    catalogue's columns) become the targets."""
+    given = config.data.get("targets", None)
+    if given:
+      names = tuple(t.strip() for t in given.split(",")) if isinstance(given, str) else tuple(given)
+      config.objective.targets = tuple(t for t in names if t)
     stats = resolve_target_stats(config, training_batches)
     ranges = resolve_target_ranges(config, training_batches)
     config.objective.target_stats = {k: list(v) for k, v in stats.items()}

@@ -24,8 +24,11 @@ FPR_POINTS = (1e-2, 1e-3)
 # -- metrics per task ----------------------------------------------------------------
 
 
-def classification(outputs, class_names) -> tuple[dict, dict]:
+def classification(outputs, class_names, positive: int = 1) -> tuple[dict, dict]:
+  """Accuracy, per-class and macro ROC AUC; for two classes also the binary figures of
+  class `positive` (what a lens search quotes). Unlabelled examples (-1) are left out."""
   probs, labels = outputs["probs"], outputs["label"].astype(np.int64)
+  probs, labels = probs[labels >= 0], labels[labels >= 0]
   k = probs.shape[1]
   predictions = probs.argmax(axis=1)
   result = {"num_examples": int(len(labels)),
@@ -39,9 +42,9 @@ def classification(outputs, class_names) -> tuple[dict, dict]:
     if np.isfinite(aucs[c]):
       fpr, tpr, _ = metrics_lib.roc_curve(labels == c, probs[:, c])
       curves[name] = (fpr, tpr, aucs[c])
-  if k == 2 and np.isfinite(aucs[1]):
-    # Binary tasks (lens finding): class 1 is the positive one.
-    result.update(metrics_lib.summarize_binary(labels == 1, probs[:, 1], FPR_POINTS))
+  if k == 2 and np.isfinite(aucs[positive]):
+    result.update(metrics_lib.summarize_binary(labels == positive, probs[:, positive],
+                                               FPR_POINTS))
   details = {"confusion_matrix": metrics_lib.confusion_matrix(labels, predictions, k),
              "roc": curves}
   return result, details

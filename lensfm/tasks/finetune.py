@@ -19,6 +19,7 @@ import ml_collections
 
 from lensfm import data as data_lib
 from lensfm import objectives
+from lensfm.data import model_input
 from lensfm.objectives import base
 from lensfm.tasks import pretrain
 from lensfm.train import contract
@@ -49,9 +50,21 @@ def prepare_config(config) -> ml_collections.ConfigDict:
   return config
 
 
+def fit_to_data(config) -> ml_collections.ConfigDict:
+  """A copy of `config` whose data fields say what the data are, as the data say
+  (`model_input.describe`): channels, and band_names (recorded in the checkpoint)."""
+  facts = model_input.describe(config.data)
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data.channels = facts.channels
+  config.data.band_names = ",".join(facts.bands)
+  return config
+
+
 def adopted(config) -> tuple[ml_collections.ConfigDict, Optional[contract.Checkpoint]]:
-  """(config with init_from's backbone and grid, the checkpoint its weights start from:
-  None for a fresh mode or no init_from), checked before anything compiles."""
+  """(config fitted to its data, with init_from's backbone and grid; the checkpoint its
+  weights start from: None for a fresh mode or no init_from), checked before anything
+  compiles."""
+  config = fit_to_data(config)
   start_from = contract.start_from(config)
   if start_from is None:
     return config, None

@@ -45,7 +45,8 @@ from lensfm import utils
 
 
 def class_names(config, num_classes: int):
-  names = config.objective.class_names or sim_source.recipe_class_names(config.data)
+  """The data's class names (a simulator recipe's or a dataset's), else the config's."""
+  names = model_input.describe(config.data).class_names or config.objective.class_names
   return tuple(names) if names else tuple(f"class_{k}" for k in range(num_classes))
 
 
@@ -104,7 +105,7 @@ def run(config, workdir: str) -> dict:
     bank = knn.extract_features(embed, params, bank_source, num_bank)
     test_x, test_y = knn.extract_features(embed, params, test_source, num_test)
   test_source.close()
-  num_classes = int(config.objective.num_classes or max(bank[1].max(), test_y.max()) + 1)
+  num_classes = len(class_names(config, 0)) or int(max(bank[1].max(), test_y.max()) + 1)
   probs = metrics.knn_predict(bank[0], bank[1], test_x, k=int(knn_cfg.k),
                               temperature=float(knn_cfg.temperature),
                               num_classes=num_classes)
