@@ -21,6 +21,7 @@ Plus checkpoint, checkpoint_step, data, split, device_kind, jax_version. Figures
 (roc_log.png), confusion_matrix.png, scatter_<target>.png, sr_triptych.png,
 sr_vs_bicubic.png. Fields: see lensfm/tasks/evaluate.py.
 """
+from configs import common
 from lensfm.config_args import parse_arg
 import ml_collections
 
@@ -41,6 +42,6 @@ def get_config(arg=None):
   # image_size / pixel_scale are the checkpoint's model grid and cannot change: any image
   # size is mapped onto it (they exist only to explain that when set).
   c.data = dict(source="", name="", manual_dir="", data_dir="", recipe="", hr="", lr="",
-                source_pixel_scale=0., image_size=0, pixel_scale=0.)
+                source_pixel_scale=0., image_size=0, pixel_scale=0., **common.files_fields())
   c.plots = True
   return c

@@ -45,10 +45,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from lensfm.data import build
 from lensfm.data import eval_input
 from lensfm.data import grid as grid_lib
 from lensfm.data import image_files
+from lensfm.data import pipeline
 from lensfm import errors
 from lensfm.evaluators import common
 from lensfm.objectives import reports
@@ -58,7 +58,8 @@ from lensfm.train import writer as writer_lib
 from lensfm import utils
 
 _OVERRIDABLE = ("source", "name", "manual_dir", "data_dir", "recipe", "hr", "lr",
-                "source_pixel_scale")
+                "source_pixel_scale", "label", "targets", "bands", "hdu", "skip_bad",
+                "require_labels")
 _MODEL_GRID = ("image_size", "pixel_scale")
 PAIRS = "pairs"
 
@@ -87,15 +88,6 @@ def merged_data_config(trained_data, overrides) -> ml_collections.ConfigDict:
     given["source"] = PAIRS
   data.update(given)
   return ml_collections.ConfigDict(data)
-
-
-def build_if_needed(data_config) -> None:
-  """TFDS data given with manual files are built on first use (then reused)."""
-  if data_config.get("source") != "tfds" or not data_config.get("manual_dir", ""):
-    return
-  result = build.ensure_built(data_config.name, data_config.get("data_dir", "") or None,
-                              manual_dir=data_config.manual_dir)
-  print(result.summary(), flush=True)
 
 
 def paired_files(data_config) -> list[tuple[str, str]]:
@@ -166,7 +158,8 @@ def run(config, workdir: str) -> dict:
   checkpoint = contract.resolve(contract.trained_model_ref(config, "evaluate"))
   trained, objective = checkpoint.downstream("evaluate")
   data_config = merged_data_config(checkpoint.config.data, config.data)
-  build_if_needed(data_config)
+  if data_config.get("source") == "tfds":
+    pipeline.build_if_needed(data_config)  # Files given with manual_dir: built on first use.
 
   mesh = sharding_lib.make_mesh(config.mesh)
   if config.batch_size % sharding_lib.data_parallel_size(mesh):
