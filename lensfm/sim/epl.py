@@ -13,6 +13,7 @@
 * `main_lens_deflection`: the sum EPL + multipoles (m = 3, 4) + external shear of a scene's
   'epl' / 'multipoles' / 'shear' dicts.
 """
+import jax
 import jax.numpy as jnp
 
 from lensfm.sim import profiles
@@ -29,16 +30,24 @@ def _rotate(x, y, angle):
   return x * cos + y * sin, -x * sin + y * cos
 
 
-def _hyp2f1_series(t, w_re, w_im, num_terms):
+def _hyp2f1_series(t, w_re, w_im, num_terms, unroll=8):
   """2F1(1, t/2; 2 - t/2; w) for |w| < 1, as (re, im), by Horner's scheme over the series
-  sum_n a_n w^n, a_n / a_{n-1} = (t/2 + n - 1) / (2 - t/2 + n - 1)."""
-  s_re, s_im = jnp.ones_like(w_re), jnp.zeros_like(w_re)
-  for n in range(num_terms, 0, -1):
+  sum_n a_n w^n, a_n / a_{n-1} = (t/2 + n - 1) / (2 - t/2 + n - 1).
+
+  A scan (partly unrolled), not a Python loop: it compiles ~4x faster and on CPU runs
+  faster too (measured at 32 x 128 x 128 points: 12 ms vs 56 ms).
+  """
+  def step(s, n):
+    s_re, s_im = s
     ratio = (0.5 * t + n - 1.0) / (2.0 - 0.5 * t + n - 1.0)
     # s <- 1 + ratio * w * s
     p_re = w_re * s_re - w_im * s_im
     p_im = w_re * s_im + w_im * s_re
-    s_re, s_im = 1.0 + ratio * p_re, ratio * p_im
+    return (1.0 + ratio * p_re, ratio * p_im), None
+
+  ns = jnp.arange(num_terms, 0, -1, dtype=w_re.dtype)
+  (s_re, s_im), _ = jax.lax.scan(step, (jnp.ones_like(w_re), jnp.zeros_like(w_re)), ns,
+                                 unroll=unroll)
   return s_re, s_im
 
 
