@@ -68,3 +68,28 @@ def test_euclid_lensfind_lensed_and_negatives():
   assert (labels['theta_e'][:, 0] == 0).all() and (labels['theta_e'][:, 1] > 0).all()
   # The lensed scene adds the lensed source to the same lens galaxy: images differ.
   assert all(not np.allclose(clean[i, 0], clean[i, 1]) for i in range(6))
+
+
+def test_lensfind_negatives_cover_every_kind():
+  """Scenes only (no rendering): each negative kind has the components it promises."""
+  recipe = realistic.get('realistic_lsst_lensfind', num_pix=20)
+  keys = jax.random.split(jax.random.key(7), 64)
+  params, labels = jax.tree.map(np.asarray, jax.jit(jax.vmap(recipe.scene, in_axes=(0, None)),
+                                                    compiler_options=FAST_COMPILE)(keys, 0))
+  kind = params['negative_kind']
+  assert set(kind.tolist()) == set(range(len(realistic.NEGATIVE_KINDS)))
+  assert (params['source']['amp'] == 0).all() and (params['deflection_scale'] == 0).all()
+  assert (labels['theta_e'] == 0).all()
+  neighbours = params['neighbours']['amp'].sum(axis=(1, 2)) > 0
+  ring = params['ring']['amp'].sum(axis=1) > 0
+  assert not neighbours[kind == 0].any() and not ring[kind == 0].any()     # alone
+  assert not ring[kind == 1].any()                                          # neighbours
+  assert (neighbours ^ ring)[kind == 2].all()                               # arcs or a ring
+  arcs = (kind == 2) & neighbours
+  e = np.hypot(params['neighbours']['e1'], params['neighbours']['e2'])
+  assert (e[arcs][:, 0] > 0.5).all()                                        # thin: q < 0.33
+  merger = kind == 3
+  assert (params['neighbours']['n_sersic'][merger][:, 1] == 1.0).all()      # an elliptical's envelope
+  sep = np.hypot(params['neighbours']['center_x'][merger][:, 0] - params['epl']['center_x'][merger],
+                 params['neighbours']['center_y'][merger][:, 0] - params['epl']['center_y'][merger])
+  assert ((sep > 0.45) & (sep < 1.55)).all()

@@ -293,6 +293,7 @@ class RealisticLensFind(Realistic):
     params['neighbours']['amp'] = params['neighbours']['amp'] * keep
     ring['amp'] = ring['amp'] * ((kind == 2) & use_ring)
     params['ring'] = ring
+    params['negative_kind'] = kind      # index into NEGATIVE_KINDS; -1 for lenses (not rendered)
     labels = {'label': label, 'axion_mass': jnp.float32(0.0), 'n_subhalos': jnp.int32(0),
               'sub_mass_fraction': jnp.float32(0.0),
               'theta_e': jnp.where(is_lensed, theta_e, 0.0)}
