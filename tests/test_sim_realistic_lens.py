@@ -1,9 +1,9 @@
 """The realistic sky's main lens (EPL + multipoles + shear) against lenstronomy.
 
-Deflections and convergence at many points, including near the centre (r >= 1e-3"),
-in float32 (5e-5 relative, floored at 0.1": float32 positions 1e-3" off a centre are
-only good to ~1e-6 relative and r^(1-gamma) amplifies it) and float64 (relative 1e-9): the EPL series with a fixed
-number of terms must reproduce lenstronomy's scipy hyp2f1.
+Deflections and convergence at many points, including near the centre (r >= 1e-3"):
+float32 to 5e-5 relative, floored at 0.1" (float32 positions 1e-3" off a centre are only
+good to ~1e-6 relative, and r^(1-gamma) amplifies it); float64 to 1e-9 relative: the EPL
+series with a fixed number of terms reproduces lenstronomy's scipy hyp2f1.
 """
 import jax
 import jax.numpy as jnp

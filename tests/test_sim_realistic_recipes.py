@@ -89,7 +89,8 @@ def test_lensfind_negatives_cover_every_kind():
   e = np.hypot(params['neighbours']['e1'], params['neighbours']['e2'])
   assert (e[arcs][:, 0] > 0.5).all()                                        # thin: q < 0.33
   merger = kind == 3
-  assert (params['neighbours']['n_sersic'][merger][:, 1] == 1.0).all()      # an elliptical's envelope
-  sep = np.hypot(params['neighbours']['center_x'][merger][:, 0] - params['epl']['center_x'][merger],
-                 params['neighbours']['center_y'][merger][:, 0] - params['epl']['center_y'][merger])
+  assert (params['neighbours']['n_sersic'][merger][:, 1] == 1.0).all()   # elliptical's envelope
+  companion = params['neighbours']
+  sep = np.hypot(companion['center_x'][merger][:, 0] - params['epl']['center_x'][merger],
+                 companion['center_y'][merger][:, 0] - params['epl']['center_y'][merger])
   assert ((sep > 0.45) & (sep < 1.55)).all()

@@ -70,7 +70,8 @@ def test_one_subhalo_deflection_matches_lenstronomy_tnfw():
   x, y = sub['center_x'] + rng.uniform(-1, 1, 300), sub['center_y'] + rng.uniform(-1, 1, 300)
   ref = lens_model.LensModel(['TNFW']).alpha(x, y, [sub])
   with jax.enable_x64(True):
-    ours = profiles.tnfw(jnp.asarray(x), jnp.asarray(y), **{k: jnp.float64(v) for k, v in sub.items()})
+    ours = profiles.tnfw(jnp.asarray(x), jnp.asarray(y),
+                         **{k: jnp.float64(v) for k, v in sub.items()})
   # Relative to the subhalo's largest deflection (lenstronomy's own Rs ring is imprecise).
   scale = np.abs(ref).max()
   assert np.abs(np.asarray(ours[0]) - ref[0]).max() < 1e-6 * scale

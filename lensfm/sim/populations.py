@@ -94,8 +94,8 @@ def line_of_sight(draw, *, z_source, max_halos, number_density=0.0, radius_arcse
   n = _poisson_count(draw.unit(), rate, max_halos)
   m = draw.power_law(m_min, m_max, SUBHALO_SLOPE, (max_halos,))
   keep = (jnp.arange(max_halos) < n) & (draw.unit((max_halos,)) < wdm_suppression(m, m_hm))
-  # Uniform in comoving distance up to the source (approximately uniform in volume per
-  # solid angle would weight by D_c^2; the lensing kernel favours mid distances anyway).
+  # Uniform in comoving distance between 5% and 95% of the source's (not yet weighted by
+  # the comoving volume D_c^2 dD_c nor the halo mass function's evolution).
   dc_s = cosmology.comoving_distance(cosmo, z_source)
   dc = draw.uniform(0.05, 0.95, (max_halos,)) * dc_s
   z_grid = jnp.linspace(0.0, 6.0, 256)

@@ -20,7 +20,8 @@ Scene (one image; populations from `galaxies` and `populations`, relations cited
   classes     no_sub: nothing else; cdm: truncated-NFW subhalos (`populations.subhalos`,
               sigma_sub and m_hm overrides; m_hm > 0 is warm dark matter); axion: the
               DeepLense vortex as a uniform line mass through the lens centre (as
-              `recipes.Randomized`) of 10^U(-2, -1) times the mass inside theta_E. Optional line-of-sight halos (los_density).
+              `recipes.Randomized`) of 10^U(-2, -1) times the mass inside theta_E.
+              Optional line-of-sight halos (los_density).
   instrument  per-band PSF (Moffat for ground-based bands, seeing x U(0.85, 1.2) per image),
               supersampled pixels, lenstronomy noise_for_model noise per band.
 Lens finding (`_lensfind`): lensed = the scene above without substructure; non_lensed =
@@ -287,8 +288,9 @@ class RealisticLensFind(Realistic):
     ring = self._ring(draw, center, theta_e)
     use_ring = draw.unit() < 0.5
     neighbours = params['neighbours']
-    pick = lambda a, b, c: jnp.where(kind == 2, b, jnp.where(kind == 3, c, a))  # pylint: disable=unnecessary-lambda-assignment
-    params['neighbours'] = jax.tree.map(pick, neighbours, arcs, merger)
+    params['neighbours'] = jax.tree.map(
+        lambda a, b, c: jnp.where(kind == 2, b, jnp.where(kind == 3, c, a)),
+        neighbours, arcs, merger)
     keep = jnp.where((kind == 0) | ((kind == 2) & use_ring), 0.0, 1.0)
     params['neighbours']['amp'] = params['neighbours']['amp'] * keep
     ring['amp'] = ring['amp'] * ((kind == 2) & use_ring)

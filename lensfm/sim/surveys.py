@@ -106,7 +106,8 @@ PRESETS = {
     # Instrument Handbook / Bohlin 2016 AJ 152, 60), PSF FWHM ~0.1", sky ~22.5 (handbook,
     # average zodiacal light).
     'hst_acs_f814w': Band('hst_acs_f814w', 0.05, 0.10, 507.0, 4, 22.5, 25.94, 4.2),
-    # HST WFC3/IR F160W, two orbits (lenstronomy ObservationConfig/HST.py: WFC3 handbook).
+    # HST WFC3/IR F160W, two orbits (lenstronomy ObservationConfig/HST.py, WFC3 handbook),
+    # with the undrizzled PSF FWHM 0.15" (Windhorst et al. 2011, ApJS 193, 27).
     'hst_wfc3_f160w': Band('hst_wfc3_f160w', 0.08, 0.15, 5400.0, 1, 22.3, 25.96, 4.0),
     # JWST NIRCam F150W, COSMOS-Web depth (Casey et al. 2023, ApJ 954, 31; values of
     # lenstronomy's ObservationConfig/JWST.py: zero point from the JDox table, sky from the ETC).
