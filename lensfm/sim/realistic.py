@@ -17,8 +17,9 @@ Scene (one image; populations from `galaxies` and `populations`, relations cited
   source      star-forming Sersic body + up to 4 clumps, behind the lens, its centre
               uniform within 0.6 theta_E of the lens (mostly multiply imaged).
   field       0-2 unlensed neighbour galaxies (faint counts) anywhere in the image.
-  classes     no_sub: nothing else; cdm: truncated-NFW subhalos (`populations.subhalos`,
-              sigma_sub and m_hm overrides; m_hm > 0 is warm dark matter); axion: the
+  classes     no_sub: nothing else; cdm: truncated-NFW subhalos of 1e7-1e10 Msun within
+              1.6 theta_E (`populations.subhalos`; sigma_sub, m_hm, max_subhalos and
+              subhalo_mass_range overrides; m_hm > 0 is warm dark matter); axion: the
               DeepLense vortex as a uniform line mass through the lens centre (as
               `recipes.Randomized`) of 10^U(-2, -1) times the mass inside theta_E.
               Optional line-of-sight halos (los_density).
@@ -53,6 +54,10 @@ from lensfm.sim import surveys
 NEGATIVE_KINDS = ('alone', 'neighbours', 'arcs', 'merger')
 MAX_NEIGHBOURS = 3
 MAX_CLUMPS = 4
+# Subhalos are drawn within this many Einstein radii of the lens (where they perturb the
+# arcs); with the default sigma_sub and masses >= 1e7 Msun the Poisson mean exceeds the
+# default 160 slots in ~1% of scenes (theta_E > ~1.7"), whose counts are then truncated.
+SUBHALO_RADIUS = 1.6
 # Ground-based seeing varies from image to image by this factor (static bound for kernels).
 SEEING_RANGE = (0.85, 1.2)
 # Per survey: default image size (pixels), source magnitude range (i-band-like, unlensed).
@@ -176,7 +181,7 @@ class Realistic(recipes.Recipe):
   class_names = recipes.DEEPLENSE_CLASSES
 
   def __init__(self, *, num_pix=None, classes=None, noise=True, supersampling=2,
-               sigma_sub=0.025, m_hm=0.0, max_subhalos=96, subhalo_mass_range=(1e7, 1e10),
+               sigma_sub=0.025, m_hm=0.0, max_subhalos=160, subhalo_mass_range=(1e7, 1e10),
                los_density=0.0, psf_image=None):
     default_pix, self.source_mag_range = SURVEY_DEFAULTS[self.survey]
     super().__init__(num_pix=num_pix or default_pix, classes=classes, noise=noise,
@@ -235,7 +240,8 @@ class Realistic(recipes.Recipe):
     is_axion = label == recipes.DEEPLENSE_CLASSES.index('axion')
     subs, info = populations.subhalos(
         draw, z_lens=z_l, z_source=z_s, center=center, sigma_host=sigma, max_halos=max_sub,
-        sigma_sub=sigma_sub, radius_arcsec=2.0 * theta_e, m_min=m_lo, m_max=m_hi, m_hm=m_hm)
+        sigma_sub=sigma_sub, radius_arcsec=SUBHALO_RADIUS * theta_e, m_min=m_lo, m_max=m_hi,
+        m_hm=m_hm)
     subs['alpha_Rs'] = jnp.where(is_cdm, subs['alpha_Rs'], 0.0)
     params['subhalos'] = subs
     if los_density > 0:
