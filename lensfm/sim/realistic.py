@@ -25,6 +25,8 @@ Scene (one image; populations from `galaxies` and `populations`, relations cited
               Optional line-of-sight halos (los_density).
   instrument  per-band PSF (Moffat for ground-based bands, seeing x U(0.85, 1.2) per image),
               supersampled pixels, lenstronomy noise_for_model noise per band.
+Labels (`recipes.LABEL_KEYS`): 'sub_mass_fraction' is the subhalo (or vortex) mass over the
+projected mass inside theta_E; 'theta_e' the EPL's Einstein radius.
 Lens finding (`_lensfind`): lensed = the scene above without substructure; non_lensed =
 the same lens galaxy (no source) alone, with neighbours, with arc-like contaminants
 (tangentially aligned thin galaxies or a ring galaxy) or as a merger with a second
@@ -207,7 +209,7 @@ class Realistic(recipes.Recipe):
     return super()._identity() + (self.settings, psf)
 
   def _common(self, draw):
-    """The lens system every class shares: (params, labels-to-be, lens quantities)."""
+    """The scene every class shares: (params, (z_lens, z_source, sigma_v, theta_E, centre))."""
     z_l, z_s, sigma, theta_e = _redshifts_and_lens(draw, self.tables)
     center = draw.uniform(-0.05, 0.05, (2,))
     params, q, angle = _main_lens(draw, theta_e, center)
@@ -241,13 +243,14 @@ class Realistic(recipes.Recipe):
     subs, info = populations.subhalos(
         draw, z_lens=z_l, z_source=z_s, center=center, sigma_host=sigma, max_halos=max_sub,
         sigma_sub=sigma_sub, radius_arcsec=SUBHALO_RADIUS * theta_e, m_min=m_lo, m_max=m_hi,
-        m_hm=m_hm)
+        m_hm=m_hm, cosmo=galaxies.COSMO)
     subs['alpha_Rs'] = jnp.where(is_cdm, subs['alpha_Rs'], 0.0)
     params['subhalos'] = subs
     if los_density > 0:
       params['los'], _ = populations.line_of_sight(
           draw, z_source=z_s, max_halos=max_sub // 2, number_density=los_density,
-          radius_arcsec=0.5 * self.num_pix * self.inst.pixel_scale, m_hm=m_hm)
+          radius_arcsec=0.5 * self.num_pix * self.inst.pixel_scale, m_hm=m_hm,
+          cosmo=galaxies.COSMO)
     main_mass = _einstein_mass(theta_e, z_l, z_s)
     vortex_mass = main_mass * draw.log_uniform(-2.0, -1.0)
     log_m = draw.uniform(*recipes.AXION_LOG10_MASS_RANGE)
