@@ -19,7 +19,7 @@ step budget so that they compare fairly:
 """
 import ml_collections
 
-from lensfm.sim import recipes
+from lensfm.sim import catalog
 
 MODES = ("finetune", "linear", "scratch", "resnet", "knn")
 
@@ -158,7 +158,7 @@ def pretrain_data(augment: str) -> dict:
   """config.data for pretraining on simulated Model II lenses: the model grid is 64 px at
   Model II's 0.101"/px (image_size x pixel_scale, stored in every checkpoint)."""
   return dict(source="sim", recipe="model_ii", recipe_overrides={}, image_size=64,
-              pixel_scale=recipes.PIXEL_SCALES["model_ii"], channels=1,
+              pixel_scale=catalog.PIXEL_SCALES["model_ii"], channels=1,
               normalize="zscore", augment=augment, prefetch=2)
 
 
@@ -172,7 +172,7 @@ def sim_data(recipe: str, *, runlocal: bool, augment: str = "rot90,flip", **over
   if runlocal:
     recipe_overrides["num_pix"] = 32
   return dict(source="sim", recipe=recipe, recipe_overrides=recipe_overrides,
-              image_size=32 if runlocal else 64, pixel_scale=recipes.PIXEL_SCALES[recipe],
+              image_size=32 if runlocal else 64, pixel_scale=catalog.PIXEL_SCALES[recipe],
               channels=1, normalize="zscore", augment=augment, prefetch=2, name="",
               data_dir="", manual_dir="", source_pixel_scale=0., labels_per_class=0,
               labels_seed=0, balanced=False, **files_fields())

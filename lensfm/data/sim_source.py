@@ -15,9 +15,9 @@ number of devices or processes.
 
 `config.data` fields read here (with `get`, so optional ones may be absent):
   source:           'sim'.
-  recipe:           simulator recipe name (`lensfm.sim.recipes.get`), e.g.
-                    'model_ii', 'model_iv', 'randomized', 'lensfind'.
-  recipe_overrides: dict passed to `recipes.get` (e.g. {'num_pix': 32}),
+  recipe:           simulator recipe name (`lensfm.sim.catalog.get`), e.g.
+                    'model_ii', 'model_iv', 'randomized', 'lensfind', 'realistic_euclid'.
+  recipe_overrides: dict passed to `catalog.get` (e.g. {'num_pix': 32}),
                     optional.
   image_size, pixel_scale: the model's grid (pixels, arcsec/pixel). The
                     recipe's images (its num_pix at its instrument's pixel
@@ -56,7 +56,7 @@ from lensfm.data import grid as grid_lib
 from lensfm.data import transforms
 from lensfm import errors
 from lensfm import utils
-from lensfm.sim import recipes
+from lensfm.sim import catalog
 from lensfm.sim import render as render_lib
 
 # Fixed ids so that the streams of the usual splits never change; other split
@@ -78,14 +78,14 @@ def split_id(split: str) -> int:
 
 @functools.lru_cache(maxsize=32)
 def _cached_recipe(name: str, overrides_key):
-  recipe = recipes.get(name, **dict(overrides_key))
+  recipe = catalog.get(name, **dict(overrides_key))
   # Equal (name, overrides) share compiled functions (see _batch_function).
   recipe._lensfm_cache_key = (name, overrides_key)  # pylint: disable=protected-access
   return recipe
 
 
 def recipe_by_name(name: str, overrides: Optional[Mapping] = None):
-  """`recipes.get(name, **overrides)`, one object per distinct call."""
+  """`catalog.get(name, **overrides)`, one object per distinct call."""
   overrides = utils.as_dict(overrides)
   return _cached_recipe(name, tuple(sorted(
       (k, _hashable(v)) for k, v in overrides.items())))
@@ -104,7 +104,7 @@ def recipe_class_names(data_config) -> Optional[tuple[str, ...]]:
   """The simulator recipe's class names when the data are simulated, else None."""
   if data_config.get("source", None) not in ("sim", "sim_pool"):
     return None
-  recipe = recipes.RECIPES.get(data_config.get("recipe", None))
+  recipe = catalog.RECIPES.get(data_config.get("recipe", None))
   return tuple(recipe.class_names) if recipe is not None else None
 
 
