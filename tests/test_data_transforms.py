@@ -129,3 +129,18 @@ def test_parse_augment():
   assert transforms.parse_augment(" rot90, flip ,") == ("rot90", "flip")
   with pytest.raises(ValueError, match="unknown augmentations"):
     transforms.parse_augment("rot90,mixup")
+
+
+@pytest.mark.parametrize("method", ["zscore", "minmax", "asinh", "standardize", "none"])
+def test_normalize_like_is_normalize_and_denormalize_inverts_it(method):
+  """normalize_like(image, image) is normalize(image); an LR image normalised by its HR
+  image's map comes back with denormalize."""
+  rng = np.random.default_rng(0)
+  hr = (rng.random((8, 8, 1)) * 3 + 1).astype(np.float32)
+  lr = hr[::2, ::2] * 1.1
+  stats = {"mean": [1.5], "std": [0.7]} if method == "standardize" else None
+  np.testing.assert_allclose(transforms.normalize_like(hr, hr, method, stats),
+                             transforms.normalize(hr, method, stats), atol=1e-6)
+  back = transforms.denormalize(transforms.normalize_like(lr, hr, method, stats), hr, method,
+                                stats)
+  np.testing.assert_allclose(back, lr, rtol=1e-5, atol=1e-5)

@@ -137,6 +137,23 @@ def normalize(image: jax.Array, method: str,
   return image
 
 
+def _affine(image: jax.Array, method: str, stats: Optional[Mapping]):
+  """(offset, scale) with normalize(image) = (image - offset) / scale, for the affine
+  methods ('asinh' is not affine: None)."""
+  if method == "zscore":
+    mean = jnp.mean(image)
+    return mean, jnp.maximum(jnp.sqrt(jnp.mean(jnp.square(image - mean))), _EPS)
+  if method == "minmax":
+    lo = jnp.min(image)
+    return lo, jnp.maximum(jnp.max(image) - lo, _EPS)
+  if method == "standardize":
+    return (jnp.asarray(stats["mean"], jnp.float32),
+            jnp.maximum(jnp.asarray(stats["std"], jnp.float32), _EPS))
+  if method == "none":
+    return 0., 1.
+  return None
+
+
 def denormalize(values: jax.Array, image: jax.Array, method: str,
                 stats: Optional[Mapping] = None) -> jax.Array:
   """Inverse of `normalize(image, method, stats)` applied to `values`, which are in the
@@ -144,20 +161,12 @@ def denormalize(values: jax.Array, image: jax.Array, method: str,
   check_normalize(method, stats)
   image = jnp.asarray(image, jnp.float32)
   values = jnp.asarray(values, jnp.float32)
-  if method == "zscore":
-    mean = jnp.mean(image)
-    std = jnp.sqrt(jnp.mean(jnp.square(image - mean)))
-    return values * jnp.maximum(std, _EPS) + mean
-  if method == "minmax":
-    lo, hi = jnp.min(image), jnp.max(image)
-    return values * jnp.maximum(hi - lo, _EPS) + lo
-  if method == "asinh":
+  affine = _affine(image, method, stats)
+  if affine is None:  # asinh
     peak = jnp.maximum(jnp.max(jnp.abs(image)), _EPS)
     return jnp.sinh(values * math.asinh(1.0 / ASINH_SOFTENING)) * ASINH_SOFTENING * peak
-  if method == "standardize":
-    mean = jnp.asarray(stats["mean"], jnp.float32)
-    return values * jnp.maximum(jnp.asarray(stats["std"], jnp.float32), _EPS) + mean
-  return values
+  offset, scale = affine
+  return values * scale + offset
 
 
 def normalize_like(values: jax.Array, image: jax.Array, method: str,
@@ -168,19 +177,12 @@ def normalize_like(values: jax.Array, image: jax.Array, method: str,
   check_normalize(method, stats)
   image = jnp.asarray(image, jnp.float32)
   values = jnp.asarray(values, jnp.float32)
-  if method == "zscore":
-    mean = jnp.mean(image)
-    std = jnp.sqrt(jnp.mean(jnp.square(image - mean)))
-    return (values - mean) / jnp.maximum(std, _EPS)
-  if method == "minmax":
-    lo, hi = jnp.min(image), jnp.max(image)
-    return (values - lo) / jnp.maximum(hi - lo, _EPS)
-  if method == "asinh":
+  affine = _affine(image, method, stats)
+  if affine is None:  # asinh
     peak = jnp.maximum(jnp.max(jnp.abs(image)), _EPS)
     return jnp.arcsinh(values / (ASINH_SOFTENING * peak)) / math.asinh(1.0 / ASINH_SOFTENING)
-  if method == "standardize":
-    return standardize(values, stats["mean"], stats["std"])
-  return values
+  offset, scale = affine
+  return (values - offset) / scale
 
 
 # -- geometry ----------------------------------------------------------------------
