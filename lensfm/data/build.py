@@ -53,6 +53,7 @@ from typing import Any, Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import tqdm_utils
 
 from lensfm import compilation_cache
 from lensfm.data import builders
@@ -153,7 +154,6 @@ def mismatched_args(stored: dict, requested: dict) -> dict[str, tuple]:
 @contextlib.contextmanager
 def _tfds_progress_bars(enable: bool):
   """Our own per-split bars replace TFDS's (which know no totals)."""
-  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
   was = tqdm_utils._active  # pylint: disable=protected-access
   tfds.display_progress_bar(enable)
   try:

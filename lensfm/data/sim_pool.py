@@ -27,6 +27,7 @@ from typing import Mapping
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from lensfm.data import sim_source
@@ -180,7 +181,6 @@ def make(data_config, *, global_batch_size: int, sharding: jax.sharding.NamedSha
 
 def sim_config(data_config):
   """The same data config with source 'sim' (what the simulator itself reads)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   d = data_config.to_dict() if hasattr(data_config, "to_dict") else dict(data_config)
   d["source"] = "sim"
   return ml_collections.ConfigDict(d)

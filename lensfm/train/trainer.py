@@ -37,6 +37,7 @@ from typing import Any, Callable, Optional
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -380,10 +381,8 @@ class _PreemptionFlag:
       if not self._several:
         self._stop = self._signalled
       elif self._service:
-        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
         self._stop = bool(multihost_utils.reached_preemption_sync_point(step))
       else:
-        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
         flags = multihost_utils.process_allgather(np.int32(self._signalled))
         self._stop = bool(np.any(flags))
       if self._stop and self._on_signal is not None:

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 
 from lensfm.data import sim_source
 from lensfm.data.builders import base
@@ -259,7 +260,6 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
     return split_infos
 
   def _write_split(self, split, num, template, serializer):
-    import tqdm  # pylint: disable=g-import-not-at-top
     path = os.fspath(template.sharded_filepath(shard_index=0, num_shards=1))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     writer = array_record_module.ArrayRecordWriter(path, ARRAY_RECORD_OPTIONS)
@@ -358,7 +358,6 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
         yield start + offset, {k: v[offset] for k, v in out.items()}
 
   def _generate_examples(self, split: str, num: int):
-    import tqdm  # pylint: disable=g-import-not-at-top
     items = tqdm.tqdm(self._chunks(split, num), total=num,
                       desc=f"{self.name}/{self.builder_config.name} {split}",
                       unit="example", disable=not self._progress,
