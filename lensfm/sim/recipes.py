@@ -16,7 +16,6 @@ Determinism: sample(key, B) == observe(noise keys, render(sample_params(param ke
 with the key split of `Recipe.sample`; `render` is the noise-free lenstronomy-equivalent
 model image that the tests compare to lenstronomy for fixed parameters.
 """
-import functools
 import inspect
 import math
 from typing import Any
@@ -173,17 +172,6 @@ class Recipe:
     out.update(_cast_labels(labels))
     return out
 
-  # --- jitted entry points, cached across equal recipes ------------------------------
-  def jit_sample(self, key, batch_size):
-    """`sample` under a jit cache shared by all equal recipes (same name and overrides)."""
-    return _jit_sample(self, key, batch_size)
-
-  def jit_sample_params(self, key, batch_size, labels=None):
-    return _jit_sample_params(self, key, batch_size, labels)
-
-  def jit_render_batch(self, params):
-    return _jit_render_batch(self, params)
-
   def _identity(self):
     # Everything the traced program depends on; subclasses' extra settings live in inst.
     return (type(self), self.num_pix, self.classes, self.noise, self.supersampling,
@@ -198,21 +186,6 @@ class Recipe:
   def __repr__(self):
     return (f'{type(self).__name__}(name={self.name!r}, image_shape={self.image_shape}, '
             f'classes={self.classes}, noise={self.noise})')
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _jit_sample(recipe, key, batch_size):
-  return recipe.sample(key, batch_size)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _jit_sample_params(recipe, key, batch_size, labels):
-  return recipe.sample_params(key, batch_size, labels)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _jit_render_batch(recipe, params):
-  return recipe.render_batch(params)
 
 
 def _cast_labels(labels):
