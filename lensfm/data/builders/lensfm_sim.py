@@ -50,9 +50,8 @@ from lensfm.data.builders import base
 RECIPES = ("model_i", "model_ii", "model_iii", "model_iv", "randomized",
            "lensfind")
 CHUNK = 256  # Examples simulated per jitted call (fewer for smaller builds).
-# One record per group (random access reads one record), uncompressed: zstd (ArrayRecord's
-# default) saves 4% on these float32 images for 7% of the build's speed, snappy nothing.
-# Readers detect the compression from the file.
+# One record per group (random access reads one record), uncompressed (compression buys
+# little on float32 images); readers detect the compression from the file.
 ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
 
 
