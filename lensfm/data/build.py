@@ -102,10 +102,7 @@ def default_data_dir() -> str:
 def parse_name(name: str) -> tuple[str, str]:
   """'deeplense/model_ii' -> ('deeplense', 'model_ii'), checked."""
   dataset, _, config = name.partition("/")
-  if dataset not in builders.BUILDERS:
-    raise ValueError(f"Unknown dataset {dataset!r} in {name!r}; expected one "
-                     f"of {sorted(builders.BUILDERS)}.")
-  configs = [c.name for c in builders.BUILDERS[dataset].BUILDER_CONFIGS]
+  configs = [c.name for c in builders.builder_class(dataset).BUILDER_CONFIGS]
   if config not in configs:
     raise ValueError(f"Unknown config {config!r} in {name!r}; {dataset} has "
                      f"{configs}.")
@@ -115,7 +112,7 @@ def parse_name(name: str) -> tuple[str, str]:
 def dataset_path(data_dir: str, name: str) -> str:
   """Where `name` lives (or will live) under data_dir."""
   dataset, config = parse_name(name)
-  version = str(builders.BUILDERS[dataset].VERSION)
+  version = str(builders.builder_class(dataset).VERSION)
   return os.path.join(base.abspath(data_dir), dataset, config, version)
 
 
@@ -292,7 +289,7 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
       kwargs.update(num_examples=num_examples,
                     num_test_examples=num_test_examples,
                     recipe_overrides=recipe_overrides)
-    builder = builders.BUILDERS[dataset](
+    builder = builders.builder_class(dataset)(
         config=config, data_dir=tmp_root, file_format="array_record", **kwargs)
     # TFDS's own messages name the temporary directory: keep them quiet.
     with _tfds_progress_bars(False), contextlib.redirect_stdout(io.StringIO()):
@@ -321,7 +318,7 @@ def _source(dataset: str, manual_dir: Optional[str], requested: dict) -> dict:
                              "the directory holding the source files",
                              reason="missing_dir")
   files_from = base.abspath(manual_dir) if dataset == "deeplense" and manual_dir else None
-  return source_fingerprint.make(dataset, str(builders.BUILDERS[dataset].VERSION),
+  return source_fingerprint.make(dataset, str(builders.builder_class(dataset).VERSION),
                                  requested, files_from)
 
 

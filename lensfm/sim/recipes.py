@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lensfm import errors
 from lensfm.sim import cosmology
 from lensfm.sim import instrument as instrument_lib
 from lensfm.sim import light
@@ -644,10 +645,12 @@ def valid_overrides(name) -> tuple:
 def get(name: str, **overrides: Any) -> Recipe:
   """The recipe `name` with keyword overrides (e.g. num_pix=32, classes=('cdm',)).
 
-  Raises ValueError naming an unknown recipe or override and listing the valid ones.
+  Raises errors.UserError (a ValueError) naming an unknown recipe or override and listing
+  the valid ones.
   """
   if name not in RECIPES:
-    raise ValueError(f'Unknown simulation recipe {name!r}; valid recipes are {list(RECIPES)}.')
+    raise errors.UserError(f'Unknown simulation recipe {name!r}; valid recipes are '
+                           f'{list(RECIPES)}.' + errors.did_you_mean(name, RECIPES))
   valid = valid_overrides(name)
   unknown = sorted(set(overrides) - set(valid))
   if unknown:

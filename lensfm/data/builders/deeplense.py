@@ -326,3 +326,6 @@ class Deeplense(tfds.core.GeneratorBasedBuilder):
         "manual_dir": self._manual_dir,
         "report": self.report.to_dict(),
     })
+
+
+Builder = Deeplense

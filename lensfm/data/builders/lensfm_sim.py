@@ -460,3 +460,6 @@ class ChunkSerializer:
       packed = np.asarray(values, "<f4").reshape(n).tobytes()
       return [packed[4 * i:4 * i + 4] for i in range(n)]
     return [_varint(v) for v in np.asarray(values).astype(np.int64).reshape(n).tolist()]
+
+
+Builder = LensfmSim
