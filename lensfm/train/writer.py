@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image
 import tqdm
 
-from lensfm.train import checkpoint
 from lensfm import utils
 
 
