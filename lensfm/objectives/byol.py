@@ -17,8 +17,8 @@ Heads use LayerNorm instead of BatchNorm (pure-pytree parameters; BYOL trains
 without batch statistics given normalised hidden layers, Richemond et al. 2020).
 
 config.objective fields (defaults: `DEFAULTS`): name='byol', ema_momentum,
-ema_momentum_end, proj_hidden_dim, proj_dim, pred_hidden_dim, head_norm, views (see views.py; two global views, or views.source='same_lens'),
-aux (optional simulation-supervised loss, see simsup.py).
+ema_momentum_end, proj_hidden_dim, proj_dim, pred_hidden_dim, head_norm, views (see
+views.py; two global views, or views.source='same_lens'), aux (optional simulation-supervised loss, see simsup.py).
 Metrics: prediction_similarity (mean cosine of prediction and target), ema_momentum,
 embedding_std (collapse indicator of the online backbone's pooled embeddings).
 """

@@ -170,12 +170,12 @@ def gaussian_noise(key, image, background_rms, total_exposure):
 
 
 # Poisson draws: jax.random.poisson runs Knuth's loop (one full-array random draw per
-# iteration) and a rejection loop over every element. `poisson` draws exactly the same distribution with few random numbers:
-# ONE uniform per element serves inversion where the rate is small and the first round
-# of transformed rejection (PTRS) where it is large (the two sets are disjoint, so the
-# draws stay independent), one more uniform is PTRS's second variate, and only the ~10%
-# rejected elements are compacted and re-drawn, from their row's key folded with the
-# pass and round.
+# iteration) and a rejection loop over every element. `poisson` draws exactly the same
+# distribution with few random numbers: ONE uniform per element serves inversion where
+# the rate is small and the first round of transformed rejection (PTRS) where it is
+# large (the two sets are disjoint, so the draws stay independent), one more uniform is
+# PTRS's second variate, and only the ~10% rejected elements are compacted and re-drawn,
+# from their row's key folded with the pass and round.
 #
 # Under vmap (the recipes vmap `observe` over images) the batch is folded into rows of
 # ONE call (custom_vmap): a vmapped while loop would step every image until the slowest
