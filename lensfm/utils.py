@@ -4,6 +4,7 @@ import importlib
 import json
 import os
 import re
+import sys
 from typing import Any, Mapping, Optional
 
 import ml_collections
@@ -62,14 +63,18 @@ def plugin(package: str, name: Any, attr: str, field: str,
   lensfm/models/vit.py), imported only when asked for: every kind of plug-in (backbone,
   objective, evaluator, data source, dataset builder, task) is one file named by a config
   field. `files` maps names to file names where the two differ (names stored in old
-  configs); it then lists every name.
+  configs); it then lists every name. A module already imported under the package's
+  name (a test's probe objective registers itself so) counts as a file.
 
   Raises errors.UserError naming `field` (e.g. 'config.model.name'), the bad value, the
   available names and the closest one.
   """
   available = sorted(files) if files is not None else plugin_names(package, attr)
-  if not isinstance(name, str) or name not in available:
-    raise errors.UserError(f"{field}={name!r} is not one of {available}."
-                           + errors.did_you_mean(name, available))
-  module = files[name] if files is not None else name
-  return getattr(importlib.import_module(f"{package}.{module}"), attr)
+  if isinstance(name, str) and name in available:
+    module = files[name] if files is not None else name
+    return getattr(importlib.import_module(f"{package}.{module}"), attr)
+  registered = sys.modules.get(f"{package}.{name}") if files is None else None
+  if isinstance(name, str) and hasattr(registered, attr):
+    return getattr(registered, attr)
+  raise errors.UserError(f"{field}={name!r} is not one of {available}."
+                         + errors.did_you_mean(name, available))
