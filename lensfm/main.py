@@ -1,7 +1,7 @@
 r"""lensfm's entry point: `python -m lensfm.main --config=configs/NAME.py[:ARGS] --workdir=DIR`.
 
 `--config.field=value` overrides a field of the (locked) config; a misspelt field
-fails with an error naming it. `config.task` picks what runs (`lensfm.tasks.TASKS`).
+fails with an error naming it. `config.task` picks what runs (`lensfm/tasks/<task>.py`).
 Mistakes in what was asked for (a misspelt field, a missing file, a checkpoint that
 does not fit) print one line and exit with status 2; `--verbosity=1` also prints their
 traceback.
@@ -64,7 +64,7 @@ def help_text() -> str:
   if not paths:
     lines.append("  (no configs/ directory here; run from the lensfm repository)")
   lines += ["", "Tasks (config.task; each module's docstring, lensfm/tasks/NAME.py, says more):"]
-  lines += [f"  {name:<9} {_task_summary(module)}" for name, module in tasks.TASKS.items()]
+  lines += [f"  {name:<9} {_task_summary(tasks.task_module(name))}" for name in tasks.names()]
   return "\n".join(lines).replace("%", "%%") + "\n"
 
 
@@ -160,9 +160,7 @@ def main(argv):
     raise errors.UserError("--workdir=DIR is required (where checkpoints, metrics and "
                            "pictures go).")
   task = config.get("task", "pretrain")
-  if task not in tasks.TASKS:
-    raise errors.UserError(f"config.task={task!r} is not one of {sorted(tasks.TASKS)}."
-                           + errors.did_you_mean(task, tasks.TASKS))
+  run = tasks.task_run(task)
   if not flags.FLAGS["verbosity"].present:
     # Orbax and JAX log every save at INFO; the progress bar and our messages suffice.
     logging.set_verbosity(logging.WARNING)
@@ -171,7 +169,7 @@ def main(argv):
   compilation_cache.enable(config.get("compilation_cache_dir", None))
   logging.info("Config:\n%s", config)
   workdir = os.path.expanduser(_WORKDIR.value)
-  tasks.TASKS[task].run(config, workdir)
+  run(config, workdir)
   report = outputs_report(workdir)
   if report:
     print(report, flush=True)

@@ -100,7 +100,7 @@ def test_help_lists_every_config_with_its_summary_and_every_task():
     summary = lensfm_main._first_docstring_line(path)  # pylint: disable=protected-access
     assert summary, f"{path} has no docstring summary"
     assert f"{os.path.basename(path)}" in out.stdout and summary[:60] in out.stdout
-  for task in tasks.TASKS:
+  for task in tasks.names():
     assert f"  {task} " in out.stdout
   assert "--workdir" in out.stdout
 

@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from lensfm.data import build
-from lensfm.data.builders import BadInputError
+from lensfm.data.builders.base import BadInputError
 
 CLASSES = ("no_sub", "cdm", "axion")
 

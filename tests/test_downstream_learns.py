@@ -1,14 +1,7 @@
 """The downstream recipes learn: 150 CPU steps from scratch on 32x32 simulated Model II
-lenses beat chance by a wide margin.
-
-Both were at chance (macro AUC ~0.51) before, while a linear model on the pixels reached
-0.96: the ViT because min-max inputs are small next to its sin-cos position embeddings
-(fixed by the per-image 'zscore' normalisation), the GroupNorm ResNet because its
-mean-pooled features barely vary between images (fixed by standardising the features
-before the head, objective.feature_norm='batch'). These tests fail if either comes back
-(measured with this seed: ViT 0.85, 0.76 on min-max inputs; ResNet 0.80, 0.49 without
-the feature standardisation). One device: this is about learning, and the sharded step
-is tested elsewhere.
+lenses beat chance by a wide margin: they guard the ViT's 'zscore' normalisation and the
+ResNet's feature standardisation (objective.feature_norm='batch'). One device: this is
+about learning, and the sharded step is tested elsewhere.
 """
 import os
 

@@ -126,7 +126,7 @@ def check_target_updates(objective_name, objective, before, after, batch, traine
   """The EMA target (and DINO's centre) after step 0 follow the formulas exactly."""
   m = float(objective.momentum(0))
   assert m == pytest.approx(float(byol.cosine_momentum(0, trainer.config.total_steps,
-                                                       objective.momentum_base)))
+                                                       objective.momentum.base)))
   key = "target" if objective_name == "byol" else "teacher"
   online = {k: after["params"][k] for k in before["extra"][key]}
   jax.tree.map(lambda new, old, o: np.testing.assert_allclose(

@@ -57,6 +57,7 @@ from typing import Any, Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import tqdm_utils
 
 from lensfm import compilation_cache
 from lensfm import errors
@@ -107,14 +108,12 @@ def default_data_dir() -> str:
 def parse_name(name: str) -> tuple[str, str]:
   """'deeplense/model_ii' -> ('deeplense', 'model_ii'), checked."""
   dataset, _, config = name.partition("/")
-  if dataset not in builders.BUILDERS:
-    raise ValueError(f"Unknown dataset {dataset!r} in {name!r}; expected one "
-                     f"of {sorted(builders.BUILDERS)}.")
-  any_config = getattr(builders.BUILDERS[dataset], "ANY_CONFIG", None)
+  builder = builders.builder_class(dataset)
+  any_config = getattr(builder, "ANY_CONFIG", None)
   if any_config is not None:  # files/NAME: any NAME the builder accepts.
     any_config(config)
     return dataset, config
-  configs = [c.name for c in builders.BUILDERS[dataset].BUILDER_CONFIGS]
+  configs = [c.name for c in builder.BUILDER_CONFIGS]
   if config not in configs:
     raise ValueError(f"Unknown config {config!r} in {name!r}; {dataset} has "
                      f"{configs}.")
@@ -124,7 +123,7 @@ def parse_name(name: str) -> tuple[str, str]:
 def dataset_path(data_dir: str, name: str) -> str:
   """Where `name` lives (or will live) under data_dir."""
   dataset, config = parse_name(name)
-  version = str(builders.BUILDERS[dataset].VERSION)
+  version = str(builders.builder_class(dataset).VERSION)
   return os.path.join(base.abspath(data_dir), dataset, config, version)
 
 
@@ -167,7 +166,6 @@ def mismatched_args(stored: dict, requested: dict) -> dict[str, tuple]:
 @contextlib.contextmanager
 def _tfds_progress_bars(enable: bool):
   """Our own per-split bars replace TFDS's (which know no totals)."""
-  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
   was = tqdm_utils._active  # pylint: disable=protected-access
   tfds.display_progress_bar(enable)
   try:
@@ -314,7 +312,7 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
       kwargs.update(num_examples=num_examples,
                     num_test_examples=num_test_examples,
                     recipe_overrides=recipe_overrides)
-    builder = builders.BUILDERS[dataset](
+    builder = builders.builder_class(dataset)(
         config=config, data_dir=tmp_root, file_format="array_record", **kwargs)
     # TFDS's own messages name the temporary directory: keep them quiet.
     with _tfds_progress_bars(False), contextlib.redirect_stdout(io.StringIO()):
@@ -338,13 +336,13 @@ def ensure_built(name: str, data_dir: Optional[str] = None,
 
 def _source(dataset: str, manual_dir: Optional[str], requested: dict) -> dict:
   """The fingerprint of what is asked for; a manual_dir that is gone is an error."""
-  fingerprint_files = getattr(builders.BUILDERS[dataset], "fingerprint_files", None)
+  fingerprint_files = getattr(builders.builder_class(dataset), "fingerprint_files", None)
   if fingerprint_files is not None:  # files: a folder or a catalogue file.
     if manual_dir and not os.path.exists(os.path.expanduser(manual_dir)):
       raise errors.MissingFileError(f"{manual_dir}: manual_dir does not exist; expected "
                                     "a folder of images or a CSV catalogue.")
     fingerprint = source_fingerprint.make(
-        dataset, str(builders.BUILDERS[dataset].VERSION), requested, None)
+        dataset, str(builders.builder_class(dataset).VERSION), requested, None)
     if manual_dir:
       fingerprint["manual_dir"] = base.abspath(manual_dir)
       fingerprint["files"] = fingerprint_files(base.abspath(manual_dir))
@@ -354,14 +352,14 @@ def _source(dataset: str, manual_dir: Optional[str], requested: dict) -> dict:
                              "the directory holding the source files",
                              reason="missing_dir")
   files_from = base.abspath(manual_dir) if dataset == "deeplense" and manual_dir else None
-  return source_fingerprint.make(dataset, str(builders.BUILDERS[dataset].VERSION),
+  return source_fingerprint.make(dataset, str(builders.builder_class(dataset).VERSION),
                                  requested, files_from)
 
 
 def _check_one_source(dataset: str, name: str, path: str, source: dict) -> None:
   """A files/NAME build made from another PATH is not replaced by this one: one NAME,
   one source (a moved copy with the same files is reused, never gets here)."""
-  if not getattr(builders.BUILDERS[dataset], "ONE_SOURCE_PER_NAME", False):
+  if not getattr(builders.builder_class(dataset), "ONE_SOURCE_PER_NAME", False):
     return
   stored = (source_fingerprint.read(path) or {}).get("manual_dir")
   if stored and stored != source.get("manual_dir"):

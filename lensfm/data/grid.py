@@ -285,21 +285,9 @@ def make_mapper(src_shape, src_scale: float, dst_size: int, dst_scale: float):
   return mapper
 
 
-def mapper_for(data_config, src_shape, src_scale: float):
-  """`make_mapper` onto config.data's model grid."""
-  size, scale = model_grid(data_config)
-  return make_mapper(src_shape, src_scale, size, scale)
-
-
 def area_ratio(src_scale: float, dst_scale: float) -> float:
   """Flux per pixel scales with the pixel area: destination / source."""
   return (float(dst_scale) / float(src_scale))**2
-
-
-def describe(src_shape, src_scale: float, dst_size: int, dst_scale: float) -> str:
-  h, w = src_shape[:2]
-  return (f'{h}x{w} px at {src_scale:g}"/px ({h * src_scale:.2f}") -> {dst_size}x{dst_size} px '
-          f'at {dst_scale:g}"/px ({dst_size * dst_scale:.2f}")')
 
 
 @functools.lru_cache(maxsize=32)

@@ -10,16 +10,16 @@ sharding, so the model always sees what a real instrument's image would look lik
 its grid (`grid.map_to_grid`, as every downstream input path). Randomness and
 resumption as in `sim_source` (batch = f(seed, split, step)).
 
-config.data fields:
+config.data fields (defaults: `DEFAULTS`):
   source: 'sim_mixture'.
   image_size, pixel_scale: the model grid (pixels, arcsec/px).
   channels: 1.
-  normalize: as `sim_source` (default 'zscore', per image).
-  views: 1 (default) or 2: with 2, batches also hold 'image_pair', a second observation
+  normalize: as `sim_source` (per image).
+  views: 1 or 2: with 2, batches also hold 'image_pair', a second observation
     of the same lens (same-lens positive pairs for SimCLR / BYOL / DINO).
-  families: comma-separated `same_lens.FAMILIES` names (default all).
-  classes: comma-separated class names (default no_sub,cdm,axion).
-  clean_fraction: share of noise-free views (default 0.25).
+  families: comma-separated `same_lens.FAMILIES` names ('' = all).
+  classes: comma-separated class names ('' = no_sub,cdm,axion).
+  clean_fraction: share of noise-free views.
 
 Batches: 'image' [B, H, W, 1], 'image_pair' (views=2), 'label', 'latents' [B, K] and
 'latent_mask' [B, K] (standardised simulator latents of the first view, see
@@ -39,8 +39,12 @@ from lensfm.data import grid
 from lensfm.data import sim_source
 from lensfm.data import transforms
 from lensfm.sim import same_lens
+from lensfm import utils
 
 SOURCE_NAME = "sim_mixture"
+DEFAULTS = dict(image_size=None, pixel_scale=None, channels=1,
+                normalize=transforms.DEFAULT_NORMALIZE, views=1, families="", classes="",
+                clean_fraction=0.25)
 
 
 def _names(value, default) -> tuple:
@@ -53,19 +57,19 @@ def _names(value, default) -> tuple:
 
 def simulator(data_config) -> same_lens.SameLens:
   """The SameLens simulator that fills config.data's grid."""
-  size = data_config.get("image_size", None)
-  scale = data_config.get("pixel_scale", None)
+  data_config = utils.with_defaults(data_config, DEFAULTS)
+  size, scale = data_config.image_size, data_config.pixel_scale
   if not size or not scale:
     raise errors.UserError(f"config.data.source='{SOURCE_NAME}' needs config.data.image_size and "
                      f"config.data.pixel_scale (got {size!r} and {scale!r}).")
-  if data_config.get("channels", 1) != 1:
+  if data_config.channels != 1:
     raise errors.UserError(f"config.data.source='{SOURCE_NAME}' makes single-band images; "
-                     f"config.data.channels={data_config.get('channels')} must be 1.")
+                     f"config.data.channels={data_config.channels} must be 1.")
   return same_lens.SameLens(
       field_of_view=float(size) * float(scale),
-      families=_names(data_config.get("families", ""), same_lens.DEFAULT_FAMILIES),
-      classes=_names(data_config.get("classes", ""), same_lens.CLASSES),
-      clean_fraction=float(data_config.get("clean_fraction", 0.25)))
+      families=_names(data_config.families, same_lens.DEFAULT_FAMILIES),
+      classes=_names(data_config.classes, same_lens.CLASSES),
+      clean_fraction=float(data_config.clean_fraction))
 
 
 def to_model_grid(native, native_scale, image_size: int, pixel_scale: float,
@@ -131,10 +135,11 @@ def make(data_config, *, global_batch_size: int, sharding, seed: int,
   """The 'sim_mixture' source; endless whatever `single_pass` (evaluations take a fixed
   number of batches)."""
   del single_pass
-  views = int(data_config.get("views", 1))
+  data_config = utils.with_defaults(data_config, DEFAULTS)
+  views = int(data_config.views)
   if views not in (1, 2):
     raise errors.UserError(f"config.data.views={views}: expected 1 or 2 observations per lens.")
-  normalize = data_config.get("normalize", transforms.DEFAULT_NORMALIZE)
+  normalize = data_config.normalize
   if normalize == "standardize":
     raise errors.UserError(f"config.data.normalize='standardize' is not available for "
                      f"source '{SOURCE_NAME}'; use 'zscore' (per image).")

@@ -18,7 +18,7 @@ evaluation always uses fresh examples.
 
 config.data fields read here, besides those of the 'sim' source:
   labels_per_class: N > 0, examples kept per class.
-  labels_seed: seed of the pool (default: the run seed).
+  labels_seed: seed of the pool (None: the run seed).
 """
 from __future__ import annotations
 
@@ -27,11 +27,13 @@ from typing import Mapping
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from lensfm.data import sim_source
 from lensfm.data import transforms
 from lensfm import errors
+from lensfm import utils
 
 SOURCE_NAME = "sim_pool"
 POOL_CHUNK = 256
@@ -40,6 +42,9 @@ POOL_CHUNK = 256
 _POOL_STREAM = 2**31 - 2
 # Give up if a class is this many times rarer than a uniform draw would make it.
 _MAX_OVERDRAW = 20
+# The fields read here (the rest of config.data is the simulator's, see sim_source).
+DEFAULTS = dict(labels_per_class=0, labels_seed=None, normalize=transforms.DEFAULT_NORMALIZE,
+                augment="")
 
 
 def enabled_class_indices(recipe) -> list[int]:
@@ -167,20 +172,19 @@ def make(data_config, *, global_batch_size: int, sharding: jax.sharding.NamedSha
   if sim_source.SPLIT_ALIASES.get(split, split) != "train":
     return sim_source.make(plain, global_batch_size=global_batch_size, sharding=sharding,
                            seed=seed, split=split, single_pass=single_pass)
-  per_class = data_config.get("labels_per_class", None)
-  labels_seed = data_config.get("labels_seed", None)
-  pool = draw_pool(plain, per_class or 0, seed if labels_seed is None else int(labels_seed))
+  fields = utils.with_defaults(data_config, DEFAULTS)
+  labels_seed = fields.labels_seed
+  pool = draw_pool(plain, fields.labels_per_class or 0,
+                   seed if labels_seed is None else int(labels_seed))
   recipe = sim_source.get_recipe(plain)
   return PoolInput(pool, global_batch_size=global_batch_size, sharding=sharding, seed=seed,
-                   normalize=plain.get("normalize", transforms.DEFAULT_NORMALIZE),
-                   augment=transforms.parse_augment(plain.get("augment", "")),
+                   normalize=fields.normalize, augment=transforms.parse_augment(fields.augment),
                    stats=sim_source.normalization_stats(plain, recipe),
                    grid=sim_source.grid_key(recipe, plain))
 
 
 def sim_config(data_config):
   """The same data config with source 'sim' (what the simulator itself reads)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   d = data_config.to_dict() if hasattr(data_config, "to_dict") else dict(data_config)
   d["source"] = "sim"
   return ml_collections.ConfigDict(d)

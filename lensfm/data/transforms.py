@@ -241,11 +241,6 @@ def random_shift_px(key: jax.Array, max_shift: float = MAX_SHIFT_PX):
   return jax.random.uniform(key, (2,), minval=-max_shift, maxval=max_shift)
 
 
-def random_rotate(key: jax.Array, image: jax.Array) -> jax.Array:
-  """Rotation by any angle (bilinear)."""
-  return affine_resample(image, random_angle(key), jnp.zeros((2,)))
-
-
 # -- instrument --------------------------------------------------------------------
 
 

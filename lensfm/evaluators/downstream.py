@@ -9,12 +9,11 @@ logs as 'val/<metric>' (so they are in metrics.jsonl, TensorBoard and, at the en
 summary.json). At the last step it also writes the task's figures and the full report
 (with the confusion matrix) to WORKDIR/<plots_dir>/.
 
-Eval config fields (besides type and every):
-  split: default 'validation' (for the simulator a separate stream of fresh examples).
-  num_examples: simulated examples per evaluation (default 2048); for a TFDS split an
-    optional cap (default: the whole split).
-  batch_size: default config.batch_size.
-  plots_dir: default 'plots'; '' for no figures.
+Eval config fields (besides type and every; defaults: `DEFAULTS`):
+  split: for the simulator a separate stream of fresh examples.
+  num_examples: simulated examples per evaluation; for a TFDS split a cap.
+  batch_size: None for config.batch_size.
+  plots_dir: '' for no figures.
 """
 import os
 
@@ -26,6 +25,8 @@ from lensfm.objectives import base
 from lensfm.objectives import reports
 from lensfm.train import writer as writer_lib
 from lensfm import utils
+
+DEFAULTS = dict(split="validation", num_examples=2048, batch_size=None, plots_dir="plots")
 
 
 class Evaluator:
@@ -41,13 +42,12 @@ class Evaluator:
     self.objective = objective
     self.workdir = workdir
     self.total_steps = total_steps
-    self.plots_dir = eval_config.get("plots_dir", "plots")
-    self.split = eval_config.get("split", "validation")
+    cfg = utils.with_defaults(eval_config, DEFAULTS)
+    self.plots_dir = cfg.plots_dir
+    self.split = cfg.split
     self.input, self.num_batches = eval_input.make_eval_input(
-        data_config, split=self.split,
-        batch_size=eval_config.get("batch_size", batch_size),
-        sharding=data_sharding, seed=seed,
-        num_examples=eval_config.get("num_examples", 2048))
+        data_config, split=self.split, batch_size=cfg.batch_size or batch_size,
+        sharding=data_sharding, seed=seed, num_examples=cfg.num_examples)
     self.eval_fn = jax.jit(objective.eval_outputs)
     self.pictures_fn = jax.jit(objective.pictures)
 

@@ -8,18 +8,18 @@ and their spread (`metrics.embedding_std`, near 0 means collapse), on labelled d
       labels [N] int32): embeds `num_batches` batches, dropping padded examples (also
       the kNN task's).
 
-config.evals.<name> fields for type='knn':
+config.evals.<name> fields for type='knn' (defaults: `DEFAULTS`):
   every: steps between evaluations (the trainer also evaluates at the end).
-  k (20), temperature (0.07): of `metrics.knn_predict`.
-  num_train_batches (8), num_val_batches (4): batches in the kNN bank and the queries.
-  batch_size: examples per batch (default config.batch_size).
-  train_split ('train'), val_split ('validation'): splits given to `make_input`.
+  k, temperature: of `metrics.knn_predict`.
+  num_train_batches, num_val_batches: batches in the kNN bank and the queries.
+  batch_size: examples per batch (None: config.batch_size).
+  train_split, val_split: splits given to `make_input`.
   data: overrides of config.data for the evaluation inputs (e.g. another recipe or
     TFDS data set); `augment` defaults to '' so the bank holds clean images.
-  seed: of the evaluation inputs (default config.seed).
-  label_key ('label'): integer class key of the batches.
-  num_classes: default max label + 1 over bank and queries.
-  features ('params/encoder'): where in the train state the encoder parameters are,
+  seed: of the evaluation inputs (None: config.seed).
+  label_key: integer class key of the batches.
+  num_classes: None for max label + 1 over bank and queries.
+  features: where in the train state the encoder parameters are,
     e.g. 'extra/teacher/encoder' to evaluate DINO's teacher or
     'extra/target/encoder' for BYOL's target network.
 The images are drawn once and kept on device, so every evaluation of a run embeds the
@@ -33,6 +33,11 @@ import numpy as np
 from lensfm import data as data_lib
 from lensfm.objectives import metrics
 from lensfm.train import sharding as sharding_lib
+from lensfm import utils
+
+DEFAULTS = dict(k=20, temperature=0.07, num_train_batches=8, num_val_batches=4,
+                batch_size=None, train_split="train", val_split="validation", data=None,
+                seed=None, label_key="label", num_classes=None, features="params/encoder")
 
 
 def extract_features(apply_fn: Callable[[Any, jax.Array], jax.Array], params,
@@ -82,27 +87,26 @@ class Evaluator:
                data_sharding):
     self.config = eval_config
     self.data_sharding = data_sharding
-    self.k = int(eval_config.get("k", 20))
-    self.temperature = float(eval_config.get("temperature", 0.07))
-    self.label_key = eval_config.get("label_key", "label")
-    self.features_path = eval_config.get("features", "params/encoder")
-    self.num_classes = eval_config.get("num_classes", None)
-    self.batch_size = int(eval_config.get("batch_size", None) or batch_size)
+    cfg = utils.with_defaults(eval_config, DEFAULTS)
+    self.k = int(cfg.k)
+    self.temperature = float(cfg.temperature)
+    self.label_key = cfg.label_key
+    self.features_path = cfg.features
+    self.num_classes = cfg.num_classes
+    self.batch_size = int(cfg.batch_size or batch_size)
     dp = sharding_lib.data_parallel_size(data_sharding.mesh)
     if self.batch_size % dp:
       raise ValueError(f"evals knn: batch_size={self.batch_size} must be divisible by the "
                        f"{dp} devices of the mesh's data axes.")
-    self.num_batches = {"train": int(eval_config.get("num_train_batches", 8)),
-                        "val": int(eval_config.get("num_val_batches", 4))}
-    self.splits = {"train": eval_config.get("train_split", "train"),
-                   "val": eval_config.get("val_split", "validation")}
+    self.num_batches = {"train": int(cfg.num_train_batches), "val": int(cfg.num_val_batches)}
+    self.splits = {"train": cfg.train_split, "val": cfg.val_split}
     data_config = data_config.copy_and_resolve_references()
     with data_config.unlocked():
       data_config.augment = ""
-      for key, value in dict(eval_config.get("data", None) or {}).items():
+      for key, value in dict(cfg.data or {}).items():
         data_config[key] = value
     self.data_config = data_config
-    self.seed = int(eval_config.get("seed", seed))
+    self.seed = seed if cfg.seed is None else int(cfg.seed)
     # Compiled once: every evaluation embeds batches of the same shape and sharding.
     self._embed = jax.jit(embed_fn)
     self._batches: Optional[dict[str, list]] = None

@@ -16,26 +16,18 @@ token-dropping hook masked autoencoding uses; a backbone that has no tokens to d
 `config.model.name` picks the file; every other field of `config.model` is passed
 to `Model(...)` as a keyword argument.
 """
-import importlib
-
 import flax.linen as nn
 
 from lensfm import errors
-
+from lensfm import utils
 
 
 def get_model(model_config, **overrides) -> nn.Module:
   fields = dict(model_config)
   name = fields.pop("name", None)
   fields.update(overrides)
+  model_cls = utils.plugin("lensfm.models", name, "Model", "config.model.name")
   try:
-    module = importlib.import_module(f"lensfm.models.{name}")
-  except ModuleNotFoundError as e:
-    if e.name != f"lensfm.models.{name}":
-      raise
-    raise errors.UserError(f"config.model.name={name!r}: no backbone file "
-                           f"lensfm/models/{name}.py.") from None
-  try:
-    return module.Model(**fields)
+    return model_cls(**fields)
   except TypeError as e:
     raise errors.UserError(f"config.model for backbone {name!r}: {e}") from None

@@ -5,22 +5,13 @@ from `lensfm.models.get_model`) with the methods of `base.Objective`, or of
 
 `config.objective.name` picks the file.
 """
-import importlib
-
-from lensfm import errors
+from lensfm import utils
 
 
 def objective_class(config) -> type:
   """The `Objective` class of `lensfm/objectives/<config.objective.name>.py`."""
-  name = config.objective.name
-  try:
-    module = importlib.import_module(f"lensfm.objectives.{name}")
-  except ModuleNotFoundError as e:
-    if e.name != f"lensfm.objectives.{name}":
-      raise
-    raise errors.UserError(f"config.objective.name={name!r}: no objective file "
-                           f"lensfm/objectives/{name}.py.") from None
-  return module.Objective
+  return utils.plugin("lensfm.objectives", config.objective.name, "Objective",
+                      "config.objective.name")
 
 
 def get_objective(config, model):

@@ -2,10 +2,21 @@
 `DownstreamObjective` (what evaluation, reports and prediction rely on)."""
 from typing import Any, Optional
 
+import flax.linen as nn
 import jax
 
 PyTree = Any
 
+
+
+class EncoderWithHead(nn.Module):
+  """The backbone and a head on its pooled embedding: params {'encoder', 'head'}."""
+  encoder: nn.Module
+  head: nn.Module
+
+  def __call__(self, images, train: bool = True):
+    pooled = self.encoder(images, train=train)["pooled"]
+    return pooled, self.head(pooled)
 
 class Objective:
   """A self-supervised (or supervised) objective around a backbone.

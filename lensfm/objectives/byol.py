@@ -8,7 +8,7 @@ that a slowly moving target network makes of another view; no negatives.
 
 The target is an exponential moving average of the online network, updated after
 every optimizer step (`update_extra`) with a momentum that follows a cosine schedule
-from `ema_momentum` at step 0 to `ema_momentum_end` (1.0) at config.total_steps:
+from `ema_momentum` at step 0 to `ema_momentum_end` at config.total_steps:
   tau(step) = end - (end - base) * (cos(pi * step / total_steps) + 1) / 2,
   target <- tau(step) * target + (1 - tau(step)) * online,
 where `step` is the index of the optimizer step just taken (0 for the first).
@@ -16,10 +16,9 @@ where `step` is the index of the optimizer step just taken (0 for the first).
 Heads use LayerNorm instead of BatchNorm (pure-pytree parameters; BYOL trains
 without batch statistics given normalised hidden layers, Richemond et al. 2020).
 
-config.objective fields: name='byol', ema_momentum (0.996), ema_momentum_end (1.0),
-proj_hidden_dim (4096), proj_dim (256), pred_hidden_dim (4096), head_norm
-('layernorm'), views (see views.py; two global views, or views.source='same_lens'),
-aux (optional simulation-supervised loss, see simsup.py).
+config.objective fields (defaults: `DEFAULTS`): name='byol', ema_momentum,
+ema_momentum_end, proj_hidden_dim, proj_dim, pred_hidden_dim, head_norm, views (see
+views.py; two global views, or views.source='same_lens'), aux (optional simulation-supervised loss, see simsup.py).
 Metrics: prediction_similarity (mean cosine of prediction and target), ema_momentum,
 embedding_std (collapse indicator of the online backbone's pooled embeddings).
 """
@@ -30,11 +29,15 @@ import jax
 import jax.numpy as jnp
 
 from lensfm import errors
+from lensfm import utils
 from lensfm.objectives import base
 from lensfm.objectives import metrics as metrics_lib
 from lensfm.objectives import simclr
 from lensfm.objectives import simsup
 from lensfm.objectives import views as views_lib
+
+DEFAULTS = dict(ema_momentum=0.996, ema_momentum_end=1.0, proj_hidden_dim=4096, proj_dim=256,
+                pred_hidden_dim=4096, head_norm="layernorm", views=None, aux=None)
 
 
 def cosine_momentum(step, total_steps: int, base: float, end: float = 1.0) -> jax.Array:
@@ -49,10 +52,20 @@ def ema_update(target, online, momentum):
                       target, online)
 
 
-def check_momentum(base_value: float, end: float) -> None:
-  if not 0. <= base_value <= end <= 1.:
-    raise errors.UserError(f"config.objective.ema_momentum={base_value} and ema_momentum_end={end} "
-                           f"must satisfy 0 <= ema_momentum <= ema_momentum_end <= 1.")
+class EmaMomentum:
+  """The target's EMA momentum at a step (`cosine_momentum`), from the objective config's
+  ema_momentum and ema_momentum_end and the run's total_steps; BYOL's and DINO's."""
+
+  def __init__(self, objective_config, total_steps: int):
+    self.base = float(objective_config.ema_momentum)
+    self.end = float(objective_config.ema_momentum_end)
+    self.total_steps = int(total_steps)
+    if not 0. <= self.base <= self.end <= 1.:
+      raise errors.UserError(f"config.objective.ema_momentum={self.base} and ema_momentum_end="
+                             f"{self.end} must satisfy 0 <= ema_momentum <= ema_momentum_end <= 1.")
+
+  def __call__(self, step) -> jax.Array:
+    return cosine_momentum(step, self.total_steps, self.base, self.end)
 
 
 def regression_loss(prediction: jax.Array, target: jax.Array, weights=None) -> jax.Array:
@@ -75,39 +88,27 @@ class OnlineNetwork(nn.Module):
     return pooled, self.predictor(self.head(pooled))
 
 
-class Objective(base.Objective):
+class Objective(simclr.TwoViews, base.Objective):
   """See the module docstring."""
 
   def __init__(self, config, model):
     super().__init__(config, model)
-    cfg = config.objective
-    self.total_steps = int(config.total_steps)
-    self.momentum_base = float(cfg.get("ema_momentum", 0.996))
-    self.momentum_end = float(cfg.get("ema_momentum_end", 1.0))
-    check_momentum(self.momentum_base, self.momentum_end)
-    self.views = views_lib.parse_views(cfg.get("views", None), config.data.image_size)
+    cfg = utils.with_defaults(config.objective, DEFAULTS)
+    self.momentum = EmaMomentum(cfg, config.total_steps)
+    self.views = views_lib.parse_views(cfg.views, config.data.image_size)
     simclr.check_view_size(model, self.views.global_crop.size, "global")
-    norm = cfg.get("head_norm", "layernorm")
-    proj_dim = cfg.get("proj_dim", 256)
-    self.projector = simclr.ProjectionMLP(cfg.get("proj_hidden_dim", 4096), proj_dim, 2, norm)
-    self.predictor = simclr.ProjectionMLP(cfg.get("pred_hidden_dim", 4096), proj_dim, 2, norm)
+    self.projector = simclr.ProjectionMLP(cfg.proj_hidden_dim, cfg.proj_dim, 2, cfg.head_norm)
+    self.predictor = simclr.ProjectionMLP(cfg.pred_hidden_dim, cfg.proj_dim, 2, cfg.head_norm)
     self.aux = simsup.make_auxiliary(cfg)
 
   def online(self) -> OnlineNetwork:
     return OnlineNetwork(self.model, self.projector, self.predictor)
 
-  def target(self) -> simclr.EncoderWithHead:
-    return simclr.EncoderWithHead(self.model, self.projector)
-
-  def momentum(self, step) -> jax.Array:
-    return cosine_momentum(step, self.total_steps, self.momentum_base, self.momentum_end)
-
-  def make_views(self, rng, batch):
-    return views_lib.flatten_views(views_lib.global_views(rng, batch, self.views, 2))
+  def target(self) -> base.EncoderWithHead:
+    return base.EncoderWithHead(self.model, self.projector)
 
   def init(self, rng, batch):
-    images = views_lib.placeholder_views(batch["image"], self.views.global_crop)
-    params = self.online().init(rng, images)["params"]
+    params = self.online().init(rng, self.placeholder_views(batch))["params"]
     # The target starts as a copy of the online backbone and projector.
     target = jax.tree.map(jnp.copy, {"encoder": params["encoder"], "head": params["head"]})
     return simclr.add_aux_params(self.aux, params, rng, self.model), {"target": target}
@@ -132,10 +133,3 @@ class Objective(base.Objective):
   def update_extra(self, params, extra, step):
     online = {"encoder": params["encoder"], "head": params["head"]}
     return {**extra, "target": ema_update(extra["target"], online, self.momentum(step))}
-
-  def visualize(self, params, extra, batch, rng, path):
-    del params, extra
-    if self.views.source == "same_lens":
-      return  # The trainer passes only 'image'; the pairs come from the data source.
-    images = batch["image"]
-    simclr.save_views_picture(jax.jit(self.make_views)(rng, batch), 2, images, path)

@@ -17,7 +17,7 @@ feature_norm='batch' does: batch statistics in training, running statistics (kep
 `extra`, so they are checkpointed) in evaluation. The downstream configs use it in every
 mode.
 
-config.objective fields:
+config.objective fields (defaults: `DEFAULTS`):
   name: 'classify'.
   num_classes: number of classes (2 for lens finding). With simulated data it must
     equal the recipe's number of classes.
@@ -25,18 +25,18 @@ config.objective fields:
     data's own classes replace num_classes and class_names: a simulator recipe's, or a
     dataset's (e.g. the folders of a `files` dataset), so a user passes no class list.
   positive_class: the class a binary task searches for (its TPR at fixed FPR, purity
-    and completeness); '' (default) = the last class (label 1 of two).
-  class_weights: per-class loss weights: '' (default, none), 'balanced' (inverse class
-    frequency in the training data, computed before training and stored), or a list.
-    Unlabelled examples (label -1) never count.
-  label_key: batch key holding int32 class indices (default 'label').
-  head_hidden: 0 (default) for a linear head; N > 0 for one hidden GELU layer of N units.
-  head_zero_init: start the output layer at zero (default True): the first logits are
-    uniform, so the initial loss is log(num_classes) whatever the features' scale.
-  feature_norm: 'none' (default) or 'batch' (see above; what the configs use).
-  feature_norm_momentum: of the running statistics (default 0.99; the first steps
-    average exactly, so early evaluations are not biased towards the initial values).
-  label_smoothing: default 0.
+    and completeness); '' = the last class (label 1 of two).
+  class_weights: per-class loss weights: '' (none), 'balanced' (inverse class frequency
+    in the training data, computed before training and stored), or a list. Unlabelled
+    examples (label -1) never count.
+  label_key: batch key holding int32 class indices.
+  head_hidden: 0 for a linear head; N > 0 for one hidden GELU layer of N units.
+  head_zero_init: start the output layer at zero: the first logits are uniform, so the
+    initial loss is log(num_classes) whatever the features' scale.
+  feature_norm: 'none' or 'batch' (see above; what the configs use).
+  feature_norm_momentum: of the running statistics (the first steps average exactly, so
+    early evaluations are not biased towards the initial values).
+  label_smoothing.
 Metrics logged during training: accuracy (on the training batch).
 Downstream interface (`base.DownstreamObjective`): `predict(params, extra, images)` ->
 {'probs': [B, K]}; `eval_outputs` adds the labels; reports accuracy, per-class and macro
@@ -59,6 +59,12 @@ from lensfm.objectives import reports
 from lensfm import utils
 
 FEATURE_NORMS = ("none", "batch")
+# What a head on the pooled embedding reads (classify and regress), then classify's own.
+HEAD_DEFAULTS = dict(head_hidden=0, head_zero_init=True, feature_norm="none",
+                     feature_norm_momentum=0.99)
+DEFAULTS = dict(HEAD_DEFAULTS, num_classes=0, class_names=None, label_key="label",
+                label_smoothing=0., positive_class="", class_weights="")
+WEIGHT_EXAMPLES = 2048  # Training examples counted for class_weights='balanced'.
 _EPS = 1e-6
 
 
@@ -118,14 +124,14 @@ class HeadObjective(DownstreamMixin, base.DownstreamObjective):
   regress). Subclasses set `self.head` in __init__ after `_init_head`."""
 
   def _init_head(self, config, num_outputs: int):
-    cfg = config.objective
+    cfg = utils.with_defaults(config.objective, HEAD_DEFAULTS)
     self._init_downstream(config)
-    self.feature_norm = cfg.get("feature_norm", "none") or "none"
+    self.feature_norm = cfg.feature_norm or "none"
     if self.feature_norm not in FEATURE_NORMS:
       raise errors.UserError(f"config.objective.feature_norm={self.feature_norm!r} is not one of "
                              f"{FEATURE_NORMS}.")
-    self.momentum = float(cfg.get("feature_norm_momentum", 0.99))
-    self.head = Head(num_outputs, cfg.get("head_hidden", 0), cfg.get("head_zero_init", True))
+    self.momentum = float(cfg.feature_norm_momentum)
+    self.head = Head(num_outputs, cfg.head_hidden, cfg.head_zero_init)
 
   def features(self, params, images, train=False):
     out = self.model.apply({"params": params["encoder"]}, images, train=train)
@@ -197,46 +203,45 @@ class Objective(HeadObjective):
   def prepare_config(cls, config, training_batches):
     """The data's classes (and balanced class weights, if asked) into config.objective."""
     names = model_input.describe(config.data).class_names
-    if names and tuple(config.objective.get("class_names", None) or ()) != tuple(names):
+    if names and tuple(utils.with_defaults(config.objective, DEFAULTS).class_names or ()) != names:
       if jax.process_index() == 0:
         print(f"Classes from the data: {list(names)}.", flush=True)
       config.objective.num_classes = len(names)
       config.objective.class_names = tuple(names)
-    if config.objective.get("class_weights", "") == "balanced":
+    if utils.with_defaults(config.objective, DEFAULTS).class_weights == "balanced":
       objective = config.objective.to_dict()  # A list replaces the string: a new dict.
       objective["class_weights"] = balanced_class_weights(
-          training_batches, int(objective["num_classes"]),
-          int(objective.get("stats_examples", 2048)))
+          training_batches, int(objective["num_classes"]), WEIGHT_EXAMPLES)
       config.objective = objective
     return config
 
   def __init__(self, config, model):
     super().__init__(config, model)
-    cfg = config.objective
-    self.num_classes = int(cfg.get("num_classes", 0) or 0)
+    cfg = utils.with_defaults(config.objective, DEFAULTS)
+    self.num_classes = int(cfg.num_classes or 0)
     if self.num_classes < 2:
-      raise errors.UserError(f"config.objective.num_classes={cfg.get('num_classes', None)!r}; "
+      raise errors.UserError(f"config.objective.num_classes={cfg.num_classes!r}; "
                              "expected an integer >= 2.")
     self._init_head(config, self.num_classes)
-    self.label_key = cfg.get("label_key", "label")
-    self.label_smoothing = float(cfg.get("label_smoothing", 0.))
+    self.label_key = cfg.label_key
+    self.label_smoothing = float(cfg.label_smoothing)
     sim_names = sim_source.recipe_class_names(config.data)
     if sim_names is not None and len(sim_names) != self.num_classes:
       raise errors.UserError(
           f"config.objective.num_classes={self.num_classes}, but simulator recipe "
           f"{config.data.recipe!r} has {len(sim_names)} classes {list(sim_names)}.")
-    names = tuple(cfg.get("class_names", None) or sim_names or
+    names = tuple(cfg.class_names or sim_names or
                   [f"class_{k}" for k in range(self.num_classes)])
     if len(names) != self.num_classes:
       raise errors.UserError(f"config.objective.class_names={list(names)} has {len(names)} names "
                              f"for num_classes={self.num_classes}.")
     self.class_names = names
-    positive = cfg.get("positive_class", "") or names[-1]
+    positive = cfg.positive_class or names[-1]
     if positive not in names:
       raise errors.UserError(f"config.objective.positive_class={positive!r} is not one of the "
                              f"classes {list(names)}.")
     self.positive = names.index(positive)
-    weights = cfg.get("class_weights", "") or None
+    weights = cfg.class_weights or None
     if isinstance(weights, str):
       raise errors.UserError(f"config.objective.class_weights={weights!r}; expected '', "
                              "'balanced' (resolved before training) or one weight per class.")

@@ -25,12 +25,11 @@ Head (DINOHead): MLP (hidden_dim, GELU) -> bottleneck_dim -> L2 normalisation ->
 weight-normalised linear layer to `out_dim` prototypes whose weight norm is fixed to
 1 (DINO's norm_last_layer=True). No BatchNorm (pure-pytree parameters).
 
-config.objective fields: name='dino', out_dim (65536), hidden_dim (2048),
-bottleneck_dim (256), head_layers (3), student_temp (0.1), teacher_temp (0.04),
-warmup_teacher_temp (0.04), warmup_teacher_temp_steps (0), center_momentum (0.9),
-ema_momentum (0.996), ema_momentum_end (1.0), views (see views.py; DINO reads
-num_local_crops, 4 by default; views.source='same_lens' for two observations of one
-lens), aux (optional simulation-supervised loss, see simsup.py).
+config.objective fields (defaults: `DEFAULTS`): name='dino', out_dim, hidden_dim,
+bottleneck_dim, head_layers, student_temp, teacher_temp, warmup_teacher_temp (None: the
+teacher_temp), warmup_teacher_temp_steps, center_momentum, ema_momentum, ema_momentum_end,
+views (see views.py; DINO reads num_local_crops; views.source='same_lens' for two
+observations of one lens), aux (optional simulation-supervised loss, see simsup.py).
 Metrics: teacher_entropy (mean entropy of the teacher's distribution: near 0 is a
 one-hot collapse, near log(out_dim) a uniform one), teacher_temperature,
 ema_momentum, center_norm, embedding_std (collapse indicator of the student
@@ -41,12 +40,18 @@ import jax
 import jax.numpy as jnp
 
 from lensfm import errors
+from lensfm import utils
 from lensfm.objectives import base
 from lensfm.objectives import byol
 from lensfm.objectives import metrics as metrics_lib
 from lensfm.objectives import simclr
 from lensfm.objectives import simsup
 from lensfm.objectives import views as views_lib
+
+DEFAULTS = dict(out_dim=65536, hidden_dim=2048, bottleneck_dim=256, head_layers=3,
+                student_temp=0.1, teacher_temp=0.04, warmup_teacher_temp=None,
+                warmup_teacher_temp_steps=0, center_momentum=0.9, ema_momentum=0.996,
+                ema_momentum_end=1.0, views=None, aux=None)
 
 
 class WeightNormDense(nn.Module):
@@ -131,37 +136,31 @@ class Objective(base.Objective):
 
   def __init__(self, config, model):
     super().__init__(config, model)
-    cfg = config.objective
-    self.total_steps = int(config.total_steps)
-    self.out_dim = int(cfg.get("out_dim", 65536))
-    self.student_temp = float(cfg.get("student_temp", 0.1))
-    self.teacher_temp = float(cfg.get("teacher_temp", 0.04))
-    self.warmup_teacher_temp = float(cfg.get("warmup_teacher_temp", self.teacher_temp))
-    self.warmup_teacher_temp_steps = int(cfg.get("warmup_teacher_temp_steps", 0))
-    self.center_momentum = float(cfg.get("center_momentum", 0.9))
+    cfg = utils.with_defaults(config.objective, DEFAULTS)
+    self.out_dim = int(cfg.out_dim)
+    self.student_temp = float(cfg.student_temp)
+    self.teacher_temp = float(cfg.teacher_temp)
+    warmup = cfg.warmup_teacher_temp
+    self.warmup_teacher_temp = self.teacher_temp if warmup is None else float(warmup)
+    self.warmup_teacher_temp_steps = int(cfg.warmup_teacher_temp_steps)
+    self.center_momentum = float(cfg.center_momentum)
     for name in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
       if getattr(self, name) <= 0:
         raise errors.UserError(f"config.objective.{name}={getattr(self, name)} must be > 0.")
     if not 0. <= self.center_momentum < 1.:
       raise errors.UserError(f"config.objective.center_momentum={self.center_momentum} must be in "
                              f"[0, 1).")
-    self.momentum_base = float(cfg.get("ema_momentum", 0.996))
-    self.momentum_end = float(cfg.get("ema_momentum_end", 1.0))
-    byol.check_momentum(self.momentum_base, self.momentum_end)
-    self.views = views_lib.parse_views(cfg.get("views", None), config.data.image_size,
+    self.momentum = byol.EmaMomentum(cfg, config.total_steps)
+    self.views = views_lib.parse_views(cfg.views, config.data.image_size,
                                        global_crop_scale=(0.7, 1.))
     simclr.check_view_size(model, self.views.global_crop.size, "global")
     if self.views.num_local_crops:
       simclr.check_view_size(model, self.views.local_crop.size, "local")
-    self.head = DINOHead(self.out_dim, cfg.get("hidden_dim", 2048),
-                         cfg.get("bottleneck_dim", 256), cfg.get("head_layers", 3))
+    self.head = DINOHead(self.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.head_layers)
     self.aux = simsup.make_auxiliary(cfg)
 
-  def network(self) -> simclr.EncoderWithHead:
-    return simclr.EncoderWithHead(self.model, self.head)
-
-  def momentum(self, step) -> jax.Array:
-    return byol.cosine_momentum(step, self.total_steps, self.momentum_base, self.momentum_end)
+  def network(self) -> base.EncoderWithHead:
+    return base.EncoderWithHead(self.model, self.head)
 
   def temperature(self, step) -> jax.Array:
     return teacher_temperature(step, self.warmup_teacher_temp, self.teacher_temp,

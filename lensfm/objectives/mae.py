@@ -7,8 +7,8 @@ The loss is the mean squared error over hidden patches only, on per-patch normal
 pixels by default (`norm_pix_loss`), which sharpens the faint arcs that a raw-pixel
 loss would drown under the bright lens galaxy.
 
-config.objective fields: name='mae', mask_ratio (0.75), decoder_width, decoder_depth,
-decoder_heads, decoder_mlp_dim, norm_pix_loss (True).
+config.objective fields (defaults: `DEFAULTS`): name='mae', mask_ratio, decoder_width,
+decoder_depth, decoder_heads, decoder_mlp_dim, norm_pix_loss.
 """
 from typing import Any
 
@@ -18,11 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensfm import errors
+from lensfm import utils
 from lensfm.models import layers
 from lensfm.models import vit
 from lensfm.objectives import base
 from lensfm.objectives import pictures
 
+DEFAULTS = dict(mask_ratio=0.75, norm_pix_loss=True, decoder_width=512, decoder_depth=8,
+                decoder_mlp_dim=2048, decoder_heads=16)
 
 patchify = vit.patchify
 
@@ -106,17 +109,15 @@ class Objective(base.Objective):
 
   def __init__(self, config, model):
     super().__init__(config, model)
-    cfg = config.objective
-    self.mask_ratio = cfg.get("mask_ratio", 0.75)
-    self.norm_pix_loss = cfg.get("norm_pix_loss", True)
+    cfg = utils.with_defaults(config.objective, DEFAULTS)
+    self.mask_ratio = cfg.mask_ratio
+    self.norm_pix_loss = cfg.norm_pix_loss
     if not callable(getattr(model, "dims", None)):
       raise ValueError(f"MAE needs a backbone that drops tokens and reports its patch size "
                        f"(e.g. 'vit', 'hybrid', 'equivariant'); got {type(model).__module__}.")
     self.patch = model.dims()["patch_size"]
-    self._decoder_dims = dict(width=cfg.get("decoder_width", 512),
-                              depth=cfg.get("decoder_depth", 8),
-                              mlp_dim=cfg.get("decoder_mlp_dim", 2048),
-                              num_heads=cfg.get("decoder_heads", 16))
+    self._decoder_dims = dict(width=cfg.decoder_width, depth=cfg.decoder_depth,
+                              mlp_dim=cfg.decoder_mlp_dim, num_heads=cfg.decoder_heads)
     num_kept(1, self.mask_ratio)  # Validates the ratio at start-up, not inside jit.
 
   def _network(self, images) -> MaskedAutoencoder:

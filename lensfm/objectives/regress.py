@@ -12,10 +12,10 @@ Targets (config.objective.targets), derived from the batch's label keys:
   'log10_sub_mass_fraction'  its log10; applies where it is > 0.
   any other batch key        the value itself; applies where finite.
 
-config.objective fields:
+config.objective fields (defaults: `DEFAULTS`):
   name: 'regress'.
-  targets: tuple of target names (default ('log10_axion_mass',)); config.data.targets,
-    when set (a catalogue's numeric columns), replaces them before training.
+  targets: tuple of target names; config.data.targets, when set (a catalogue's numeric
+    columns), replaces them before training.
   target_stats: {target: (mean, std)} used for standardising. Targets not given here
     use the known prior of the simulator where there is one (log10_axion_mass:
     U(-24, -22)); the task 'finetune' estimates the others from `stats_examples`
@@ -25,9 +25,9 @@ config.objective fields:
   target_ranges: {target: (lo, hi)}, the values seen in training: the prior where one is
     known (log10_axion_mass: [-24, -22]), else the min and max over `stats_examples`
     training examples, written by the task 'finetune'; predict flags a value outside it.
-  stats_examples: default 2048.
+  stats_examples: how many training examples estimate the statistics and ranges.
   head_hidden, head_zero_init, feature_norm, feature_norm_momentum: as for 'classify'.
-  loss: 'mse' (default) or 'huber' (delta 1 in standardised units).
+  loss: 'mse' or 'huber' (delta 1 in standardised units).
 Metrics logged during training: mae_<target> in physical units.
 Downstream interface (`base.DownstreamObjective`): `predict(params, extra, images)` ->
 {target: [B] physical units}; `eval_outputs` adds 'true_<target>' and 'valid_<target>'
@@ -45,6 +45,7 @@ import numpy as np
 import optax
 
 from lensfm import errors
+from lensfm import utils
 from lensfm.objectives import classify
 from lensfm.objectives import reports
 
@@ -56,6 +57,8 @@ KNOWN_STATS = {
 }
 KNOWN_RANGES = {"log10_axion_mass": _AXION_LOG10_RANGE}
 _MIN_STD = 1e-6
+DEFAULTS = dict(classify.HEAD_DEFAULTS, targets=("log10_axion_mass",), target_stats=None,
+                target_ranges=None, stats_examples=2048, loss="mse")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,14 +130,14 @@ def estimate_target_stats(batches, names) -> dict[str, tuple[float, float]]:
 def resolve_target_ranges(config, training_batches=None) -> dict[str, tuple[float, float]]:
   """Training range of every target: config, then known priors, then the min and max of
   `training_batches(num_examples)` if given (else such targets have no range)."""
-  cfg = config.objective
-  names = tuple(cfg.get("targets", ("log10_axion_mass",)))
-  given = dict(cfg.get("target_ranges", None) or {})
+  cfg = utils.with_defaults(config.objective, DEFAULTS)
+  names = tuple(cfg.targets)
+  given = dict(cfg.target_ranges or {})
   ranges = {n: tuple(float(x) for x in given[n]) for n in names if n in given}
   ranges.update({n: KNOWN_RANGES[n] for n in names if n not in ranges and n in KNOWN_RANGES})
   missing = [n for n in names if n not in ranges]
   if missing and training_batches is not None:
-    values, _ = target_values(training_batches(int(cfg.get("stats_examples", 2048))), missing)
+    values, _ = target_values(training_batches(int(cfg.stats_examples)), missing)
     ranges.update({n: (float(v.min()), float(v.max())) for n, v in values.items() if len(v)})
   return ranges
 
@@ -142,9 +145,9 @@ def resolve_target_ranges(config, training_batches=None) -> dict[str, tuple[floa
 def resolve_target_stats(config, training_batches=None) -> dict[str, tuple[float, float]]:
   """Statistics for every target: config, then known priors, then estimated from
   `training_batches(num_examples)` (given by the task 'finetune', which reads data)."""
-  cfg = config.objective
-  names = tuple(cfg.get("targets", ("log10_axion_mass",)))
-  given = dict(cfg.get("target_stats", None) or {})
+  cfg = utils.with_defaults(config.objective, DEFAULTS)
+  names = tuple(cfg.targets)
+  given = dict(cfg.target_stats or {})
   stats = {}
   for n in names:
     if n in given:
@@ -161,7 +164,7 @@ def resolve_target_stats(config, training_batches=None) -> dict[str, tuple[float
                      "config.objective.target_stats, or run config.task='finetune', which "
                      "estimates them from the training data.")
   if missing:
-    batches = training_batches(int(cfg.get("stats_examples", 2048)))
+    batches = training_batches(int(cfg.stats_examples))
     estimated = estimate_target_stats(batches, missing)
     logging.info("Estimated regression target statistics %s.", estimated)
     stats.update(estimated)
@@ -189,15 +192,15 @@ class Objective(classify.HeadObjective):
 
   def __init__(self, config, model):
     super().__init__(config, model)
-    cfg = config.objective
-    self.targets = tuple(cfg.get("targets", ("log10_axion_mass",)))
+    cfg = utils.with_defaults(config.objective, DEFAULTS)
+    self.targets = tuple(cfg.targets)
     if not self.targets:
       raise errors.UserError("config.objective.targets is empty; name at least one target, e.g. "
                              "('log10_axion_mass',).")
     self._init_head(config, len(self.targets))
-    if cfg.get("loss", "mse") not in ("mse", "huber"):
+    if cfg.loss not in ("mse", "huber"):
       raise errors.UserError(f"config.objective.loss={cfg.loss!r}; expected 'mse' or 'huber'.")
-    self.loss_type = cfg.get("loss", "mse")
+    self.loss_type = cfg.loss
     self.stats = resolve_target_stats(config)
     self.mean = np.asarray([self.stats[t][0] for t in self.targets], np.float32)
     self.std = np.asarray([self.stats[t][1] for t in self.targets], np.float32)

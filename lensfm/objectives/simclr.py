@@ -11,9 +11,9 @@ Any backbone works: only its 'pooled' embedding is used. The projection head's
 hidden layers use LayerNorm, not BatchNorm, so parameters stay a pure pytree and an
 image's embedding does not depend on the rest of its batch.
 
-config.objective fields: name='simclr', temperature (0.1), proj_hidden_dim (2048),
-proj_dim (128), proj_layers (2: Dense-norm-relu-Dense), head_norm ('layernorm' |
-'none'), views (see lensfm/objectives/views.py; two global views per image:
+config.objective fields (defaults: `DEFAULTS`): name='simclr', temperature,
+proj_hidden_dim, proj_dim, proj_layers (2: Dense-norm-relu-Dense), head_norm ('layernorm'
+| 'none'), views (see lensfm/objectives/views.py; two global views per image:
 views.source='same_lens' contrasts two observations of one lens), aux (optional: the
 simulation-supervised loss on the first view's embedding, see simsup.py).
 Metrics: contrastive_accuracy (how often the other view of an image is the most
@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensfm import errors
+from lensfm import utils
 from lensfm.objectives import base
 from lensfm.objectives import metrics as metrics_lib
 from lensfm.objectives import pictures
@@ -37,6 +38,9 @@ from lensfm.objectives import views as views_lib
 
 HEAD_NORMS = ("layernorm", "none")
 _MASKED_LOGIT = -1e9  # Finite, so masked entries give exp() = 0 without inf - inf = NaN.
+
+DEFAULTS = dict(temperature=0.1, proj_hidden_dim=2048, proj_dim=128, proj_layers=2,
+                head_norm="layernorm", views=None, aux=None)
 
 
 class ProjectionMLP(nn.Module):
@@ -58,16 +62,6 @@ class ProjectionMLP(nn.Module):
         x = nn.LayerNorm(name=f"norm{i}")(x)
       x = nn.relu(x)
     return nn.Dense(self.out_dim, name="out")(x)
-
-
-class EncoderWithHead(nn.Module):
-  """The backbone and a head on its pooled embedding: params {'encoder', 'head'}."""
-  encoder: nn.Module
-  head: nn.Module
-
-  def __call__(self, images, train: bool = True):
-    pooled = self.encoder(images, train=train)["pooled"]
-    return pooled, self.head(pooled)
 
 
 def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
@@ -124,31 +118,44 @@ def check_view_size(model, size: int, what: str) -> None:
                            f"the backbone: {e}") from None
 
 
-class Objective(base.Objective):
-  """See the module docstring."""
-
-  def __init__(self, config, model):
-    super().__init__(config, model)
-    cfg = config.objective
-    self.temperature = float(cfg.get("temperature", 0.1))
-    if self.temperature <= 0:
-      raise errors.UserError(f"config.objective.temperature={self.temperature} must be > 0.")
-    self.views = views_lib.parse_views(cfg.get("views", None), config.data.image_size)
-    check_view_size(model, self.views.global_crop.size, "global")
-    self.head = ProjectionMLP(cfg.get("proj_hidden_dim", 2048), cfg.get("proj_dim", 128),
-                              cfg.get("proj_layers", 2), cfg.get("head_norm", "layernorm"))
-    self.aux = simsup.make_auxiliary(cfg)
-
-  def network(self) -> EncoderWithHead:
-    return EncoderWithHead(self.model, self.head)
+class TwoViews:
+  """What SimCLR and BYOL share: two global views of every image (`self.views`, a
+  views.ViewConfig), and a picture of them."""
 
   def make_views(self, rng, batch):
     """batch -> [2B, s, s, C], the two views of each image adjacent."""
     return views_lib.flatten_views(views_lib.global_views(rng, batch, self.views, 2))
 
+  def placeholder_views(self, batch):
+    return views_lib.placeholder_views(batch["image"], self.views.global_crop)
+
+  def visualize(self, params, extra, batch, rng, path):
+    del params, extra
+    if self.views.source == "same_lens":
+      return  # The trainer passes only 'image'; the pairs come from the data source.
+    images = batch["image"]
+    save_views_picture(jax.jit(self.make_views)(rng, batch), 2, images, path)
+
+
+class Objective(TwoViews, base.Objective):
+  """See the module docstring."""
+
+  def __init__(self, config, model):
+    super().__init__(config, model)
+    cfg = utils.with_defaults(config.objective, DEFAULTS)
+    self.temperature = float(cfg.temperature)
+    if self.temperature <= 0:
+      raise errors.UserError(f"config.objective.temperature={self.temperature} must be > 0.")
+    self.views = views_lib.parse_views(cfg.views, config.data.image_size)
+    check_view_size(model, self.views.global_crop.size, "global")
+    self.head = ProjectionMLP(cfg.proj_hidden_dim, cfg.proj_dim, cfg.proj_layers, cfg.head_norm)
+    self.aux = simsup.make_auxiliary(cfg)
+
+  def network(self) -> base.EncoderWithHead:
+    return base.EncoderWithHead(self.model, self.head)
+
   def init(self, rng, batch):
-    images = views_lib.placeholder_views(batch["image"], self.views.global_crop)
-    params = self.network().init(rng, images)["params"]
+    params = self.network().init(rng, self.placeholder_views(batch))["params"]
     return add_aux_params(self.aux, params, rng, self.model), {}
 
   def loss(self, params, extra, batch, rng, step):
@@ -162,13 +169,6 @@ class Objective(base.Objective):
     loss, metrics = add_aux_loss(self.aux, params, split_views(pooled, 2)[0], batch, loss,
                                  metrics)
     return loss, (metrics, extra)
-
-  def visualize(self, params, extra, batch, rng, path):
-    del params, extra
-    if self.views.source == "same_lens":
-      return  # The trainer passes only 'image'; the pairs come from the data source.
-    images = batch["image"]
-    save_views_picture(jax.jit(self.make_views)(rng, batch), 2, images, path)
 
 
 def add_aux_params(aux, params, rng, model):

@@ -13,11 +13,11 @@ Batches must carry 'latents' [B, K], 'latent_mask' [B, K] and 'label' in the ord
 Alone (config.objective.name='simsup') it is the simulation-supervised baseline; beside
 SimCLR, BYOL or DINO it is an auxiliary loss (their config.objective.aux, see `Auxiliary`).
 
-config.objective fields (and of config.objective.aux):
-  latents: comma-separated names from same_lens.LATENT_NAMES (default all).
-  class_weight: weight of the class cross entropy (default 1.0; 0 = regression only).
-  head_hidden: hidden width of the head's MLP (default 256; 0 = linear head).
-  weight: (aux only) the auxiliary loss's weight in the total loss (default 1.0).
+config.objective fields (and of config.objective.aux; defaults: `DEFAULTS`, `AUX_DEFAULTS`):
+  latents: comma-separated names from same_lens.LATENT_NAMES ('' = all).
+  class_weight: weight of the class cross entropy (0 = regression only).
+  head_hidden: hidden width of the head's MLP (0 = linear head).
+  weight: (aux only) the auxiliary loss's weight in the total loss.
 Metrics: sim_mse (standardised, mean over latents), sim_class_accuracy, sim_r2_<latent>
 (1 - mse / variance of the targets, over the batch's valid entries).
 """
@@ -29,8 +29,12 @@ import jax.numpy as jnp
 import optax
 
 from lensfm import errors
+from lensfm import utils
 from lensfm.objectives import base
 from lensfm.sim import same_lens
+
+DEFAULTS = dict(latents="", class_weight=1.0, head_hidden=256)
+AUX_DEFAULTS = dict(DEFAULTS, weight=1.0)
 
 NUM_CLASSES = len(same_lens.CLASSES)
 
@@ -101,12 +105,12 @@ class Auxiliary:
   """
 
   def __init__(self, aux_config):
-    cfg = aux_config or {}
-    self.names = parse_latents(cfg.get("latents", ""))
+    cfg = utils.with_defaults(aux_config, AUX_DEFAULTS)
+    self.names = parse_latents(cfg.latents)
     self.indices = jnp.asarray([same_lens.LATENT_NAMES.index(n) for n in self.names])
-    self.weight = float(cfg.get("weight", 1.0))
-    self.class_weight = float(cfg.get("class_weight", 1.0))
-    self.head = SimHead(len(self.names), int(cfg.get("head_hidden", 256)))
+    self.weight = float(cfg.weight)
+    self.class_weight = float(cfg.class_weight)
+    self.head = SimHead(len(self.names), int(cfg.head_hidden))
 
   def init(self, rng, embed_dim: int):
     return self.head.init(rng, jnp.zeros((1, embed_dim), jnp.float32))["params"]
@@ -120,19 +124,10 @@ class Auxiliary:
 
 def make_auxiliary(objective_config) -> Optional[Auxiliary]:
   """config.objective.aux -> Auxiliary, or None when absent or of weight 0."""
-  aux = objective_config.get("aux", None)
-  if not aux or not float(aux.get("weight", 1.0)):
+  aux = objective_config.aux
+  if not aux or not float(utils.with_defaults(aux, AUX_DEFAULTS).weight):
     return None
   return Auxiliary(aux)
-
-
-class EncoderWithSimHead(nn.Module):
-  encoder: nn.Module
-  head: nn.Module
-
-  def __call__(self, images, train: bool = True):
-    pooled = self.encoder(images, train=train)["pooled"]
-    return pooled, self.head(pooled)
 
 
 class Objective(base.Objective):
@@ -140,14 +135,14 @@ class Objective(base.Objective):
 
   def __init__(self, config, model):
     super().__init__(config, model)
-    cfg = config.objective
-    self.names = parse_latents(cfg.get("latents", ""))
+    cfg = utils.with_defaults(config.objective, DEFAULTS)
+    self.names = parse_latents(cfg.latents)
     self.indices = jnp.asarray([same_lens.LATENT_NAMES.index(n) for n in self.names])
-    self.class_weight = float(cfg.get("class_weight", 1.0))
-    self.head = SimHead(len(self.names), int(cfg.get("head_hidden", 256)))
+    self.class_weight = float(cfg.class_weight)
+    self.head = SimHead(len(self.names), int(cfg.head_hidden))
 
   def network(self):
-    return EncoderWithSimHead(self.model, self.head)
+    return base.EncoderWithHead(self.model, self.head)
 
   def init(self, rng, batch):
     return self.network().init(rng, jnp.zeros_like(batch["image"]))["params"], {}

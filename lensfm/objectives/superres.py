@@ -21,14 +21,14 @@ with the same affine map before the loss and the metrics, which are computed in 
 units of the (normalised) HR batch. PSNR and SSIM use each HR image's own range
 (max - min; 1 for min-max normalised data).
 
-config.objective fields:
+config.objective fields (defaults: `DEFAULTS`):
   name: 'superres'.
-  scale: 2 or 4 (default 2). config.data.image_size is the HR size; the encoder sees
+  scale: 2 or 4. config.data.image_size is the HR size; the encoder sees
     image_size / scale, which its patch size must divide.
-  lr_blur_sigma: extra Gaussian blur before downsampling, HR pixels (default 0).
-  lr_normalize: z-score normalise each LR image for the network (default True).
-  decoder_features (F, default 32), decoder_depth (default 2).
-  loss: 'mse' (default; what PSNR measures) or 'l1'.
+  lr_blur_sigma: extra Gaussian blur before downsampling, HR pixels.
+  lr_normalize: z-score normalise each LR image for the network.
+  decoder_features (F), decoder_depth.
+  loss: 'mse' (what PSNR measures) or 'l1'.
 Metrics logged during training: psnr, psnr_bicubic (training batch).
 Downstream interface (`base.DownstreamObjective`): `predict(params, extra, lr_images)` ->
 {'sr': [B, H, W, C]}; `eval_outputs` -> per-example psnr, ssim, psnr_bicubic,
@@ -49,8 +49,11 @@ from lensfm.objectives import base
 from lensfm.objectives import classify
 from lensfm.objectives import metrics
 from lensfm.objectives import reports
+from lensfm import utils
 
 _EPS = 1e-12
+DEFAULTS = dict(scale=2, lr_blur_sigma=0., lr_normalize=True, decoder_features=32,
+                decoder_depth=2, loss="mse")
 
 
 def pixel_shuffle(x, factor: int):
@@ -126,18 +129,18 @@ class Objective(classify.DownstreamMixin, base.DownstreamObjective):
   def __init__(self, config, model):
     super().__init__(config, model)
     self._init_downstream(config)
-    cfg = config.objective
-    self.scale = int(cfg.get("scale", 2))
+    cfg = utils.with_defaults(config.objective, DEFAULTS)
+    self.scale = int(cfg.scale)
     self.paired_lr_factor = self.scale
     if self.scale not in (2, 4):
-      raise errors.UserError(f"config.objective.scale={cfg.get('scale')!r}; expected 2 or 4.")
-    self.blur_sigma = float(cfg.get("lr_blur_sigma", 0.))
-    self.lr_normalize = bool(cfg.get("lr_normalize", True))
-    self.loss_type = cfg.get("loss", "mse")
+      raise errors.UserError(f"config.objective.scale={cfg.scale!r}; expected 2 or 4.")
+    self.blur_sigma = float(cfg.lr_blur_sigma)
+    self.lr_normalize = bool(cfg.lr_normalize)
+    self.loss_type = cfg.loss
     if self.loss_type not in ("mse", "l1"):
       raise errors.UserError(f"config.objective.loss={self.loss_type!r}; expected 'mse' or 'l1'.")
-    self.features = int(cfg.get("decoder_features", 32))
-    self.depth = int(cfg.get("decoder_depth", 2))
+    self.features = int(cfg.decoder_features)
+    self.depth = int(cfg.decoder_depth)
     size = config.data.image_size
     if size % self.scale:
       raise errors.UserError(f"config.data.image_size={size} (the HR size) is not divisible by "

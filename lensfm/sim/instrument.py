@@ -170,19 +170,17 @@ def gaussian_noise(key, image, background_rms, total_exposure):
 
 
 # Poisson draws: jax.random.poisson runs Knuth's loop (one full-array random draw per
-# iteration, ~20+ of them) and a rejection loop over every element, ~70% of Model I's
-# cost on CPU. `poisson` draws exactly the same distribution with few random numbers:
-# ONE uniform per element serves inversion where the rate is small and the first round
-# of transformed rejection (PTRS) where it is large (the two sets are disjoint, so the
-# draws stay independent), one more uniform is PTRS's second variate, and only the ~10%
-# rejected elements are compacted and re-drawn, from their row's key folded with the
-# pass and round.
+# iteration) and a rejection loop over every element. `poisson` draws exactly the same
+# distribution with few random numbers: ONE uniform per element serves inversion where
+# the rate is small and the first round of transformed rejection (PTRS) where it is
+# large (the two sets are disjoint, so the draws stay independent), one more uniform is
+# PTRS's second variate, and only the ~10% rejected elements are compacted and re-drawn,
+# from their row's key folded with the pass and round.
 #
 # Under vmap (the recipes vmap `observe` over images) the batch is folded into rows of
 # ONE call (custom_vmap): a vmapped while loop would step every image until the slowest
 # is done. Each row (image) draws from its own key only, so vmapped draws equal
-# one-call-per-image draws exactly. Model I at 150x150 (batch 16, 2 CPU cores), the whole
-# jitted recipe.sample: 4.5 -> 2.0 ms per image.
+# one-call-per-image draws exactly.
 _INVERSION_MAX_RATE = 10.0
 _INVERSION_TERMS = 40        # P(X >= 40 | rate < 10) < 1e-12
 _LEFTOVER_FRACTION = 8       # a re-draw pass handles up to M / 8 rejections per row
@@ -274,8 +272,7 @@ def _in_blocks(fn, *arrays, num_blocks=_FIRST_DRAW_BLOCKS):
 
   The loop is there for XLA's sake: its inputs must be materialised, whereas a plain
   elementwise call lets XLA fuse the whole computation of the rates (e.g. a recipe's
-  ray tracing and PSF) into the ~40-term draw, recomputing it many times per pixel
-  (4x slower Model I images, measured).
+  ray tracing and PSF) into the ~40-term draw, recomputing it many times per pixel.
   """
   shape, size = arrays[0].shape, arrays[0].size
   padded = -(-size // num_blocks) * num_blocks

@@ -16,7 +16,6 @@ Determinism: sample(key, B) == observe(noise keys, render(sample_params(param ke
 with the key split of `Recipe.sample`; `render` is the noise-free lenstronomy-equivalent
 model image that the tests compare to lenstronomy for fixed parameters.
 """
-import functools
 import inspect
 import math
 from typing import Any
@@ -25,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lensfm import errors
 from lensfm.sim import cosmology
 from lensfm.sim import instrument as instrument_lib
 from lensfm.sim import light
@@ -173,17 +173,6 @@ class Recipe:
     out.update(_cast_labels(labels))
     return out
 
-  # --- jitted entry points, cached across equal recipes ------------------------------
-  def jit_sample(self, key, batch_size):
-    """`sample` under a jit cache shared by all equal recipes (same name and overrides)."""
-    return _jit_sample(self, key, batch_size)
-
-  def jit_sample_params(self, key, batch_size, labels=None):
-    return _jit_sample_params(self, key, batch_size, labels)
-
-  def jit_render_batch(self, params):
-    return _jit_render_batch(self, params)
-
   def _identity(self):
     # Everything the traced program depends on; subclasses' extra settings live in inst.
     return (type(self), self.num_pix, self.classes, self.noise, self.supersampling,
@@ -198,21 +187,6 @@ class Recipe:
   def __repr__(self):
     return (f'{type(self).__name__}(name={self.name!r}, image_shape={self.image_shape}, '
             f'classes={self.classes}, noise={self.noise})')
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _jit_sample(recipe, key, batch_size):
-  return recipe.sample(key, batch_size)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _jit_sample_params(recipe, key, batch_size, labels):
-  return recipe.sample_params(key, batch_size, labels)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _jit_render_batch(recipe, params):
-  return recipe.render_batch(params)
 
 
 def _cast_labels(labels):
@@ -671,10 +645,12 @@ def valid_overrides(name) -> tuple:
 def get(name: str, **overrides: Any) -> Recipe:
   """The recipe `name` with keyword overrides (e.g. num_pix=32, classes=('cdm',)).
 
-  Raises ValueError naming an unknown recipe or override and listing the valid ones.
+  Raises errors.UserError (a ValueError) naming an unknown recipe or override and listing
+  the valid ones.
   """
   if name not in RECIPES:
-    raise ValueError(f'Unknown simulation recipe {name!r}; valid recipes are {list(RECIPES)}.')
+    raise errors.UserError(f'Unknown simulation recipe {name!r}; valid recipes are '
+                           f'{list(RECIPES)}.' + errors.did_you_mean(name, RECIPES))
   valid = valid_overrides(name)
   unknown = sorted(set(overrides) - set(valid))
   if unknown:

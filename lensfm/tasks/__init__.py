@@ -1,17 +1,20 @@
-"""Tasks: what `python -m lensfm.main` runs, one module per `config.task`, each with
-`run(config, workdir) -> dict` (the summary it also writes to the workdir)."""
-from lensfm.tasks import bench
-from lensfm.tasks import evaluate
-from lensfm.tasks import finetune
-from lensfm.tasks import knn
-from lensfm.tasks import predict
-from lensfm.tasks import pretrain
+"""Tasks: what `python -m lensfm.main` runs, one file per `config.task`,
+lensfm/tasks/<task>.py defining `run(config, workdir) -> dict` (the summary it also writes
+to the workdir). Found by name (`utils.plugin`), imported only when run."""
+import sys
 
-TASKS = {
-    "pretrain": pretrain,
-    "finetune": finetune,
-    "evaluate": evaluate,
-    "predict": predict,
-    "knn": knn,
-    "bench": bench,
-}
+from lensfm import utils
+
+
+def names() -> list[str]:
+  """Every task: the files of lensfm/tasks that define `run`."""
+  return utils.plugin_names("lensfm.tasks", "run")
+
+
+def task_run(name: str):
+  """`run` of lensfm/tasks/<name>.py; a UserError naming config.task if there is none."""
+  return utils.plugin("lensfm.tasks", name, "run", "config.task")
+
+
+def task_module(name: str):
+  return sys.modules[task_run(name).__module__]

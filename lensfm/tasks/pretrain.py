@@ -9,7 +9,6 @@ from typing import Any
 
 import ml_collections
 
-from lensfm import errors
 from lensfm import evaluators
 from lensfm.train import trainer as trainer_lib
 
@@ -32,10 +31,8 @@ def make_evaluators(trainer: trainer_lib.Trainer) -> dict[str, tuple[int, Any]]:
   built = {}
   for name, eval_config in (config.get("evals", None) or {}).items():
     kind = eval_config.get("type", None)
-    if kind not in evaluators.EVALUATORS:
-      raise errors.UserError(f"config.evals.{name}.type={kind!r} is not one of "
-                             f"{sorted(evaluators.EVALUATORS)}.")
-    evaluator = evaluators.EVALUATORS[kind].Evaluator(eval_config, **shared, **needs[kind]())
+    evaluator_class = evaluators.evaluator_class(kind, name)  # Names a bad type first.
+    evaluator = evaluator_class(eval_config, **shared, **needs[kind]())
     built[name] = (eval_config.get("every", 1000), evaluator)
   return built
 

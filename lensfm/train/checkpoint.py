@@ -40,6 +40,7 @@ import zlib
 from absl import logging
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -264,7 +265,6 @@ def _gather_json(obj) -> list:
   """Every process's JSON-able `obj`, in process order (a collective)."""
   if jax.process_count() == 1:
     return [obj]
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   blob = np.frombuffer(json.dumps(obj, sort_keys=True).encode(), np.uint8)
   sizes = np.asarray(multihost_utils.process_allgather(np.int32(blob.size))).reshape(-1)
   # Padded to a power of two so that growing states rarely need a new compilation.
@@ -278,11 +278,9 @@ def _all_processes(ok: bool) -> bool:
   """True where `ok` holds on every process (a collective when there are several)."""
   if jax.process_count() == 1:
     return ok
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
 def _sync_processes(name: str):
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)

@@ -1,8 +1,8 @@
 """Optimizer: AdamW, linear warmup + cosine decay, global-norm clipping, weight decay
 masked off biases/norms/embeddings, and optional layer-wise learning-rate decay.
 
-config.optim fields:
-  base_lr: learning rate for a batch of `lr_batch_reference` (default 256); the peak
+config.optim fields (defaults: `DEFAULTS`):
+  base_lr: learning rate for a batch of `lr_batch_reference`; the peak
     rate is base_lr * batch_size / lr_batch_reference, the linear scaling rule that
     MAE/DINO use, so a config keeps working when the batch changes.
   min_lr, warmup_steps, b1, b2, weight_decay, grad_clip_norm (None = off),
@@ -25,19 +25,28 @@ from lensfm import utils
 # only pulls them towards zero without regularising anything.
 _NO_DECAY = re.compile(r"(bias|scale|cls|mask_token|pos_embedding|/norm)")
 
+# What a config.optim without the field means (configs/common.adamw states them all).
+DEFAULTS = dict(lr_batch_reference=256, warmup_steps=0, min_lr=0., grad_clip_norm=None,
+                b1=0.9, b2=0.999, weight_decay=0., layer_decay=None, freeze=None)
+
+
+def optim_config(config):
+  """config.optim with the fields it lacks from DEFAULTS."""
+  return utils.with_defaults(config.optim, DEFAULTS)
+
 
 def peak_learning_rate(config) -> float:
-  o = config.optim
-  return o.base_lr * config.batch_size / o.get("lr_batch_reference", 256)
+  o = optim_config(config)
+  return o.base_lr * config.batch_size / o.lr_batch_reference
 
 
 def learning_rate_schedule(config) -> optax.Schedule:
-  o = config.optim
+  o = optim_config(config)
   peak = peak_learning_rate(config)
-  warmup = min(o.get("warmup_steps", 0), config.total_steps)
+  warmup = min(o.warmup_steps, config.total_steps)
   return optax.warmup_cosine_decay_schedule(
       init_value=0., peak_value=peak, warmup_steps=warmup,
-      decay_steps=max(config.total_steps, warmup + 1), end_value=o.get("min_lr", 0.))
+      decay_steps=max(config.total_steps, warmup + 1), end_value=o.min_lr)
 
 
 def weight_decay_mask(params):
@@ -79,17 +88,17 @@ def scale_by_tree(scales) -> optax.GradientTransformation:
 
 def make_optimizer(config, params) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Returns (optimizer, schedule) for `params` (arrays or shapes)."""
-  o = config.optim
+  o = optim_config(config)
   schedule = learning_rate_schedule(config)
   parts = []
-  if o.get("grad_clip_norm", None):
+  if o.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
-  parts.append(optax.adamw(schedule, b1=o.get("b1", 0.9), b2=o.get("b2", 0.999),
-                           weight_decay=o.get("weight_decay", 0.), mask=weight_decay_mask))
-  if o.get("layer_decay", None):
+  parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
+                           mask=weight_decay_mask))
+  if o.layer_decay:
     parts.append(scale_by_tree(layer_decay_scales(params, num_blocks(params), o.layer_decay)))
   tx = optax.chain(*parts)
-  if o.get("freeze", None):
+  if o.freeze:
     frozen = re.compile(o.freeze)
     labels = jax.tree_util.tree_map_with_path(
         lambda path, _: "frozen" if frozen.search(utils.path_to_str(path)) else "trained", params)

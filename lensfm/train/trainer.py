@@ -38,6 +38,7 @@ from typing import Any, Callable, Optional
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -59,16 +60,8 @@ from lensfm import utils
 # Step s uses fold_in(base_rng, s); initialisation takes a stream no step reaches.
 _INIT_STREAM = 2**31 - 1
 
-# How many train steps the host may dispatch ahead of the devices. Two keep the device
-# busy (the next step is always queued) and bound what the host queues. Unbounded
-# run-ahead deadlocks multi-process CPU runs with several devices per process: XLA's
-# CPU client (xla/pjrt/cpu/cpu_client.cc, PjRtCpuExecutable::Execute) dispatches each
-# local device's share of a program from its own thread pool, and that dispatch blocks
-# on a per-device limit of 32 queued programs (max_inflight_computations); once the host
-# is ~16 steps (sim batch + step each) ahead, every pool thread waits there and none is
-# left to run the queued programs (whose cross-process collectives then wait forever).
-# Upstream: CPU collectives with several local devices per process are fragile
-# (openxla/xla#16430) and a stuck collective never times out (jax-ml/jax#38503).
+# Steps the host may dispatch ahead of the devices: two keep the device busy; unbounded
+# run-ahead deadlocks multi-process CPU runs (experiments/results/notes.md says how).
 MAX_STEPS_IN_FLIGHT = 2
 
 
@@ -405,10 +398,8 @@ class _PreemptionFlag:
       if not self._several:
         self._stop = self._signalled
       elif self._service:
-        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
         self._stop = bool(multihost_utils.reached_preemption_sync_point(step))
       else:
-        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
         flags = multihost_utils.process_allgather(np.int32(self._signalled))
         self._stop = bool(np.any(flags))
       if self._stop and self._on_signal is not None:

@@ -18,6 +18,8 @@ from typing import Optional
 
 import jax
 import numpy as np
+from PIL import Image
+import tqdm
 
 from lensfm import utils
 
@@ -63,7 +65,6 @@ def drop_rows_after(path: str, step: int) -> None:
 
 def read_png(path: str) -> np.ndarray:
   """[H, W, 3] uint8 pixels of a PNG (Pillow, which matplotlib already needs)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   with Image.open(path) as image:
     return np.asarray(image.convert("RGB"))
 
@@ -97,13 +98,13 @@ class MetricWriter:
       drop_rows_after(path, start_step)
       self._jsonl = open(path, "a")
     if tensorboard:
+      # Deferred: tensorboardX imports torch when installed (~1.3 s), only worth it here.
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       # purge_step: TensorBoard discards earlier files' events from this step on.
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
                                purge_step=start_step + 1 if metrics_file else None)
     if progress:
-      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-      self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+      self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                        mininterval=1.0)
 
   def write(self, step: int, metrics: dict) -> None:

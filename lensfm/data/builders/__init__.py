@@ -1,11 +1,11 @@
-"""TFDS builders (ArrayRecord, no TensorFlow needed): `deeplense`, `files`, `lensfm_sim`.
-
-Importing this package registers them with TFDS. Build them with
-`python -m lensfm.data.build` or `lensfm.data.build.ensure_built`.
+"""TFDS builders (ArrayRecord, no TensorFlow needed), one file each:
+`lensfm/data/builders/<name>.py` (`deeplense`, `files`, `lensfm_sim`) defining `Builder` (its GeneratorBasedBuilder); `base.py`
+holds what they share. Build them with `python -m lensfm.data.build NAME/CONFIG` or
+`lensfm.data.build.ensure_built`.
 """
-from lensfm.data.builders.base import BadInputError
-from lensfm.data.builders.deeplense import Deeplense
-from lensfm.data.builders.files import Files
-from lensfm.data.builders.lensfm_sim import LensfmSim
+from lensfm import utils
 
-BUILDERS = {"deeplense": Deeplense, "files": Files, "lensfm_sim": LensfmSim}
+
+def builder_class(name: str) -> type:
+  """The `Builder` of lensfm/data/builders/<name>.py (e.g. 'deeplense', 'lensfm_sim')."""
+  return utils.plugin("lensfm.data.builders", name, "Builder", "dataset")

@@ -42,6 +42,7 @@ from typing import Optional
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 
 from lensfm.data.builders import base
 
@@ -288,7 +289,6 @@ class Deeplense(tfds.core.GeneratorBasedBuilder):
             for split, files in splits.items()}
 
   def _generate_examples(self, split: str, files):
-    import tqdm  # pylint: disable=g-import-not-at-top
     config = self.builder_config
     files = tqdm.tqdm(files, desc=f"{self.name}/{config.name} {split}",
                       unit="file", disable=not self._progress,
@@ -326,3 +326,6 @@ class Deeplense(tfds.core.GeneratorBasedBuilder):
         "manual_dir": self._manual_dir,
         "report": self.report.to_dict(),
     })
+
+
+Builder = Deeplense

@@ -452,3 +452,6 @@ def _grid_map(src_scale: float, size: int, scale: float):
   """Compiled once per scale pair (and per source shape, by jit)."""
   return jax.jit(lambda image: grid_lib.map_to_grid(
       image, src_scale, size, scale, key=grid_lib.content_key(image)))
+
+
+Builder = Files

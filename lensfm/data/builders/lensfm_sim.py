@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 
 from lensfm.data import sim_source
 from lensfm.data.builders import base
@@ -49,9 +50,8 @@ from lensfm.data.builders import base
 RECIPES = ("model_i", "model_ii", "model_iii", "model_iv", "randomized",
            "lensfind")
 CHUNK = 256  # Examples simulated per jitted call (fewer for smaller builds).
-# One record per group (random access reads one record), uncompressed: zstd (ArrayRecord's
-# default) saves 4% on these float32 images for 7% of the build's speed, snappy nothing.
-# Readers detect the compression from the file.
+# One record per group (random access reads one record), uncompressed (compression buys
+# little on float32 images); readers detect the compression from the file.
 ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
 
 
@@ -259,7 +259,6 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
     return split_infos
 
   def _write_split(self, split, num, template, serializer):
-    import tqdm  # pylint: disable=g-import-not-at-top
     path = os.fspath(template.sharded_filepath(shard_index=0, num_shards=1))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     writer = array_record_module.ArrayRecordWriter(path, ARRAY_RECORD_OPTIONS)
@@ -358,7 +357,6 @@ class LensfmSim(tfds.core.GeneratorBasedBuilder):
         yield start + offset, {k: v[offset] for k, v in out.items()}
 
   def _generate_examples(self, split: str, num: int):
-    import tqdm  # pylint: disable=g-import-not-at-top
     items = tqdm.tqdm(self._chunks(split, num), total=num,
                       desc=f"{self.name}/{self.builder_config.name} {split}",
                       unit="example", disable=not self._progress,
@@ -462,3 +460,6 @@ class ChunkSerializer:
       packed = np.asarray(values, "<f4").reshape(n).tobytes()
       return [packed[4 * i:4 * i + 4] for i in range(n)]
     return [_varint(v) for v in np.asarray(values).astype(np.int64).reshape(n).tolist()]
+
+
+Builder = LensfmSim
