@@ -44,7 +44,8 @@ from lensfm.train import loading
 
 # Fields of config.model that change speed or memory, never the parameters: a run may
 # set them as it likes whatever its checkpoint used.
-SPEED_FIELDS = ("dtype", "remat", "attention_impl", "activation_dtype", "matmul_output_dtype")
+SPEED_FIELDS = ("dtype", "remat", "attention_impl", "activation_dtype", "dot_output_dtype",
+                "weight_grad_transpose")
 # Fields of config.data that define the grid a checkpoint's encoder was trained on. The
 # bands (channels) are the data's: an encoder adapts to them (`adapt_input_bands`).
 GRID_FIELDS = ("image_size", "pixel_scale", "normalize")
