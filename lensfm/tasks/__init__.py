@@ -2,6 +2,7 @@
 `run(config, workdir) -> dict` (the summary it also writes to the workdir)."""
 from lensfm.tasks import bench
 from lensfm.tasks import evaluate
+from lensfm.tasks import export
 from lensfm.tasks import finetune
 from lensfm.tasks import knn
 from lensfm.tasks import predict
@@ -14,4 +15,5 @@ TASKS = {
     "predict": predict,
     "knn": knn,
     "bench": bench,
+    "export": export,
 }
