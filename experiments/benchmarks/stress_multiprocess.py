@@ -24,6 +24,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 
 from experiments import results
@@ -143,6 +144,7 @@ def stop_load(procs) -> None:
 def main(argv):
   del argv
   args = flags.FLAGS  # Read as args.NAME.
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint read at INFO.
   overrides = {"watchdog_seconds": args.watchdog_seconds}
   if args.total_steps:
     overrides["total_steps"] = args.total_steps
