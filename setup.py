@@ -29,7 +29,7 @@ TEST_REQUIRES = [
     "lenstronomy",   # reference simulator
 ]
 
-# Benchmarks against other tools only (experiments/bench_vs_torch.py); never imported by lensfm.
+# Benchmarks against other tools only (experiments/benchmarks/vs_torch.py); never imported by lensfm.
 BENCH_REQUIRES = [
     "torch>=2.4",
 ]

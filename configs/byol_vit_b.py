@@ -20,7 +20,7 @@ metrics include embedding_std (collapse indicator), prediction_similarity and
 ema_momentum.
 
 What it should reach: kNN and linear-probe accuracy above a random encoder's, without
-collapse (embedding_std well above 0); experiments/bench_ssl.py measures both
+collapse (embedding_std well above 0); experiments/studies/compare_ssl.py measures both
 (experiments/results/ssl_*).
 """
 from configs import common

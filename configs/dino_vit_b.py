@@ -20,7 +20,7 @@ backbone (as DINO evaluates; features='params/encoder' for the student's); train
 metrics include embedding_std (collapse indicator), teacher_entropy (0 = one-hot
 collapse, log(out_dim) = uniform collapse), center_norm and teacher_temperature.
 
-What it should reach: not established (experiments/bench_ssl.py measures kNN and
+What it should reach: not established (experiments/studies/compare_ssl.py measures kNN and
 linear-probe accuracy against a random encoder's, experiments/results/ssl_*); watch
 teacher_entropy for collapse.
 """

@@ -17,7 +17,7 @@ On a laptop CPU (32x32 images, ~1.5 min of CPU time; pretrain first):
       --config.init_from=/tmp/lensfm_mae_eq --workdir=/tmp/lensfm_cls_eq
 Evaluation as for any fine-tuned run: configs/evaluate.py with --config.checkpoint.
 (It switches augmentations off, so it cannot make a rotated test set yet;
-experiments/bench_equivariant.py rotates its own.)
+experiments/studies/equivariance.py rotates its own.)
 
 The training data keep no rotation augmentation ('flip' only would be redundant too):
 the backbone is invariant to the pixel grid's rotations and mirrors by construction,

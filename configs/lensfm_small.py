@@ -7,7 +7,7 @@ float32 weights, under the 25 MB a released checkpoint may take) and 14x the len
 lensfm-tiny saw (batch 512 lenses, 4,000 steps: 2 M lenses, 4 M observations). One
 H100/H200 pretrains it in about 4 minutes. The whole recipe -- pretraining, the encoder
 exported in files of at most 16 MiB, LensBench rows on it -- is one command:
-  bash experiments/accelerator_pretrain.sh OUT_DIR
+  bash experiments/tools/accelerator_pretrain.sh OUT_DIR
 which runs
   python -m lensfm.main --config=configs/lensfm_small.py --workdir=OUT_DIR/pretrain
 On CPU, a tiny version of the same chain (what the tests and the script's CPU check run):

@@ -12,7 +12,7 @@ e.g. `--config.batch_size=256 --config.mesh="(('data',-1),('fsdp',4))"`.
 
 What it should reach: the `runlocal` run's masked-patch loss (per-patch normalised
 pixels) falls from ~1.3 at step 20 to ~0.4 by step 300; the full run's throughput is
-measured by experiments/bench_train.py (experiments/results/train_*).
+measured by experiments/benchmarks/train.py (experiments/results/train_*).
 """
 from configs import common
 from lensfm.config_args import parse_arg

@@ -19,7 +19,7 @@ embedding_std of the training batch (collapse indicator: ~1/sqrt(D) healthy, 0
 collapsed) and contrastive_accuracy.
 
 What it should reach: the `runlocal` run's NT-Xent loss falls well below log(127) = 4.84
-and contrastive_accuracy rises above chance (1/127); experiments/bench_ssl.py compares
+and contrastive_accuracy rises above chance (1/127); experiments/studies/compare_ssl.py compares
 it with MAE, BYOL and DINO and with a random encoder (experiments/results/ssl_*).
 """
 from configs import common

@@ -18,8 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_bench_accelerator_tiny_writes_every_section(tmp_path):
   out = tmp_path / "accelerator.json"
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-  proc = subprocess.run([sys.executable, "experiments/bench_accelerator.py", "--tiny",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-m", "experiments.benchmarks.accelerator", "--tiny",
                          f"--out={out}"], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,5 +1,6 @@
-"""Shipped checkpoints: 'lensfm:tiny' and 'lensfm:small' load by name, exports round-trip in small files,
-and downstream configs adopt its backbone and input grid."""
+"""Shipped checkpoints: 'lensfm:tiny' and 'lensfm:small' load by name, exports round-trip in small files
+(also through the `export` task), and downstream configs adopt its backbone and input grid."""
+import json
 import os
 
 import jax
@@ -11,6 +12,7 @@ from lensfm import config_args
 from lensfm import models
 from lensfm.train import contract
 from lensfm.train import loading
+from helpers_runs import run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,6 +55,22 @@ def test_export_round_trips_in_files_under_the_limit(tmp_path):
   got, config = loading.load_encoder(str(out))
   jax.tree.map(np.testing.assert_array_equal, got, want)
   assert config.model.to_dict() == loading.load_config("lensfm:tiny").model.to_dict()
+
+
+def test_export_task_writes_the_encoder_and_a_summary(tmp_path):
+  out, workdir = tmp_path / "encoder", tmp_path / "run"
+  proc = run_main("--config=configs/export.py", "--config.init_from=lensfm:tiny",
+                  f"--config.out={out}", "--config.max_file_mib=1", f"--workdir={workdir}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["out"] == str(out) and summary["largest_mib"] <= 1 and not summary["name"]
+  got, _ = loading.load_encoder(str(out))
+  want, _ = loading.load_encoder("lensfm:tiny")
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+  # Neither name nor out: one line naming both, before anything is read.
+  proc = run_main("--config=configs/export.py", "--config.init_from=lensfm:tiny",
+                  f"--workdir={workdir}")
+  assert proc.returncode == 2 and "config.name" in proc.stderr and "config.out" in proc.stderr
 
 
 @pytest.mark.parametrize("mode", ["finetune", "scratch", "linear", "resnet"])

@@ -18,7 +18,8 @@ def test_plugin_names_are_the_files_that_define_the_entry_point():
   assert "base" not in utils.plugin_names("lensfm.objectives", "Objective")
   assert {"mae", "simclr", "classify"} <= set(utils.plugin_names("lensfm.objectives", "Objective"))
   assert utils.plugin_names("lensfm.evaluators", "Evaluator") == ["downstream", "knn"]
-  assert utils.plugin_names("lensfm.data.builders", "Builder") == ["deeplense", "lensfm_sim"]
+  assert utils.plugin_names("lensfm.data.builders", "Builder") == [
+      "deeplense", "files", "lensfm_sim"]
 
 
 @pytest.mark.parametrize("find,field,closest", [

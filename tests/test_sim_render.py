@@ -1,7 +1,8 @@
 """Whole noise-free images against lenstronomy, one configuration per recipe and class.
 
-Stored references (tests/data/sim_reference, made by experiments/make_sim_reference.py)
-run without lenstronomy; the live comparisons run when lenstronomy is installed.
+Stored references (tests/data/sim_reference, made by
+`python -m experiments.tools.make_sim_reference`) run without lenstronomy; the live
+comparisons run when lenstronomy is installed.
 Tolerance: max |ours - lenstronomy| < 1e-4 * peak.
 """
 import functools
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from lensfm.sim import instrument
-from experiments import lenstronomy_reference as ref
+from lensfm.sim import lenstronomy_reference as ref
 from lensfm.sim import recipes
 
 REFERENCE_DIR = os.path.join(os.path.dirname(__file__), 'data', 'sim_reference')

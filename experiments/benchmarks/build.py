@@ -1,8 +1,8 @@
 r"""Dataset builds: `python -m lensfm.data.build lensfm_sim/model_ii` against lenstronomy
 making and saving the same recipe, whole commands side by side, and reading the build back.
 
-  python experiments/bench_build.py                          # 30,000 train (+3,000 test)
-  python experiments/bench_build.py --num_examples=6000 --lenstronomy_examples=600
+  python -m experiments.benchmarks.build                      # 30,000 train (+3,000 test)
+  python -m experiments.benchmarks.build --num_examples=6000 --lenstronomy_examples=600
 
 Measures, in one run:
   * lensfm, whole command in a fresh process (imports, compilation, simulation, writing,
@@ -21,7 +21,6 @@ Measures, in one run:
     batch on this machine (the fastest step it must keep up with).
 Writes experiments/results/build_<platform>.json and .md.
 """
-import argparse
 import json
 import os
 import platform
@@ -32,26 +31,33 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import jax  # pylint: disable=g-import-not-at-top
+from absl import app
+from absl import flags
+import jax
 import ml_collections
 import numpy as np
 
-from lensfm import compilation_cache  # pylint: disable=g-import-not-at-top
+from experiments import results
+from experiments.benchmarks import fixed_step
+from lensfm import compilation_cache
 from lensfm import data as data_lib
 from lensfm.data import build
+from lensfm.sim import lenstronomy_reference as ref
 from lensfm.sim import recipes
 
-RESULTS = os.path.join(ROOT, "experiments", "results")
+flags.DEFINE_integer("num_examples", 30_000, "Training images built (plus the test split).")
+flags.DEFINE_integer("lenstronomy_examples", 1_000, "Images lenstronomy renders (extrapolated).")
+flags.DEFINE_integer("read_batch", 64, "Batch of the read-back and the train step.")
+flags.DEFINE_float("read_seconds", 10., "Seconds of reading back.")
+flags.DEFINE_string("work_dir", None, "Where to build (default: a temporary directory).")
+flags.DEFINE_string("out", None, "JSON path (default experiments/results/build_<device>.json).")
 
+# Run in a fresh process from the repository root (cwd), as a whole command is.
 LENSTRONOMY_SCRIPT = r"""
-import sys, time, os
+import time, os
 t0 = time.perf_counter()
 import numpy as np
-sys.path.insert(0, {root!r})
-from experiments import lenstronomy_reference as ref
+from lensfm.sim import lenstronomy_reference as ref
 from lensfm.sim import recipes
 recipe = recipes.get("model_ii")
 flat = dict(np.load({params!r}))
@@ -80,16 +86,17 @@ def child_cpu():
 
 
 def run_command(cmd, env=None):
-  """(wall s, CPU s, stdout) of a command in a fresh process."""
+  """(wall s, CPU s, stdout) of a command in a fresh process, in the repository root."""
   cpu0, t0 = child_cpu(), time.perf_counter()
-  proc = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+  proc = subprocess.run(cmd, env=env, cwd=results.ROOT, check=True, capture_output=True,
+                        text=True)
   return time.perf_counter() - t0, child_cpu() - cpu0, proc.stdout
 
 
 def lensfm_build_command(args, data_dir, cache_dir, overwrite=False):
   cmd = [sys.executable, "-m", "lensfm.data.build", "lensfm_sim/model_ii",
          f"--num_examples={args.num_examples}", f"--data_dir={data_dir}", "--no_progress"]
-  env = {**os.environ, compilation_cache.ENV: cache_dir, "PYTHONPATH": ROOT}
+  env = {**os.environ, compilation_cache.ENV: cache_dir, "PYTHONPATH": results.ROOT}
   return run_command(cmd + (["--overwrite"] if overwrite else []), env)
 
 
@@ -98,14 +105,14 @@ def lenstronomy_command(args, work):
   recipe = recipes.get("model_ii")
   params, labels = jax.jit(recipe.sample_params, static_argnums=1)(
       jax.random.key(0), args.lenstronomy_examples)
-  from experiments import lenstronomy_reference as ref  # pylint: disable=g-import-not-at-top
   flat = {k: np.asarray(v) for k, v in ref.flatten_params(jax.tree.map(np.asarray, params)).items()}
   flat["__label__"] = np.asarray(labels["label"] if isinstance(labels, dict) else labels)
   path = os.path.join(work, "scenes.npz")
   np.savez(path, **flat)
-  script = LENSTRONOMY_SCRIPT.format(root=ROOT, params=path, out=os.path.join(work, "npy"),
+  script = LENSTRONOMY_SCRIPT.format(params=path, out=os.path.join(work, "npy"),
                                      warmup=LENSTRONOMY_WARMUP)
-  wall, cpu, out = run_command([sys.executable, "-c", script])
+  wall, cpu, out = run_command([sys.executable, "-c", script],
+                               {**os.environ, "PYTHONPATH": results.ROOT})
   startup, render = (float(x) for x in out.split()[-2:])
   return wall, cpu, startup, render
 
@@ -133,30 +140,23 @@ def read_back(data_dir, batch, seconds):
 
 def train_step_rate(batch, steps=5):
   """images/s of lensfm's MAE ViT-Ti/8 step (fixed batch) on one device."""
-  from experiments import bench_vs_torch  # pylint: disable=g-import-not-at-top
   images = np.random.default_rng(0).standard_normal((batch, 64, 64, 1)).astype(np.float32)
-  step = bench_vs_torch.LensfmStep(
-      bench_vs_torch.lensfm_config("Ti/8", "float32", batch, 64, 128, 2), images)
-  seconds, _ = bench_vs_torch.time_steps(step, steps)
+  step = fixed_step.LensfmStep(
+      fixed_step.mae_config("Ti/8", "float32", batch, 64, 128, 2), images)
+  seconds, _ = fixed_step.time_steps(step, steps)
   return batch / seconds
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--num_examples", type=int, default=30_000)
-  p.add_argument("--lenstronomy_examples", type=int, default=1_000)
-  p.add_argument("--read_batch", type=int, default=64)
-  p.add_argument("--read_seconds", type=float, default=10.)
-  p.add_argument("--work_dir", default=None)
-  p.add_argument("--out", default=None)
-  args = p.parse_args()
+def main(argv):
+  del argv
+  args = flags.FLAGS  # Read as args.NAME.
   compilation_cache.enable()
   work = args.work_dir or tempfile.mkdtemp(prefix="lensfm_bench_build_")
   total = args.num_examples + build.lensfm_sim.default_num_test(args.num_examples)
   result = {"device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
             "cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
             "jax_version": jax.__version__, "load_average_start": os.getloadavg(),
-            "command": "python experiments/bench_build.py " + " ".join(sys.argv[1:]),
+            "command": results.command(),
             "num_examples": args.num_examples, "total_images": total}
   try:
     data_dir, cache = os.path.join(work, "data"), os.path.join(work, "jax_cache")
@@ -204,9 +204,7 @@ def main():
       shutil.rmtree(work, ignore_errors=True)
   result["load_average_end"] = os.getloadavg()
   result["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
-  out = args.out or os.path.join(RESULTS, f"build_{result['platform']}.json")
-  with open(out, "w") as f:
-    json.dump(result, f, indent=2)
+  out = args.out or results.stem("build") + ".json"
   L, c, w, s = result["lenstronomy"], result["lensfm_cold_cache"], result["lensfm_warm_cache"], result["lensfm_steady"]
   lines = [f"lensfm_sim/model_ii, {total} images 64x64 (train {args.num_examples} + test); "
            f"{result['device']} ({os.cpu_count()} cores), JAX {jax.__version__}; load average "
@@ -223,10 +221,8 @@ def main():
            f"Reading back (grain, to device): {result['read_back_images_per_s']} images/s vs the "
            f"ViT-Ti/8 MAE step's {result['train_step_images_per_s']} images/s "
            f"({result['read_over_train']}x)."]
-  with open(out.replace(".json", ".md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  print(results.write(os.path.splitext(out)[0], result, lines))
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

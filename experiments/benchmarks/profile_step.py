@@ -1,28 +1,36 @@
 r"""Where a train step's time goes: a jax.profiler trace of a few steps, summed per XLA op.
 
-  python experiments/profile_step.py --variant=Ti/8 --dtype=float32 --steps=3
-  XLA_FLAGS=--xla_cpu_use_onednn=true python experiments/profile_step.py ...  # try a flag
+  python -m experiments.benchmarks.profile_step --variant=Ti/8 --dtype=float32 --steps=3
+  XLA_FLAGS=--xla_cpu_use_onednn=true python -m experiments.benchmarks.profile_step ...  # a flag
 
-Runs the MAE train step of bench_vs_torch's config on a fixed batch, traces `--steps`
-steps, and prints the ops (XLA thunks / kernels) taking the most time, grouped by kind
-(dot, fusion, sort, gather, ...), next to XLA's cost analysis of the step. The trace is
-kept in --trace_dir for TensorBoard's profile plugin or Perfetto; with --dump_hlo the
-optimised HLO is written beside it.
+Runs the MAE train step of vs_torch's config (experiments/benchmarks/fixed_step.py) on a
+fixed batch, traces `--steps` steps, and prints the ops (XLA thunks / kernels) taking the
+most time, grouped by kind (dot, fusion, sort, gather, ...), next to XLA's cost analysis of
+the step. The trace is kept in --trace_dir for TensorBoard's profile plugin or Perfetto;
+with --dump_hlo the optimised HLO is written beside it. Prints only (nothing goes to
+experiments/results/).
 """
-import argparse
 import collections
 import glob
 import os
 import re
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # pylint: disable=g-import-not-at-top
+from absl import app
+from absl import flags
+import jax
 import numpy as np
 
-from experiments import bench_vs_torch  # pylint: disable=g-import-not-at-top
+from experiments.benchmarks import fixed_step
+
+flags.DEFINE_string("variant", "Ti/8", "ViT variant.")
+flags.DEFINE_string("dtype", "float32", "Compute dtype.")
+flags.DEFINE_integer("batch", 64, "Batch size.")
+flags.DEFINE_integer("image_size", 64, "Image side, pixels.")
+flags.DEFINE_integer("steps", 3, "Traced steps.")
+flags.DEFINE_integer("top", 30, "Ops listed.")
+flags.DEFINE_string("trace_dir", "/tmp/lensfm_profile", "Where the trace (and HLO) go.")
+flags.DEFINE_bool("dump_hlo", False, "Also write the optimised HLO to --trace_dir.")
 
 
 def op_kind(name: str) -> str:
@@ -66,22 +74,14 @@ def summarise(trace_dir: str, steps: int, top: int):
   return per_op, per_kind, counts
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--variant", default="Ti/8")
-  p.add_argument("--dtype", default="float32")
-  p.add_argument("--batch", type=int, default=64)
-  p.add_argument("--image_size", type=int, default=64)
-  p.add_argument("--steps", type=int, default=3)
-  p.add_argument("--top", type=int, default=30)
-  p.add_argument("--trace_dir", default="/tmp/lensfm_profile")
-  p.add_argument("--dump_hlo", action="store_true")
-  args = p.parse_args()
+def main(argv):
+  del argv
+  args = flags.FLAGS  # Read as args.NAME.
 
   images = np.random.default_rng(0).standard_normal(
       (args.batch, args.image_size, args.image_size, 1)).astype(np.float32)
-  config = bench_vs_torch.lensfm_config(args.variant, args.dtype, args.batch, args.image_size, 128, 2)
-  step = bench_vs_torch.LensfmStep(config, images)
+  config = fixed_step.mae_config(args.variant, args.dtype, args.batch, args.image_size, 128, 2)
+  step = fixed_step.LensfmStep(config, images)
   cost = step.compiled.cost_analysis()
   print(f"compile {step.compile_s:.1f} s; XLA: {cost.get('flops', 0) / 1e9:.1f} GFLOP, "
         f"{cost.get('bytes accessed', 0) / 1e9:.2f} GB accessed per step")
@@ -115,4 +115,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -1,7 +1,7 @@
 r"""Input pipeline throughput (images/s) against what a train step consumes.
 
-  python experiments/bench_input.py                     # a few minutes on a CPU
-  python experiments/bench_input.py --batch_size=1024 --seconds=20   # accelerator
+  python -m experiments.benchmarks.input                 # a few minutes on a CPU
+  python -m experiments.benchmarks.input --batch_size=1024 --seconds=20   # accelerator
 
 Measures, on whatever devices this runs on (one mesh axis over all of them):
   * tfds/grain: a deeplense/model_ii dataset (64x64) built from --num_files
@@ -17,49 +17,42 @@ Measures, on whatever devices this runs on (one mesh axis over all of them):
     on one fixed batch: the images/s the input must keep up with.
 Every figure is steady state: after warm-up (compilation), each batch is
 waited for (block_until_ready) as a train step would. Results are printed and
-written to experiments/results/input_<device>.json with the device, JAX
+written to experiments/results/input_<device>.{json,md} with the device, JAX
 version and settings.
 """
-import argparse
 import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # pylint: disable=g-import-not-at-top
+from absl import app
+from absl import flags
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from lensfm import data as data_lib  # pylint: disable=g-import-not-at-top
+from experiments import results
+from lensfm import config_args
+from lensfm import data as data_lib
 from lensfm.data import build
 from lensfm.data import pipeline
 from lensfm.data import transforms
+from lensfm.train import trainer as trainer_lib
 
 ALL_AUGMENTATIONS = ",".join(transforms.AUGMENTATIONS)
 
-
-def parse_args():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--batch_size", type=int, default=256)
-  parser.add_argument("--num_files", type=int, default=3072,
-                      help="synthetic DeepLense files for the TFDS dataset")
-  parser.add_argument("--seconds", type=float, default=8.0,
-                      help="timed seconds per measurement")
-  parser.add_argument("--workers", type=int, default=2,
-                      help="grain worker processes for the second tfds run")
-  parser.add_argument("--train_config", default="configs/mae_vit_b.py:runlocal",
-                      help="config whose train step is timed ('' to skip)")
-  parser.add_argument("--work_dir", default=None,
-                      help="where to build the dataset (default: a temp dir)")
-  parser.add_argument("--out", default=None)
-  return parser.parse_args()
+flags.DEFINE_integer("batch_size", 256, "Global batch size.")
+flags.DEFINE_integer("num_files", 3072, "Synthetic DeepLense files for the TFDS dataset.")
+flags.DEFINE_float("seconds", 8.0, "Timed seconds per measurement.")
+flags.DEFINE_integer("workers", 2, "Grain worker processes for the second tfds run.")
+flags.DEFINE_string("train_config", "configs/mae_vit_b.py:runlocal",
+                    "Config whose train step is timed ('' to skip).")
+flags.DEFINE_string("work_dir", None, "Where to build the dataset (default: a temp dir).")
+flags.DEFINE_string("out", None, "JSON path (default experiments/results/input_<device>.json).")
 
 
 def data_sharding():
@@ -151,20 +144,9 @@ def bench_sim(args, sharding):
   return out
 
 
-def load_config(spec: str):
-  """'configs/x.py:args' -> its get_config(args), as --config= would."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
 def bench_train_step(args):
   """Images/s of the config's train step alone (one fixed batch)."""
-  from lensfm.train import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
-  config = load_config(args.train_config)
+  config = config_args.load(args.train_config)
   config.progress_bar = False
   workdir = tempfile.mkdtemp(prefix="bench_input_train_")
   trainer = trainer_lib.Trainer(config, workdir)
@@ -189,11 +171,12 @@ def bench_train_step(args):
   return out
 
 
-def main():
-  args = parse_args()
+def main(argv):
+  del argv
+  args = flags.FLAGS  # Read as args.NAME.
   sharding = data_sharding()
   device = jax.devices()[0]
-  results = {
+  measured = {
       "device_kind": device.device_kind, "platform": device.platform,
       "device_count": jax.device_count(),
       "process_count": jax.process_count(),
@@ -216,25 +199,29 @@ def main():
   for name, run in sections:
     t0 = time.perf_counter()
     try:
-      results[name] = run()
+      measured[name] = run()
     except Exception as e:  # pylint: disable=broad-except
-      results[name] = {"error": f"{type(e).__name__}: {e}"}
+      measured[name] = {"error": f"{type(e).__name__}: {e}"}
       traceback.print_exc()
     print(f"{name} ({time.perf_counter() - t0:.0f} s): "
-          f"{json.dumps(results[name], indent=1)}", flush=True)
+          f"{json.dumps(measured[name], indent=1)}", flush=True)
 
   if own_work_dir:
     shutil.rmtree(work_dir, ignore_errors=True)
-  results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
+  measured["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
 
-  kind = device.device_kind.replace(" ", "_").replace("/", "_")
-  out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                 "results", f"input_{kind}.json")
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(results, f, indent=1)
+  out = args.out or results.stem("input") + ".json"
+  lines = [f"Input pipelines, batch {args.batch_size}, 64x64 (steady state, each batch "
+           "waited for), against the train step they feed.", ""]
+  rows = [[f"{section} {k}", v["images_per_s"], v["ms_per_batch"]]
+          for section in ("tfds_grain", "sim", "train_step")
+          for k, v in (measured.get(section, {}).items() if section != "train_step"
+                       else [(args.train_config, measured.get(section, {}))])
+          if isinstance(v, dict) and "images_per_s" in v]
+  lines += results.table(["what", "images/s", "ms per batch"], rows)
+  results.write(os.path.splitext(out)[0], measured, lines)
   print(f"Wrote {out}")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

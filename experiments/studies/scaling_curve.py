@@ -2,31 +2,25 @@ r"""Does more pretraining help? LensBench's Model II@100 rows (fine-tuned and li
 for every checkpoint a pretraining run kept, against its step (step 0: the same backbone
 from scratch).
 
-  python experiments/scaling_curve.py --pretrain=/work/runs/lensfm_tiny_v1 --name=tiny
+  python -m experiments.studies.scaling_curve --pretrain=/work/runs/lensfm_tiny_v1 --name=tiny
 
 Each checkpoint is scored by `configs/bench.py:preset=PRESET` restricted to
 `--rows` (a thin caller of LensBench: the same fixed sets and budgets as its table).
-Writes experiments/results/scaling_<name>_<platform>.{json,md,png}; --card_plot also
+Writes experiments/results/scaling_<name>_<device>.{json,md,png}; --card_plot also
 copies the plot there (e.g. lensfm/weights/tiny/scaling.png).
 """
-import json
 import os
 import shutil
-import sys
 
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # pylint: disable=g-import-not-at-top
-
-from experiments import common  # pylint: disable=g-import-not-at-top
+from experiments import results
+from experiments.studies import common
 from lensfm.tasks import bench_report
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 _PRETRAIN = flags.DEFINE_string("pretrain", None, "A pretraining workdir (its checkpoints/).")
-_NAME = flags.DEFINE_string("name", None, "Names the outputs: scaling_<name>_<platform>.")
+_NAME = flags.DEFINE_string("name", None, "Names the outputs: scaling_<name>_<device>.")
 _PRESET = flags.DEFINE_enum("preset", "cpu", ["runlocal", "cpu", "accelerator"], "Budgets.")
 _ROWS = flags.DEFINE_string("rows", "^classify/model_ii/100/(finetune|linear)/s0$",
                             "LensBench rows scored at each checkpoint.")
@@ -89,29 +83,24 @@ def main(argv):
     points.append({"step": step, "finetune": headline(summary, "finetune"),
                    "linear": headline(summary, "linear")})
     print(points[-1], flush=True)
-  platform = jax.devices()[0].platform
-  stem = os.path.join(RESULTS, f"scaling_{_NAME.value}_{platform}")
+  stem = results.stem("scaling", _NAME.value)
   meta = {k: base["meta"][k] for k in ("device_kind", "jax_version", "steps", "batch_size",
                                        "set_sizes", "version", "preset")}
-  with open(stem + ".json", "w") as f:
-    json.dump({"pretrain": _PRETRAIN.value, "rows": _ROWS.value, "meta": meta,
-               "points": points}, f, indent=2)
   fmt = lambda v: "–" if v is None else f"{v:.3f}"
   lines = [f"# Pretraining scaling: {_NAME.value}", "",
-           f"`python experiments/scaling_curve.py --pretrain={_PRETRAIN.value} "
-           f"--name={_NAME.value}`; LensBench `{_PRESET.value}` rows `{_ROWS.value}` (one "
+           f"`{results.command()}`; LensBench `{_PRESET.value}` rows `{_ROWS.value}` (one "
            f"seed, test split, {meta['set_sizes']['test']} lenses); device "
            f"{meta['device_kind']}, JAX {meta['jax_version']}.", "",
            "| pretraining steps | fine-tuned | linear probe | scratch |", "|---|---|---|---|"]
   for p in points:
     lines.append(f"| {p['step']} | {fmt(p.get('finetune'))} | {fmt(p.get('linear'))} | "
                  f"{fmt(p.get('scratch'))} |")
-  with open(stem + ".md", "w") as f:
-    f.write("\n".join(lines) + "\n")
+  text = results.write(stem, {"pretrain": _PRETRAIN.value, "rows": _ROWS.value, "meta": meta,
+                              "points": points}, lines)
   plot(points, stem + ".png")
   if _CARD_PLOT.value:
     shutil.copyfile(stem + ".png", _CARD_PLOT.value)
-  print("\n".join(lines))
+  print(text)
 
 
 if __name__ == "__main__":

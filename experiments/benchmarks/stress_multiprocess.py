@@ -1,6 +1,6 @@
 r"""Stress test: the two-process x 4-device CPU job, many times in a row, also under load.
 
-  python experiments/stress_multiprocess.py --runs=10 --load_runs=5 --load_procs=2
+  python -m experiments.benchmarks.stress_multiprocess --runs=10 --load_runs=5 --load_procs=2
 
 Runs `python -m lensfm.main --config=configs/mae_vit_b.py:runlocal` (its shipped
 settings unless --total_steps etc. are given) as two processes with 4 fake CPU devices
@@ -12,7 +12,6 @@ batches, keys and mesh, so only the order of cross-process sums differs (rtol 1e
 atol 2e-5, as tests/test_multiprocess.py). The watchdog (config.watchdog_seconds) turns
 a hang into exit code 124. Results: experiments/results/stress_multiprocess_cpu.{json,md}.
 """
-import argparse
 import json
 import os
 import platform
@@ -23,12 +22,30 @@ import sys
 import tempfile
 import time
 
+from absl import app
+from absl import flags
+from absl import logging
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from experiments import results
+from lensfm.train import loading
 
-from lensfm.train import loading  # pylint: disable=wrong-import-position
+ROOT = results.ROOT
+flags.DEFINE_integer("runs", 10, "Two-process runs in a row.")
+flags.DEFINE_integer("load_runs", 5,
+                     "How many of the last runs have the load generator beside them.")
+flags.DEFINE_integer("load_procs", 2, "Busy-looping processes.")
+flags.DEFINE_bool("alternate_load", False,
+                  "Load generator beside every second run instead of the last ones.")
+flags.DEFINE_integer("total_steps", None, "config.total_steps (default the config's).")
+flags.DEFINE_float("timeout", 1800, "Seconds per run.")
+flags.DEFINE_integer("watchdog_seconds", 300,
+                     "config.watchdog_seconds of every run (a hang exits 124).")
+flags.DEFINE_string("workdir", None, "Run directories (default: a temporary directory).")
+flags.DEFINE_bool("reuse_reference", False,
+                  "Reuse the reference run of an earlier call with this --workdir.")
+flags.DEFINE_string("out", results.stem("stress_multiprocess", device="cpu"),
+                    "Output path without extension (.json and .md are written).")
 
 
 def free_port() -> int:
@@ -124,24 +141,10 @@ def stop_load(procs) -> None:
     proc.wait()
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--runs", type=int, default=10)
-  parser.add_argument("--load_runs", type=int, default=5,
-                      help="how many of the last runs have the load generator beside them")
-  parser.add_argument("--load_procs", type=int, default=2, help="busy-looping processes")
-  parser.add_argument("--alternate_load", action="store_true",
-                      help="load generator beside every second run instead of the last ones")
-  parser.add_argument("--total_steps", type=int, default=None)
-  parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
-  parser.add_argument("--watchdog_seconds", type=int, default=300,
-                      help="config.watchdog_seconds of every run (a hang exits 124)")
-  parser.add_argument("--workdir", default=None)
-  parser.add_argument("--reuse_reference", action="store_true",
-                      help="reuse the reference run of an earlier call with this --workdir")
-  parser.add_argument("--out", default=os.path.join(ROOT, "experiments", "results",
-                                                   "stress_multiprocess_cpu"))
-  args = parser.parse_args()
+def main(argv):
+  del argv
+  args = flags.FLAGS  # Read as args.NAME.
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint read at INFO.
   overrides = {"watchdog_seconds": args.watchdog_seconds}
   if args.total_steps:
     overrides["total_steps"] = args.total_steps
@@ -163,7 +166,7 @@ def main():
   print(f"reference (1 process x 8 devices): step {expected_step}, {ref_seconds:.0f} s",
         flush=True)
 
-  results = []
+  runs = []
   for k in range(args.runs):
     loaded = (k % 2 == 1) if args.alternate_load else k >= args.runs - args.load_runs
     load = start_load(args.load_procs) if loaded else []
@@ -183,48 +186,44 @@ def main():
       result.update(final_step=step, max_abs_param_diff=max(diffs), params_match=close)
       ok = close and step == expected_step
     result["ok"] = ok
-    results.append(result)
+    runs.append(result)
     print(json.dumps(result), flush=True)
-    summary = write_results(args, overrides, ref_seconds, expected_step, results)
+    summary = write_results(args, overrides, ref_seconds, expected_step, runs)
   return 0 if summary["all_ok"] else 1
 
 
-def write_results(args, overrides, ref_seconds, expected_step, results) -> dict:
+def write_results(args, overrides, ref_seconds, expected_step, runs) -> dict:
   """JSON + markdown table, rewritten after every run (an interrupted stress run keeps
   what it measured)."""
   import jax  # pylint: disable=g-import-not-at-top
   summary = {
-      "command": " ".join(sys.argv),
+      "command": results.command(),
       "config": "configs/mae_vit_b.py:runlocal" + "".join(
           f" --config.{k}={v}" for k, v in overrides.items()),
       "device": f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} "
                 f"cores), 2 processes x 4 fake devices vs 1 process x 8",
       "jax_version": jax.__version__, "reference_seconds": round(ref_seconds, 1),
       "final_step": expected_step, "load_procs": args.load_procs,
-      "runs": results, "all_ok": all(r["ok"] for r in results),
-      "passed": sum(r["ok"] for r in results), "total": len(results),
+      "runs": runs, "all_ok": all(r["ok"] for r in runs),
+      "passed": sum(r["ok"] for r in runs), "total": len(runs),
       "planned": args.runs,
   }
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out + ".json", "w") as f:
-    json.dump(summary, f, indent=2)
   lines = [f"# Two-process stress test ({summary['device']})", "",
            f"`{summary['command']}`; {summary['config']}; JAX {summary['jax_version']}; "
            f"reference (1 process x 8 devices) {summary['reference_seconds']} s to step "
            f"{expected_step}.", "",
            "| run | under load | exit codes | seconds | final step | max abs param diff | ok |",
            "|---|---|---|---|---|---|---|"]
-  for r in results:
+  for r in runs:
     diff = r.get("max_abs_param_diff")
     lines.append(f"| {r['run']} | {'yes' if r['under_load'] else 'no'} | {r['exit_codes']} "
                  f"| {r['seconds']} | {r.get('final_step', '-')} | "
                  f"{'-' if diff is None else f'{diff:.2e}'} | {'yes' if r['ok'] else 'NO'} |")
   lines += ["", f"{summary['passed']} of {summary['total']} runs (of {args.runs} planned) "
             f"finished with the reference's parameters."]
-  with open(args.out + ".md", "w") as f:
-    f.write("\n".join(lines) + "\n")
+  results.write(args.out, summary, lines)
   return summary
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  app.run(main)

@@ -1,4 +1,4 @@
-"""What the CPU-scale studies in experiments/ share."""
+"""What the CPU-scale studies in experiments/studies/ share (a module, not a script)."""
 import os
 import shutil
 
@@ -11,7 +11,7 @@ from lensfm.tasks import bench
 
 def cpu_pretrain_config(steps: int) -> ml_collections.ConfigDict:
   """MAE pretraining of the runlocal ViT on 32x32 simulated lenses, batch 64: what the
-  CPU-scale benchmarks in experiments/ fine-tune from."""
+  CPU-scale studies fine-tune from."""
   c = mae_vit_b.get_config("runlocal")
   c.data.image_size = 32
   c.data.recipe_overrides = {"num_pix": 32}
@@ -24,7 +24,8 @@ def cpu_pretrain_config(steps: int) -> ml_collections.ConfigDict:
 def lensbench(init_from: str, workdir: str, *, preset: str = "cpu", only: str = "",
               results_stem: str = "", **overrides) -> dict:
   """Runs LensBench (configs/bench.py:preset=PRESET) on a checkpoint, restricted to the
-  rows matching `only`; copies BENCH.md / bench.json / plots to RESULTS_STEM.*"""
+  rows matching `only`; copies BENCH.md / bench.json / plots to RESULTS_STEM.* (a
+  results.stem: BENCH.md names the device, JAX version and config)."""
   c = bench_config.get_config(f"preset={preset}")
   c.update(init_from=init_from, only=only, **overrides)
   summary = bench.run(c, workdir)

@@ -1,8 +1,8 @@
 r"""lensfm's MAE train step against a plain-PyTorch MAE of the same architecture, side by side.
 
   pip install -e '.[bench]'   # torch, for this benchmark only
-  python experiments/bench_vs_torch.py                        # ViT-Ti/8 and S/8, fp32 and bf16
-  python experiments/bench_vs_torch.py --variants=Ti/8 --dtypes=float32 --rounds=3
+  python -m experiments.benchmarks.vs_torch                   # ViT-Ti/8 and S/8, fp32 and bf16
+  python -m experiments.benchmarks.vs_torch --variants=Ti/8 --dtypes=float32 --rounds=3
 
 The PyTorch reference is written here in the shape of the official MAE code (pre-norm
 blocks, one qkv projection, `scaled_dot_product_attention`, per-image random masking by
@@ -14,26 +14,35 @@ alternates lensfm and PyTorch for `--rounds` rounds of `--steps` steps, so load 
 other jobs on the machine hits both alike; the ratio of medians is the result. Output:
 experiments/results/vs_torch_<device>.json and .md.
 """
-import argparse
 import json
 import math
 import os
 import platform
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # pylint: disable=g-import-not-at-top
+from absl import app
+from absl import flags
+import jax
 import numpy as np
 
-from configs import mae_vit_b  # pylint: disable=g-import-not-at-top
-from lensfm.models import vit
+from experiments import results
+from experiments.benchmarks import fixed_step
 from lensfm import compilation_cache
-from lensfm.train import trainer as trainer_lib
+from lensfm.models import vit
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+flags.DEFINE_string("variants", "Ti/8,S/8", "ViT variants, comma-separated.")
+flags.DEFINE_string("dtypes", "float32,bfloat16", "Compute dtypes, comma-separated.")
+flags.DEFINE_integer("batch", 64, "Batch size.")
+flags.DEFINE_integer("image_size", 64, "Image side, pixels.")
+flags.DEFINE_integer("decoder_width", 128, "MAE decoder width.")
+flags.DEFINE_integer("decoder_depth", 2, "MAE decoder depth.")
+flags.DEFINE_integer("steps", 5, "Timed steps per round.")
+flags.DEFINE_integer("rounds", 4, "Alternating lensfm/PyTorch rounds.")
+flags.DEFINE_integer("threads", 2, "PyTorch intra-op threads.")
+flags.DEFINE_bool("lensfm_only", False, "Skip PyTorch (flag sweeps).")
+flags.DEFINE_string("out", None,
+                    "JSON path (default experiments/results/vs_torch_<device>.json).")
 
 
 # ------------------------------------------------------------------------- PyTorch MAE
@@ -134,52 +143,7 @@ class TorchStep:
     return float(self.loss.detach())
 
 
-# -------------------------------------------------------------------------- lensfm MAE
-def lensfm_config(variant, dtype, batch, image_size, dec_width, dec_depth):
-  c = mae_vit_b.get_config(f"variant={variant}")
-  c.model.dtype = dtype
-  c.batch_size = batch
-  c.data.image_size = image_size
-  c.objective.update(decoder_width=dec_width, decoder_depth=dec_depth,
-                     decoder_heads=max(1, dec_width // 64), decoder_mlp_dim=4 * dec_width)
-  c.mesh = (("data", 1), ("fsdp", 1))
-  c.total_steps = 1000
-  c.progress_bar = False
-  return c
-
-
-class LensfmStep:
-  def __init__(self, config, images_nhwc):
-    devices = jax.devices()[:1]
-    self.trainer = trainer_lib.Trainer(config, "/tmp/lensfm_bench_vs_torch", devices=devices)
-    self.state = self.trainer.init_state()
-    self.batch = {"image": jax.device_put(images_nhwc, self.trainer.data_sharding),
-                  "label": jax.device_put(np.zeros(len(images_nhwc), np.int32),
-                                          self.trainer.data_sharding)}
-    self.step_fn = self.trainer.compile_step()
-    t0 = time.perf_counter()
-    self.compiled = self.step_fn.lower(self.state, self.batch).compile()
-    self.compile_s = time.perf_counter() - t0
-    self.metrics = None
-
-  def __call__(self):
-    self.state, self.metrics = self.compiled(self.state, self.batch)
-
-  def sync(self):
-    return float(jax.device_get(self.metrics["loss"]))
-
-
 # ------------------------------------------------------------------------------ timing
-def time_steps(step, n):
-  step()
-  step.sync()
-  t0 = time.perf_counter()
-  for _ in range(n):
-    step()
-  loss = step.sync()
-  return (time.perf_counter() - t0) / n, loss
-
-
 def sample_images(batch, image_size, seed=0):
   """Simulated Model II lenses, z-scored per image as lensfm's input does."""
   from lensfm.data import sim_source  # pylint: disable=g-import-not-at-top
@@ -199,20 +163,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--variants", default="Ti/8,S/8")
-  p.add_argument("--dtypes", default="float32,bfloat16")
-  p.add_argument("--batch", type=int, default=64)
-  p.add_argument("--image_size", type=int, default=64)
-  p.add_argument("--decoder_width", type=int, default=128)
-  p.add_argument("--decoder_depth", type=int, default=2)
-  p.add_argument("--steps", type=int, default=5, help="Timed steps per round.")
-  p.add_argument("--rounds", type=int, default=4, help="Alternating lensfm/PyTorch rounds.")
-  p.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads.")
-  p.add_argument("--lensfm_only", action="store_true", help="Skip PyTorch (flag sweeps).")
-  p.add_argument("--out", default=None, help="JSON path (default experiments/results/...).")
-  args = p.parse_args()
+def main(argv):
+  del argv
+  args = flags.FLAGS  # Read as args.NAME.
   compilation_cache.enable()
   import torch  # pylint: disable=g-import-not-at-top
 
@@ -221,8 +174,8 @@ def main():
   rows = []
   for variant in args.variants.split(","):
     for dtype in args.dtypes.split(","):
-      config = lensfm_config(variant, dtype, args.batch, args.image_size,
-                             args.decoder_width, args.decoder_depth)
+      config = fixed_step.mae_config(variant, dtype, args.batch, args.image_size,
+                                     args.decoder_width, args.decoder_depth)
       d = vit.parse_variant(variant)
       dims = dict(width=d["width"], depth=d["depth"], mlp_dim=d["mlp_dim"],
                   num_heads=d["num_heads"], patch=d["patch_size"], image_size=args.image_size,
@@ -230,14 +183,14 @@ def main():
                   dec_depth=args.decoder_depth, dec_mlp=config.objective.decoder_mlp_dim,
                   dec_heads=config.objective.decoder_heads,
                   mask_ratio=config.objective.mask_ratio)
-      ours = LensfmStep(config, images)
+      ours = fixed_step.LensfmStep(config, images)
       theirs = None if args.lensfm_only else TorchStep(torch, dims, images, dtype, args.threads)
       t_ours, t_theirs, loss_theirs = [], [], math.nan
       for _ in range(args.rounds):
-        t, loss_ours = time_steps(ours, args.steps)
+        t, loss_ours = fixed_step.time_steps(ours, args.steps)
         t_ours.append(t)
         if theirs is not None:
-          t, loss_theirs = time_steps(theirs, args.steps)
+          t, loss_theirs = fixed_step.time_steps(theirs, args.steps)
           t_theirs.append(t)
       m_ours = statistics.median(t_ours)
       m_theirs = statistics.median(t_theirs) if t_theirs else math.nan
@@ -274,10 +227,7 @@ def main():
       "steps_per_round": args.steps, "rounds": args.rounds, "rows": rows,
       "date": time.strftime("%Y-%m-%d %H:%M:%S"),
   }
-  out = args.out or os.path.join(RESULTS, f"vs_torch_{result['platform']}.json")
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(result, f, indent=2)
+  out = args.out or results.stem("vs_torch") + ".json"
   lines = [f"MAE train step, batch {args.batch}, {args.image_size}x{args.image_size}, decoder "
            f"{result['decoder']}; {result['cpu']} ({os.cpu_count()} cores, {result['device']}), "
            f"JAX {jax.__version__}, PyTorch {torch.__version__} ({args.threads} threads); medians "
@@ -291,11 +241,9 @@ def main():
     lines.append(f"| ViT-{r['variant']} | {r['dtype']} | {r['lensfm_images_per_s']} | "
                  f"{r['torch_images_per_s']} | {r['ratio']}x | {r.get('lensfm_bf16_over_fp32', '')} | "
                  f"{r.get('torch_bf16_over_fp32', '')} |")
-  with open(out.replace(".json", ".md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  print(results.write(os.path.splitext(out)[0], result, lines))
   print(f"Wrote {out}")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -1,8 +1,8 @@
 r"""One accelerator benchmark, one command, one JSON (about 5 minutes on one H100/H200).
 
-  python experiments/bench_accelerator.py                 # on the accelerator
+  python -m experiments.benchmarks.accelerator            # on the accelerator
   XLA_FLAGS=--xla_force_host_platform_device_count=2 \
-    python experiments/bench_accelerator.py --tiny        # CPU smoke test (tiny, 2 fake devices)
+    python -m experiments.benchmarks.accelerator --tiny   # CPU smoke test (tiny, 2 fake devices)
 
 Sections, each timed after compilation (the persistent compilation cache is on), each
 recorded even if another fails (its error is recorded instead):
@@ -27,28 +27,40 @@ recorded even if another fails (its error is recorded instead):
                the A/B of what a bf16 matmul writes) and at twice the batch.
 Writes experiments/results/accelerator_<device>.json (or --out), after every section.
 """
-import argparse
 import json
 import math
 import os
-import sys
 import time
 import traceback
+import types
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app
+from absl import flags
+import jax
 
-import jax  # pylint: disable=g-import-not-at-top
-import numpy as np
-
-from configs import mae_vit_b  # pylint: disable=g-import-not-at-top
-from experiments import bench_train
+from configs import mae_vit_b
+from experiments import results
 from lensfm import compilation_cache
 from lensfm import data as data_lib
 from lensfm.models import layers
 from lensfm.sim import recipes
+from lensfm.train import cost
 from lensfm.train import trainer as trainer_lib
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+flags.DEFINE_bool("tiny", False, "CPU smoke test: tiny model and batches.")
+flags.DEFINE_string("sections", "mfu,profile,variants,fsdp,attention,simulator,input",
+                    "Sections to run, in order.")
+flags.DEFINE_integer("batch", None, "Default 1024 (16 with --tiny).")
+flags.DEFINE_integer("steps", None, "Timed steps (default 20; 3 tiny).")
+flags.DEFINE_integer("sim_batch", None,
+                     "Default 2048 (64 tiny): compile time grows with it on GPU.")
+flags.DEFINE_integer("sim_iters", None, "Default 20 (3 tiny).")
+flags.DEFINE_string("variants", "batch2x,dot_f32",
+                    "variants section: batch2x (twice --batch), dot_f32 (matmuls write f32).")
+flags.DEFINE_float("peak_tflops", None, "Peak TFLOP/s per device, if not in the table.")
+flags.DEFINE_string("out", None,
+                    "JSON path (default experiments/results/accelerator_<device>.json).")
+
 TINY_MODEL = dict(variant=None, width=64, depth=2, mlp_dim=128, num_heads=2, patch_size=8)
 
 
@@ -85,7 +97,7 @@ class Step:
                     zip(("trainer", "init_state", "first_batch"), marks, marks[1:])}
     t0 = time.perf_counter()
     traced = self.trainer.compile_step().trace(self.state, self.batch)
-    self.matmul_flops = bench_train.jaxpr_matmul_flops(traced.jaxpr)
+    self.matmul_flops = cost.jaxpr_matmul_flops(traced.jaxpr)
     self.lowered = traced.lower()
     self.compiled = self.lowered.compile()
     self.compile_s = time.perf_counter() - t0
@@ -108,14 +120,10 @@ class Step:
 
   def xla_flops(self):
     """XLA's count of the lowered program; on CPU only (on an H200 it came back NaN)."""
-    return bench_train.step_flops(self.compiled, self.lowered) if jax.default_backend() == "cpu" else None
+    return cost.step_flops(self.compiled, self.lowered) if jax.default_backend() == "cpu" else None
 
   def peak_bytes(self):
-    mem = self.compiled.memory_analysis()
-    if mem is None:
-      return None
-    return (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-            - mem.alias_size_in_bytes)
+    return cost.peak_bytes(self.compiled)
 
 
 _STEPS = {}
@@ -131,7 +139,7 @@ def cached_step(args, **kw) -> Step:
 
 def peak_tflops(args):
   device = jax.devices()[0]
-  return args.peak_tflops or bench_train.PEAK_TFLOPS.get((device.device_kind, "bfloat16"))
+  return args.peak_tflops or cost.PEAK_TFLOPS.get((device.device_kind, "bfloat16"))
 
 
 def section_mfu(args):
@@ -313,28 +321,17 @@ SECTIONS = {"mfu": section_mfu, "profile": section_profile, "variants": section_
             "input": section_input}
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--tiny", action="store_true", help="CPU smoke test: tiny model and batches.")
-  p.add_argument("--sections", default=",".join(SECTIONS))
-  p.add_argument("--batch", type=int, default=None, help="Default 1024 (16 with --tiny).")
-  p.add_argument("--steps", type=int, default=None, help="Timed steps (default 20; 3 tiny).")
-  p.add_argument("--sim_batch", type=int, default=None,
-                 help="Default 2048 (64 tiny): compile time grows with it on GPU.")
-  p.add_argument("--sim_iters", type=int, default=None, help="Default 20 (3 tiny).")
-  p.add_argument("--variants", default="batch2x,dot_f32",
-                 help="variants section: batch2x (twice --batch), dot_f32 (matmuls write f32).")
-  p.add_argument("--peak_tflops", type=float, default=None)
-  p.add_argument("--out", default=None)
-  args = p.parse_args()
+def main(argv):
+  del argv
+  # The sections read (and the variants section changes) args.NAME.
+  args = types.SimpleNamespace(**flags.FLAGS.flag_values_dict())
   args.batch = args.batch or (16 if args.tiny else 1024)
   args.steps = args.steps or (3 if args.tiny else 20)
   args.sim_batch = args.sim_batch or (64 if args.tiny else 2048)
   args.sim_iters = args.sim_iters or (3 if args.tiny else 20)
   compilation_cache.enable()
   device = jax.devices()[0]
-  kind = device.device_kind.replace(" ", "_").replace("/", "-")
-  out = args.out or os.path.join(RESULTS, f"accelerator_{kind}{'_tiny' if args.tiny else ''}.json")
+  out = args.out or results.stem("accelerator", suffix="_tiny" if args.tiny else "") + ".json"
   result = {"device_kind": device.device_kind, "platform": device.platform,
             "num_devices": jax.device_count(), "jax_version": jax.__version__,
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -353,11 +350,10 @@ def main():
                                   "traceback": traceback.format_exc()[-3000:]}
     result["sections"][name]["section_s"] = round(time.perf_counter() - t0, 1)
     result["total_s"] = round(time.perf_counter() - start, 1)
-    with open(out, "w") as f:
-      json.dump(result, f, indent=2, default=float)
+    results.write_json(out, result)
     print(name, json.dumps(result["sections"][name], default=float)[:600], flush=True)
   print(f"Wrote {out} in {result['total_s']} s")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -1,6 +1,6 @@
 r"""Can a model tell padded images from native ones? (It must not: padding is a shortcut.)
 
-  python experiments/padding_shortcut.py [--train=2000 --test=1000 --steps=400]
+  python -m experiments.studies.padding_shortcut [--train=2000 --test=1000 --steps=400]
 
 Native: simulated Model II lenses with noise (64 px at 0.101"/px, the model grid).
 Padded: the same recipe rendered on a smaller field (48 px) and mapped onto the 64 px grid
@@ -11,27 +11,21 @@ on held-out images. Re-drawn sky should leave it near 0.5; zero padding near 1.
 
 Writes experiments/results/padding_shortcut_<device>.{json,md}.
 """
-import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import results
 from lensfm.data import grid
 from lensfm.data import transforms
 from lensfm.objectives import metrics
 from lensfm.sim import recipes
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 _TRAIN = flags.DEFINE_integer("train", 2000, "Training images per class.")
 _TEST = flags.DEFINE_integer("test", 1000, "Test images per class.")
 _STEPS = flags.DEFINE_integer("steps", 400, "Classifier training steps (batch 128).")
@@ -110,20 +104,16 @@ def main(argv):
     result[f"{name}_test_auc"], result[f"{name}_train_auc"] = test_auc, train_auc
     print(f"{name}: test AUC {test_auc:.3f} (train {train_auc:.3f})", flush=True)
   result["seconds"] = time.time() - start
-  os.makedirs(RESULTS, exist_ok=True)
-  stem = os.path.join(RESULTS, f"padding_shortcut_{jax.devices()[0].platform}")
-  with open(stem + ".json", "w") as f:
-    json.dump(result, f, indent=2)
-  with open(stem + ".md", "w") as f:
-    f.write("| padding | classifier test AUC (padded vs native) | train AUC |\n|---|---|---|\n")
-    f.write(f"| re-drawn sky (`grid.map_to_grid`) | {result['padded_test_auc']:.3f} | "
-            f"{result['padded_train_auc']:.3f} |\n")
-    f.write(f"| zeros (control) | {result['zeros_test_auc']:.3f} | "
-            f"{result['zeros_train_auc']:.3f} |\n\n")
-    f.write(f"{result['device_kind']}, JAX {result['jax_version']}; {_TRAIN.value}/class "
+  lines = results.table(
+      ["padding", "classifier test AUC (padded vs native)", "train AUC"],
+      [["re-drawn sky (`grid.map_to_grid`)", f"{result['padded_test_auc']:.3f}",
+        f"{result['padded_train_auc']:.3f}"],
+       ["zeros (control)", f"{result['zeros_test_auc']:.3f}", f"{result['zeros_train_auc']:.3f}"]])
+  lines += ["", f"{result['device_kind']}, JAX {result['jax_version']}; {_TRAIN.value}/class "
             f"train, {_TEST.value}/class test, {_STEPS.value} Adam steps of batch 128; "
             f"Model II with noise, {SMALL} px field padded to {SIZE} px at {SCALE}\"/px; "
-            f"command: python experiments/padding_shortcut.py\n")
+            f"command: {results.command()}"]
+  results.write(results.stem("padding_shortcut"), result, lines)
 
 
 if __name__ == "__main__":

@@ -5,30 +5,24 @@ LensBench's label-efficiency rows (Model II at 10 and 100 labels per class, fine
 from scratch) and its rotation-robustness row (the Model II@100 fine-tune on scenes the
 simulator rendered rotated by random angles), plus the transfer to Model I and III.
 
-  python experiments/bench_equivariant.py                    # cpu preset, 200 steps each
-  python experiments/bench_equivariant.py --steps=2000 --batch_size=256 --preset=accelerator
+  python -m experiments.studies.equivariance                 # cpu preset, 200 steps each
+  python -m experiments.studies.equivariance --steps=2000 --batch_size=256 --preset=accelerator
 
 A thin caller of LensBench (`--config.only`). Writes
-experiments/results/equivariant_<platform>.{md,json}.
+experiments/results/equivariant_<device>.{md,json}.
 """
-import json
 import os
-import sys
 
 from absl import app
 from absl import flags
+import jax
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # pylint: disable=g-import-not-at-top
-
-from experiments import common  # pylint: disable=g-import-not-at-top
-from lensfm import config_args
+from configs import lensfm_tiny
+from experiments import results
+from experiments.studies import common
 from lensfm.tasks import bench_report
 from lensfm.tasks import pretrain
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "experiments", "results")
 _STEPS = flags.DEFINE_integer("steps", 200, "Pretraining steps per backbone.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Pretraining batch size (lenses).")
 _PRESET = flags.DEFINE_enum("preset", "cpu", ["runlocal", "cpu", "accelerator"], "LensBench preset.")
@@ -39,9 +33,7 @@ _ROWS = flags.DEFINE_string("rows", "^classify/model_ii/(10|100)/(finetune|scrat
 
 
 def pretrain_config(backbone: str):
-  c = config_args.load(os.path.join(
-      ROOT, "configs", f"lensfm_tiny.py:backbone={backbone},steps={_STEPS.value},"
-      f"batch={_BATCH.value}"))
+  c = lensfm_tiny.get_config(f"backbone={backbone},steps={_STEPS.value},batch={_BATCH.value}")
   c.update(checkpoint_every=_STEPS.value, progress_bar=False)
   c.optim.warmup_steps = max(_STEPS.value // 10, 1)
   c.evals = {}
@@ -57,11 +49,8 @@ def main(argv):
     summary = common.lensbench(workdir, os.path.join(workdir, "bench"), preset=_PRESET.value,
                                only=_ROWS.value)
     tables[name] = summary["table"]
-  stem = os.path.join(RESULTS, f"equivariant_{jax.devices()[0].platform}")
-  with open(stem + ".json", "w") as f:
-    json.dump({"steps": _STEPS.value, "batch_size": _BATCH.value, "preset": _PRESET.value,
-               "device_kind": jax.devices()[0].device_kind, "jax_version": jax.__version__,
-               "tables": tables}, f, indent=2)
+  result = {"steps": _STEPS.value, "batch_size": _BATCH.value, "preset": _PRESET.value,
+            "tables": tables}
   fmt = lambda s: bench_report.fmt(s) if s else "–"  # No "± 0" for a single seed.
   lines = [f"Backbones pretrained with lensfm-tiny's recipe ({_STEPS.value} steps of batch {_BATCH.value}), LensBench "
            f"{_PRESET.value}, test split; device {jax.devices()[0].device_kind}, JAX {jax.__version__}.", "",
@@ -72,9 +61,7 @@ def main(argv):
           fmt(row.get(m)) for m in ("finetune", "linear", "scratch")) + " |")
   lines += ["", "One seed per row; a macro AUC on 900 test lenses has a standard error of "
             "about 0.01."]
-  with open(stem + ".md", "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  print(results.write(results.stem("equivariant"), result, lines))
 
 
 if __name__ == "__main__":

@@ -9,31 +9,37 @@ For each recipe (default: Model II at 64x64 and Model I at 150x150) it times
     ImageModel per image, renders it and draws the Model I noise with numpy. Scene
     parameters are drawn beforehand by lensfm's sampler and are NOT timed (a small
     advantage to lenstronomy).
-and prints / writes experiments/results/sim_throughput_<platform>_<device>.json with the
+and prints / writes experiments/results/sim_throughput_<device>.{json,md} with the
 device, JAX version, CPU count, load average and settings. Besides wall-clock images/s it
 reports CPU-seconds per image (all threads of this process), which stays meaningful when
 other jobs share the CPU; the JAX side may use several cores, lenstronomy uses one.
 
-  python experiments/bench_sim.py                      # CPU-sized defaults
-  python experiments/bench_sim.py --seconds 20 --lenstronomy_images 0    # GPU/TPU
+  python -m experiments.benchmarks.sim                  # CPU-sized defaults
+  python -m experiments.benchmarks.sim --seconds=20 --lenstronomy_images=0    # GPU/TPU
 """
-import argparse
-import json
 import math
 import os
 import platform
 import resource
-import sys
 import time
 
+from absl import app
+from absl import flags
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from experiments import lenstronomy_reference as ref  # pylint: disable=wrong-import-position
-from lensfm.sim import recipes  # pylint: disable=wrong-import-position
+from experiments import results
+from lensfm.sim import lenstronomy_reference as ref
+from lensfm.sim import recipes
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+flags.DEFINE_string('recipes', 'model_ii,model_i', 'Recipes timed.')
+flags.DEFINE_integer('batch', None, 'JAX batch size (default: ~0.25M pixels per batch on CPU, '
+                     '~32M on accelerators, i.e. 64 / 16 for Model II / I on CPU).')
+flags.DEFINE_float('seconds', 10.0, 'JAX timing per recipe.')
+flags.DEFINE_integer('lenstronomy_images', 100,
+                     'Images lenstronomy makes per recipe (0 skips it).')
+flags.DEFINE_string('out', None,
+                    'JSON path (default experiments/results/sim_throughput_<device>.json).')
 
 
 def cpu_seconds():
@@ -112,21 +118,13 @@ def time_lenstronomy(recipe, num_images, seed=0, single_plane=False, warmup=3):
   return num_images / elapsed, cpu / num_images
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--recipes', default='model_ii,model_i')
-  parser.add_argument('--batch', type=int, default=None,
-                      help='JAX batch size (default: ~0.25M pixels per batch on CPU, ~32M on '
-                      'accelerators, i.e. 64 / 16 for Model II / I on CPU)')
-  parser.add_argument('--seconds', type=float, default=10.0, help='JAX timing per recipe')
-  parser.add_argument('--lenstronomy_images', type=int, default=100,
-                      help='images lenstronomy makes per recipe (0 skips it)')
-  parser.add_argument('--out', default=None)
-  args = parser.parse_args()
+def main(argv):
+  del argv
+  args = flags.FLAGS  # Read as args.NAME.
 
   device = jax.devices()[0]
   on_cpu = device.platform == 'cpu'
-  results = {
+  measured = {
       'device_kind': device.device_kind, 'platform': device.platform,
       'num_devices': jax.device_count(), 'jax_version': jax.__version__,
       'cpu_count': os.cpu_count(), 'host': platform.processor() or platform.machine(),
@@ -136,7 +134,7 @@ def main():
   }
   try:
     import lenstronomy  # pylint: disable=import-outside-toplevel
-    results['lenstronomy_version'] = lenstronomy.__version__
+    measured['lenstronomy_version'] = lenstronomy.__version__
   except ImportError:
     args.lenstronomy_images = 0
 
@@ -166,16 +164,23 @@ def main():
         print(f'{name}: lenstronomy single-plane ImageModel {srate:,.1f} images/s '
               f'({scpu * 1e3:.1f} CPU-ms/image) -> {rate / srate:,.1f}x wall-clock, '
               f'{scpu / cpu_per_image:,.1f}x per CPU-second', flush=True)
-    results['recipes'][name] = row
-  results['load_average_end'] = os.getloadavg()
+    measured['recipes'][name] = row
+  measured['load_average_end'] = os.getloadavg()
 
-  kind = device.device_kind.replace(' ', '_').replace('/', '_').lower()
-  out = args.out or os.path.join(RESULTS_DIR, f'sim_throughput_{device.platform}_{kind}.json')
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, 'w') as f:
-    json.dump(results, f, indent=2)
+  out = args.out or results.stem('sim_throughput') + '.json'
+  lines = [f'Simulator throughput, JAX ({device.device_kind}) vs lenstronomy (one host core, '
+           f'{args.lenstronomy_images} images per recipe); images/s wall clock.', '']
+  lines += results.table(
+      ['recipe', 'image', 'JAX batch', 'JAX images/s', 'lenstronomy images/s',
+       'single-plane images/s', 'JAX / lenstronomy (wall, CPU s)'],
+      [[name, 'x'.join(map(str, r['image_shape'])), r['batch_size'],
+        f"{r['jax_images_per_s']:,.0f}", f"{r.get('lenstronomy_images_per_s', math.nan):,.1f}",
+        f"{r.get('lenstronomy_single_plane_images_per_s', math.nan):,.1f}",
+        f"{r.get('speedup_wall', math.nan):,.1f}x, {r.get('speedup_cpu_time', math.nan):,.1f}x"]
+       for name, r in measured['recipes'].items()])
+  results.write(os.path.splitext(out)[0], measured, lines)
   print(f'wrote {out}')
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

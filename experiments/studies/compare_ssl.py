@@ -3,31 +3,28 @@ Model II classification with 100 labels per class by linear probe and by fine-tu
 once, the same backbone from scratch), plus the transfer of the fine-tune to Model I, III
 and rotated scenes.
 
-  python experiments/bench_ssl.py                        # cpu preset, 300 steps each
-  python experiments/bench_ssl.py --steps=2000 --batch_size=256 --backbone=hybrid
+  python -m experiments.studies.compare_ssl              # cpu preset, 300 steps each
+  python -m experiments.studies.compare_ssl --steps=2000 --batch_size=256 --backbone=hybrid
 
 Each method's config is its `configs/<method>_vit_b.py:runlocal,backbone=B` (32x32 Model II
 lenses simulated on device) with the same batch size and steps. A thin caller of
 LensBench (`--config.only='^classify/model_ii/100/'`). Writes
-experiments/results/ssl_bench_<backbone>_<platform>.{md,json}.
+experiments/results/ssl_bench_<backbone>_<device>.{md,json}.
 """
-import json
 import os
-import sys
 
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # pylint: disable=g-import-not-at-top
-
-from experiments import common  # pylint: disable=g-import-not-at-top
-from lensfm import config_args
+from configs import byol_vit_b
+from configs import dino_vit_b
+from configs import mae_vit_b
+from configs import simclr_vit_b
+from experiments import results
+from experiments.studies import common
 from lensfm.tasks import pretrain
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "experiments", "results")
+CONFIGS = {"mae": mae_vit_b, "simclr": simclr_vit_b, "byol": byol_vit_b, "dino": dino_vit_b}
 _METHODS = flags.DEFINE_list("methods", ["mae", "simclr", "byol", "dino"], "SSL objectives.")
 _BACKBONE = flags.DEFINE_string("backbone", "vit", "vit | hybrid | resnet (MAE: not resnet).")
 _STEPS = flags.DEFINE_integer("steps", 300, "Pretraining steps per method.")
@@ -38,7 +35,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "/tmp/lensfm_ssl_bench", "Run director
 
 def pretrain_config(method: str):
   arg = "runlocal" + (f",backbone={_BACKBONE.value}" if method != "mae" else "")
-  c = config_args.load(os.path.join(ROOT, "configs", f"{method}_vit_b.py:{arg}"))
+  c = CONFIGS[method].get_config(arg)
   c.data.image_size = 32
   c.data.recipe_overrides = {"num_pix": 32}
   c.update(batch_size=_BATCH.value, total_steps=_STEPS.value, checkpoint_every=_STEPS.value,
@@ -57,11 +54,8 @@ def main(argv):
     summary = common.lensbench(workdir, os.path.join(workdir, "bench"), preset=_PRESET.value,
                                only=f"^classify/model_ii/100/{modes}/")
     table[method] = summary["table"]
-  stem = os.path.join(RESULTS, f"ssl_bench_{_BACKBONE.value}_{jax.devices()[0].platform}")
-  with open(stem + ".json", "w") as f:
-    json.dump({"steps": _STEPS.value, "batch_size": _BATCH.value, "preset": _PRESET.value,
-               "device_kind": jax.devices()[0].device_kind, "jax_version": jax.__version__,
-               "tables": table}, f, indent=2)
+  result = {"steps": _STEPS.value, "batch_size": _BATCH.value, "preset": _PRESET.value,
+            "tables": table}
   lines = [f"SSL objectives, {_STEPS.value} pretraining steps of batch {_BATCH.value}, "
            f"backbone {_BACKBONE.value}; LensBench {_PRESET.value} (test split, mean ± std "
            "over seeds).", "", "| method | row | fine-tuned | linear probe |", "|---|---|---|---|"]
@@ -70,9 +64,7 @@ def main(argv):
       cells = [row.get(m, {}) for m in ("finetune", "linear")]
       fmt = lambda s: "–" if not s or s.get("mean") is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
       lines.append(f"| {method} | {row['row']} | {fmt(cells[0])} | {fmt(cells[1])} |")
-  with open(stem + ".md", "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  print(results.write(results.stem("ssl_bench", _BACKBONE.value), result, lines))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 r"""Pretraining objectives compared on the same budget, scored on VALIDATION data only.
 
-  python experiments/compare_objectives.py \
+  python -m experiments.studies.compare_objectives \
       --pretrained=simclr+aux=W1,simclr=W2,simsup=W3,mae=W4 [--modes=linear,finetune]
 
 Each pretrained encoder (a workdir, or a shipped name such as lensfm:tiny; `random` = a
@@ -15,30 +15,28 @@ budgets and one row per (encoder, mode).
 import json
 import os
 import platform
-import sys
 import time
 
 from absl import app
 from absl import flags
 import jax
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from lensfm import config_args  # pylint: disable=g-import-not-at-top,wrong-import-position
-from lensfm.tasks import finetune  # pylint: disable=g-import-not-at-top,wrong-import-position
-from lensfm.train import loading  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import finetune_classify
+from experiments import results
+from lensfm.tasks import finetune
+from lensfm.train import loading
 
 _PRETRAINED = flags.DEFINE_string("pretrained", None, "name=path,... (path 'random': none).")
 _MODES = flags.DEFINE_list("modes", ["linear", "finetune"], "Adaptation modes.")
 _LABELS = flags.DEFINE_integer("labels", 100, "Labels per class.")
 _STEPS = flags.DEFINE_integer("steps", 150, "Fine-tuning steps (batch 64).")
 _VAL = flags.DEFINE_integer("val_examples", 768, "Validation lenses scored.")
-_OUT = flags.DEFINE_string("out", os.path.join(ROOT, "experiments", "results"), "Output dir.")
+_OUT = flags.DEFINE_string("out", results.RESULTS_DIR, "Output dir.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/lensfm_compare", "Scratch workdirs.")
 
 
 def run_one(path: str, mode: str, backbone_from: str, workdir: str) -> dict:
-  c = config_args.load(os.path.join(ROOT, f"configs/finetune_classify.py:runlocal,mode={mode}"))
+  c = finetune_classify.get_config(f"runlocal,mode={mode}")
   if path == "random":  # The backbone and grid of the first encoder, random weights.
     c.mode, c.init_from = "scratch", backbone_from
   else:
@@ -71,10 +69,7 @@ def main(argv):
   result = {"device": device, "jax": jax.__version__, "host": platform.node(),
             "labels_per_class": _LABELS.value, "steps": _STEPS.value, "batch": 64,
             "val_examples": _VAL.value, "split": "validation", "rows": rows}
-  os.makedirs(_OUT.value, exist_ok=True)
-  stem = os.path.join(_OUT.value, f"compare_objectives_{device.lower().replace(' ', '_')}")
-  with open(stem + ".json", "w") as f:
-    json.dump(result, f, indent=2)
+  stem = os.path.join(_OUT.value, os.path.basename(results.stem("compare_objectives")))
   lines = [f"# Pretraining objectives, Model II validation, {_LABELS.value} labels/class",
            "", f"Device {device}, JAX {jax.__version__}; fine-tuning {_STEPS.value} steps of "
            f"batch 64 (configs/finetune_classify.py:runlocal), {_VAL.value} validation lenses.",
@@ -82,9 +77,7 @@ def main(argv):
   for r in rows:
     lines.append(f"| {r['encoder']} | {r['mode']} | {r['val_auc_macro']:.3f} | "
                  f"{r['val_accuracy']:.3f} | {r['wall_s']} |")
-  with open(stem + ".md", "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  print(results.write(stem, result, lines))
 
 
 if __name__ == "__main__":

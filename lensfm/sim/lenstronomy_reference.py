@@ -1,4 +1,5 @@
-"""The same scenes rendered by lenstronomy, for tests, reference files and benchmarks.
+"""The same scenes rendered by lenstronomy, for tests (tests/test_sim_render.py), reference
+files (experiments/tools/make_sim_reference.py) and benchmarks (experiments/benchmarks/).
 
 lenstronomy is a test-only dependency: it is imported inside the functions. Parameters
 are one image's scene dict (see lensfm.sim.render), as numpy or jax arrays.

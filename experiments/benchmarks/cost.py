@@ -1,8 +1,8 @@
 r"""What the MAE train step costs as the work grows: FLOPs, peak memory and step time against
 image size, ViT size and batch, and which accelerators each configuration fits.
 
-  python experiments/bench_cost.py                          # the whole table
-  python experiments/bench_cost.py --vits=Ti,S --images=32  # a part of it
+  python -m experiments.benchmarks.cost                          # the whole table
+  python -m experiments.benchmarks.cost --vits=Ti,S --images=32  # a part of it
 
 The step is configs/mae_vit_b.py's (decoder 512 wide x 8 deep, mask ratio 0.75, bf16
 compute, float32 parameters and AdamW state), for ViT Ti, S, B, L and images 32, 64, 150
@@ -21,30 +21,41 @@ compiler's buffer assignment; a GPU's differs in detail (fusion, layouts), so tr
 projection as an estimate within tens of percent. Writes
 experiments/results/cost_<platform>.json and .md.
 """
-import argparse
 import json
 import math
 import os
-import sys
 import time
+import types
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import jax  # pylint: disable=g-import-not-at-top
+from absl import app
+from absl import flags
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import mae_vit_b  # pylint: disable=g-import-not-at-top
+from configs import mae_vit_b
+from experiments import results
 from lensfm import compilation_cache
-from lensfm.models import vit
-from lensfm.objectives import mae
+from lensfm.train import cost
 from lensfm.train import trainer as trainer_lib
 
-RESULTS = os.path.join(ROOT, "experiments", "results")
+flags.DEFINE_string("vits", "Ti,S,B,L", "ViT sizes.")
+flags.DEFINE_string("images", "32,64,150", "Image sides.")
+flags.DEFINE_string("fit_batches", "16,64", "Two batches per cell, compiled.")
+flags.DEFINE_string("check", "B,64,256",
+                    "ViT,image,batch compiled a third time to test the line ('' to skip).")
+flags.DEFINE_string("dtype", "bfloat16", "Compute dtype.")
+flags.DEFINE_float("time_gflop", 400., "Run and time steps up to this many GFLOP.")
+flags.DEFINE_integer("steps", 3, "Timed steps.")
+flags.DEFINE_bool("no_timing", False,
+                  "Only the compile-only analyses (a later --resume run times the steps).")
+flags.DEFINE_string("out", None, "JSON path (default experiments/results/cost_<device>.json).")
+flags.DEFINE_bool("resume", False,
+                  "Keep the cells (and checks) already in --out's JSON; measure the rest.")
+
 DEVICES_GB = (16, 40, 80, 141)
 TABLE_BATCHES = (16, 64, 256, 1024)
-HEADROOM = 0.8
+HEADROOM = cost.HEADROOM
 FSDP = 8
 PATCH_FOR_IMAGE = {32: 8, 64: 8, 150: 10}
 
@@ -76,33 +87,11 @@ def compile_step(size, image, batch, dtype):
 
 def analysed(compiled, state) -> dict:
   """Bytes and FLOPs of a compiled step, from XLA's analyses."""
-  mem = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return {"flops": float(cost.get("flops", math.nan)),
+  return {"flops": cost.step_flops(compiled),
           "state_bytes": sum(math.prod(l.shape) * l.dtype.itemsize
                              for l in jax.tree.leaves(state)),
-          "temp_bytes": mem.temp_size_in_bytes,
-          "peak_bytes": (mem.argument_size_in_bytes + mem.output_size_in_bytes
-                         + mem.temp_size_in_bytes - mem.alias_size_in_bytes)}
-
-
-def matmul_gflop_per_image(size: str, image: int, objective) -> dict:
-  """Training GFLOP per image of the matmuls (3x the forward pass): linear layers, which
-  grow with the tokens, and attention (scores and weighted sum), with tokens^2."""
-  d = vit.parse_variant(f"{size}/{PATCH_FOR_IMAGE[image]}")
-  tokens = (image // d["patch_size"]) ** 2
-  kept = mae.num_kept(tokens, objective.mask_ratio) + 1  # + the class token
-  width, mlp = d["width"], d["mlp_dim"]
-  dec_width, dec_mlp, dec_depth = (objective.decoder_width, objective.decoder_mlp_dim,
-                                   objective.decoder_depth)
-  pixels = d["patch_size"] ** 2
-  linear = (d["depth"] * kept * (8 * width**2 + 4 * width * mlp)         # qkv, out, MLP
-            + dec_depth * (tokens + 1) * (8 * dec_width**2 + 4 * dec_width * dec_mlp)
-            + 2 * kept * pixels * width                                   # patch embedding
-            + 2 * kept * width * dec_width + 2 * tokens * dec_width * pixels)  # to/from decoder
-  attention = 4 * (d["depth"] * kept**2 * width + dec_depth * (tokens + 1)**2 * dec_width)
-  return {"tokens": tokens, "linear": 3 * linear / 1e9, "attention": 3 * attention / 1e9}
+          "temp_bytes": compiled.memory_analysis().temp_size_in_bytes,
+          "peak_bytes": cost.peak_bytes(compiled)}
 
 
 def time_step(compiled, trainer, batch: int, image: int, steps: int) -> float:
@@ -121,17 +110,6 @@ def time_step(compiled, trainer, batch: int, image: int, steps: int) -> float:
   return (time.perf_counter() - t0) / steps
 
 
-def line_through(points) -> tuple[float, float]:
-  """(bytes at batch 0, bytes per example) of the line through two (batch, bytes)."""
-  (b1, p1), (b2, p2) = points
-  per_example = (p2 - p1) / (b2 - b1)
-  return p1 - per_example * b1, per_example
-
-
-def largest_batch(fixed: float, per_example: float, device_gb: float) -> int:
-  return max(0, int((HEADROOM * device_gb * 1e9 - fixed) // per_example))
-
-
 def measure_cell(size, image, args, objective) -> dict:
   """One (ViT, image) row: two compiles, the line through them, the projection."""
   compiles = []
@@ -141,8 +119,8 @@ def measure_cell(size, image, args, objective) -> dict:
     del compiled
   first = compiles[0]
   state_bytes = first["state_bytes"]
-  fixed, per_example = line_through([(c["batch"], c["peak_bytes"]) for c in compiles])
-  counted = matmul_gflop_per_image(size, image, objective)
+  fixed, per_example = cost.line_through([(c["batch"], c["peak_bytes"]) for c in compiles])
+  counted = cost.mae_matmul_gflop_per_image(f"{size}/{PATCH_FOR_IMAGE[image]}", image, objective)
   xla_gflop = first["flops"] / first["batch"] / 1e9
   row = {"vit": size, "patch": PATCH_FOR_IMAGE[image], "image": image,
          "tokens": counted["tokens"], "dtype": args.dtype,
@@ -154,9 +132,11 @@ def measure_cell(size, image, args, objective) -> dict:
          "fixed_gb": round(fixed / 1e9, 4),
          "activation_mb_per_example": round(per_example / 1e6, 3),
          "peak_gb": {str(b): round((fixed + per_example * b) / 1e9, 3) for b in TABLE_BATCHES},
-         "largest_batch": {f"{g}GB": largest_batch(fixed, per_example, g) for g in DEVICES_GB},
+         "largest_batch": {f"{g}GB": cost.largest_batch(fixed, per_example, g)
+                           for g in DEVICES_GB},
          "largest_batch_fsdp8": {
-             f"{g}GB": FSDP * largest_batch(fixed - state_bytes * (1 - 1 / FSDP), per_example, g)
+             f"{g}GB": FSDP * cost.largest_batch(fixed - state_bytes * (1 - 1 / FSDP),
+                                                 per_example, g)
              for g in DEVICES_GB},
          "compiles": [{k: c[k] for k in ("batch", "compile_s", "flops", "temp_bytes", "peak_bytes")}
                       for c in compiles],
@@ -214,23 +194,9 @@ def growth_notes(rows) -> list[str]:
   return notes
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--vits", default="Ti,S,B,L")
-  p.add_argument("--images", default="32,64,150")
-  p.add_argument("--fit_batches", default="16,64", help="Two batches per cell, compiled.")
-  p.add_argument("--check", default="B,64,256", help="ViT,image,batch compiled a third time "
-                 "to test the line ('' to skip).")
-  p.add_argument("--dtype", default="bfloat16")
-  p.add_argument("--time_gflop", type=float, default=400.,
-                 help="Run and time steps up to this many GFLOP.")
-  p.add_argument("--steps", type=int, default=3)
-  p.add_argument("--no_timing", action="store_true",
-                 help="Only the compile-only analyses (a later --resume run times the steps).")
-  p.add_argument("--out", default=None)
-  p.add_argument("--resume", action="store_true",
-                 help="Keep the cells (and checks) already in --out's JSON; measure the rest.")
-  args = p.parse_args()
+def main(argv):
+  del argv
+  args = types.SimpleNamespace(**flags.FLAGS.flag_values_dict())  # Also holds run state.
   args.fit_batches = [int(b) for b in args.fit_batches.split(",")]
   compilation_cache.enable()
   objective = config_for("Ti", 64, 16, args.dtype).objective
@@ -254,13 +220,13 @@ def main():
       write(rows, checks, args, load, time.perf_counter() - start)
 
 
-def output_path(args, platform: str) -> str:
-  return args.out or os.path.join(RESULTS, f"cost_{platform}.json")
+def output_path(args) -> str:
+  return args.out or results.stem("cost") + ".json"
 
 
 def previous(args) -> tuple[list, list, list]:
   """Rows, checks and commands of earlier (interrupted or partial) runs at --out."""
-  path = output_path(args, jax.devices()[0].platform)
+  path = output_path(args)
   if not os.path.isfile(path):
     return [], [], []
   with open(path) as f:
@@ -274,16 +240,14 @@ def write(rows, checks, args, load_start, seconds):
             "jax_version": jax.__version__, "cpu_count": os.cpu_count(), "dtype": args.dtype,
             "config": "configs/mae_vit_b.py (decoder 512 wide x 8 deep, mask 0.75, AdamW, "
                       "float32 parameters and optimizer state)",
-            "command": "python experiments/bench_cost.py " + " ".join(sys.argv[1:]),
+            "command": results.command(),
             "earlier_commands": args.earlier_commands,
             "fit_batches": args.fit_batches,
             "headroom": HEADROOM, "fsdp": FSDP, "rows": rows, "linearity_checks": checks,
             "growth": growth_notes(rows), "load_average_start": load_start,
             "load_average_end": os.getloadavg(), "wall_s": round(seconds, 1),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-  out = output_path(args, result["platform"])
-  with open(out, "w") as f:
-    json.dump(result, f, indent=2)
+  out = output_path(args)
   batches = " | ".join(f"peak GB @{b}" for b in TABLE_BATCHES)
   fits = " | ".join(f"max batch {g} GB" for g in DEVICES_GB)
   lines = [f"MAE train step cost: {result['config']}, {args.dtype} compute. XLA memory and cost "
@@ -312,10 +276,8 @@ def write(rows, checks, args, load_start, seconds):
     lines.append(f"- Line check, ViT-{c['vit']} {c['image']}x{c['image']} batch {c['batch']}: "
                  f"compiled peak {c['compiled_peak_gb']} GB, line {c['line_peak_gb']} GB "
                  f"({c['line_error']:+.1%}).")
-  with open(out.replace(".json", ".md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  print(results.write(os.path.splitext(out)[0], result, lines))
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -8,19 +8,22 @@ multi-plane, z_source_convention = 2.5, magnitude-based brightness), which pins 
 reduced-deflection quirk. tests/test_sim_render.py renders the same parameters with
 lensfm.sim and compares, without needing lenstronomy.
 
-  python experiments/make_sim_reference.py [--out tests/data/sim_reference]
+  python -m experiments.tools.make_sim_reference [--out=tests/data/sim_reference]
 """
-import argparse
 import json
 import os
-import sys
 
+from absl import app
+from absl import flags
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from experiments import lenstronomy_reference as ref  # pylint: disable=wrong-import-position
-from lensfm.sim import recipes  # pylint: disable=wrong-import-position
+from experiments import results
+from lensfm.sim import lenstronomy_reference as ref
+from lensfm.sim import recipes
+
+_OUT = flags.DEFINE_string('out', os.path.join(results.ROOT, 'tests', 'data', 'sim_reference'),
+                           'Where the .npz files go.')
 
 # (recipe, overrides, class rendered). One substructure-bearing class per recipe where
 # lenstronomy can express it (the randomized axion vortex is a line mass it lacks).
@@ -49,12 +52,9 @@ def reference_case(name, overrides, class_name, seed=SEED):
   return params, image, simapi
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--out', default=os.path.join(os.path.dirname(__file__), '..', 'tests',
-                                                    'data', 'sim_reference'))
-  args = parser.parse_args()
-  os.makedirs(args.out, exist_ok=True)
+def main(argv):
+  del argv
+  os.makedirs(_OUT.value, exist_ok=True)
   for name, overrides, class_name in CASES:
     params, image, simapi = reference_case(name, overrides, class_name)
     arrays = {f'params/{k}': v for k, v in ref.flatten_params(params).items()}
@@ -63,11 +63,11 @@ def main():
       arrays['simapi'] = simapi
     arrays['meta'] = np.asarray(json.dumps({'recipe': name, 'overrides': overrides,
                                             'class': class_name, 'seed': SEED}))
-    path = os.path.join(args.out, f'{name}.npz')
+    path = os.path.join(_OUT.value, f'{name}.npz')
     np.savez_compressed(path, **arrays)
     print(f'{path}: image {image.shape}, peak {image.max():.4g}, '
           f'{os.path.getsize(path) / 1024:.1f} KiB')
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

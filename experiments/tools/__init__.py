@@ -1,0 +1,1 @@
+"""Tools: reference files for the tests, and the lent accelerator's session scripts."""
