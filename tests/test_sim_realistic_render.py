@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import lenstronomy_reference as ref
+from lensfm.sim import lenstronomy_reference as ref
 from lensfm.sim import realistic
 from lensfm.sim import surveys
 

@@ -154,19 +154,28 @@ def _affine(image: jax.Array, method: str, stats: Optional[Mapping]):
   return None
 
 
-def denormalize(values: jax.Array, image: jax.Array, method: str,
-                stats: Optional[Mapping] = None) -> jax.Array:
-  """Inverse of `normalize(image, method, stats)` applied to `values`, which are in the
-  normalised units of `image` (any spatial size: statistics are per image or dataset)."""
+def _map_like(values: jax.Array, image: jax.Array, method: str, stats: Optional[Mapping],
+              inverse: bool) -> jax.Array:
+  """The map that normalises `image`, or its inverse, applied to `values`."""
   check_normalize(method, stats)
   image = jnp.asarray(image, jnp.float32)
   values = jnp.asarray(values, jnp.float32)
   affine = _affine(image, method, stats)
-  if affine is None:  # asinh
+  if affine is None:  # asinh, relative to the image's peak.
     peak = jnp.maximum(jnp.max(jnp.abs(image)), _EPS)
-    return jnp.sinh(values * math.asinh(1.0 / ASINH_SOFTENING)) * ASINH_SOFTENING * peak
+    norm = math.asinh(1.0 / ASINH_SOFTENING)
+    if inverse:
+      return jnp.sinh(values * norm) * ASINH_SOFTENING * peak
+    return jnp.arcsinh(values / (ASINH_SOFTENING * peak)) / norm
   offset, scale = affine
-  return values * scale + offset
+  return values * scale + offset if inverse else (values - offset) / scale
+
+
+def denormalize(values: jax.Array, image: jax.Array, method: str,
+                stats: Optional[Mapping] = None) -> jax.Array:
+  """Inverse of `normalize(image, method, stats)` applied to `values`, which are in the
+  normalised units of `image` (any spatial size: statistics are per image or dataset)."""
+  return _map_like(values, image, method, stats, inverse=True)
 
 
 def normalize_like(values: jax.Array, image: jax.Array, method: str,
@@ -174,15 +183,7 @@ def normalize_like(values: jax.Array, image: jax.Array, method: str,
   """`values` in the normalised units of `image`: the map `normalize(image, ...)` applies
   to `image`, applied to `values` (e.g. an LR image normalised by its HR image's map, so
   the pair keeps its relative brightness). The inverse of `denormalize`."""
-  check_normalize(method, stats)
-  image = jnp.asarray(image, jnp.float32)
-  values = jnp.asarray(values, jnp.float32)
-  affine = _affine(image, method, stats)
-  if affine is None:  # asinh
-    peak = jnp.maximum(jnp.max(jnp.abs(image)), _EPS)
-    return jnp.arcsinh(values / (ASINH_SOFTENING * peak)) / math.asinh(1.0 / ASINH_SOFTENING)
-  offset, scale = affine
-  return (values - offset) / scale
+  return _map_like(values, image, method, stats, inverse=False)
 
 
 # -- geometry ----------------------------------------------------------------------
