@@ -51,6 +51,7 @@ from lensfm.sim import populations
 from lensfm.sim import priors
 from lensfm.sim import profiles
 from lensfm.sim import recipes
+from lensfm.sim import render as render_lib
 from lensfm.sim import surveys
 
 NEGATIVE_KINDS = ('alone', 'neighbours', 'arcs', 'merger')
@@ -81,11 +82,7 @@ def deflection(params, x, y):
     if name in params and params[name]['Rs'].shape[-1]:
       tx, ty = profiles.sum_over_components(profiles.tnfw, x, y, params[name])
       ax, ay = ax + tx, ay + ty
-  if 'line_mass' in params:
-    lm = params['line_mass']
-    lx, ly = profiles.uniform_line_mass(x, y, lm['theta_e_total'], lm['half_length'],
-                                        lm['angle'], lm['center_x'], lm['center_y'])
-    ax, ay = ax + lx, ay + ly
+  ax, ay = render_lib.add_line_mass(params, x, y, ax, ay)
   scale = params['deflection_scale']
   return ax * scale, ay * scale
 

@@ -46,11 +46,7 @@ def deflection(params, x, y):
     vx, vy = profiles.point_mass_string(x, y, v['theta_e_total'], v['half_length'], v['angle'],
                                         VORTEX_POINTS, v['center_x'], v['center_y'])
     ax, ay = ax + vx, ay + vy
-  if 'line_mass' in params:
-    lm = params['line_mass']
-    lx, ly = profiles.uniform_line_mass(x, y, lm['theta_e_total'], lm['half_length'],
-                                        lm['angle'], lm['center_x'], lm['center_y'])
-    ax, ay = ax + lx, ay + ly
+  ax, ay = add_line_mass(params, x, y, ax, ay)
   if 'tnfw' in params and params['tnfw']['Rs'].shape[-1]:
     tx, ty = profiles.sum_over_components(profiles.tnfw, x, y, params['tnfw'])
     ax, ay = ax + tx, ay + ty
@@ -151,3 +147,13 @@ def render_skipping_absent(render_one, params, group=16):
                        (grouped, group_code))
   images = images.reshape((n,) + images.shape[2:])
   return images[jnp.argsort(order)]
+
+
+def add_line_mass(params, x, y, ax, ay):
+  """(ax, ay) plus the deflection of params['line_mass'], when the scene has one."""
+  if 'line_mass' not in params:
+    return ax, ay
+  lm = params['line_mass']
+  lx, ly = profiles.uniform_line_mass(x, y, lm['theta_e_total'], lm['half_length'],
+                                      lm['angle'], lm['center_x'], lm['center_y'])
+  return ax + lx, ay + ly

@@ -121,15 +121,15 @@ def check_finite(image: np.ndarray, where: str) -> None:
 
 
 def guarded(items: Iterable, make_example: Callable, report: BuildReport,
-            skip_bad: bool) -> Iterator:
-  """Yields make_example(item) for each item; a BadInputError is re-raised
-  with a hint, or (skip_bad) counted in `report` and skipped."""
+            skip_bad: bool, catch: type = BadInputError) -> Iterator:
+  """Yields make_example(item) for each item; a `catch` error (one naming the bad file)
+  is re-raised with a hint, or (skip_bad) counted in `report` and skipped."""
   for item in items:
     try:
       example = make_example(item)
-    except BadInputError as error:
+    except catch as error:
       if not skip_bad:
-        raise error.with_skip_hint() from error
+        raise error.with_skip_hint() from None
       report.skip(error)
       continue
     yield example

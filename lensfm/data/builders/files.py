@@ -259,7 +259,7 @@ def make_plan(manual_dir: str, args: dict, report: base.BuildReport, skip_bad: b
                          "source_pixel_scale (arcsec/pixel) for every file.", "no_wcs")
     return row, shape, _scale_key(scale)
 
-  splits = {split: list(_guarded(rows, probed, report, skip_bad))
+  splits = {split: list(base.guarded(rows, probed, report, skip_bad, BadFileError))
             for split, rows in by_split.items()}
   splits = {k: v for k, v in _consistent(splits, channels, report, skip_bad).items() if v}
   every = [p for probes in splits.values() for p in probes]
@@ -273,20 +273,6 @@ def make_plan(manual_dir: str, args: dict, report: base.BuildReport, skip_bad: b
   splits_from = ("seeded" if not source.has_splits else
                  "folders" if source.kind == "folder" else "split column")
   return Plan(source, splits, shape, scale, bands, splits_from, note, moved)
-
-
-def _guarded(items, make, report: base.BuildReport, skip_bad: bool):
-  """make(item) for each item; a BadFileError stops the build (with a hint) or, with
-  skip_bad, is counted and skipped."""
-  for item in items:
-    try:
-      out = make(item)
-    except BadFileError as error:
-      if not skip_bad:
-        raise error.with_skip_hint() from None
-      report.skip(error)
-      continue
-    yield out
 
 
 def _consistent(splits: dict, channels: Optional[int], report, skip_bad: bool) -> dict:
@@ -308,7 +294,7 @@ def _consistent(splits: dict, channels: Optional[int], report, skip_bad: bool) -
                          "source_pixel_scale (arcsec/pixel) for every file.", "no_wcs")
     return probed
 
-  return {split: list(_guarded(probes, check, report, skip_bad))
+  return {split: list(base.guarded(probes, check, report, skip_bad, BadFileError))
           for split, probes in splits.items()}
 
 
@@ -388,7 +374,8 @@ class Files(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split: str, probes):
     probes = tqdm.tqdm(probes, desc=f"files/{self.builder_config.name} {split}",
                        unit="file", disable=not self._progress, mininterval=1.0)
-    for key, example in _guarded(probes, self._example, self.report, self._skip_bad):
+    for key, example in base.guarded(probes, self._example, self.report,
+                                         self._skip_bad, BadFileError):
       self.report.wrote(split)
       if split == "train":
         self._stats.add(example["image"])
