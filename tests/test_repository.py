@@ -54,3 +54,29 @@ def test_every_referenced_repository_file_exists():
             os.path.join(ROOT, ref)):
           missing.append(f"{name} -> {ref}")
   assert not missing, missing
+
+
+def _grep(pattern: str, *folders: str) -> list[str]:
+  found = []
+  for folder in folders:
+    for directory, _, files in os.walk(os.path.join(ROOT, folder)):
+      for f in files:
+        if f.endswith(".py"):
+          path = os.path.join(directory, f)
+          for n, line in enumerate(open(path), 1):
+            if re.search(pattern, line):
+              found.append(f"{os.path.relpath(path, ROOT)}:{n}: {line.strip()}")
+  return found
+
+
+def test_models_compute_what_their_config_says():
+  """No platform special case inside a model: precision comes in through the config."""
+  assert not _grep(r"default_backend", "lensfm/models")
+
+
+def test_tasks_and_evaluators_ask_interfaces_instead_of_probing():
+  assert not _grep(r"hasattr\(", "lensfm/tasks", "lensfm/evaluators")
+
+
+def test_experiments_run_as_modules():
+  assert not _grep(r"sys\.path", "experiments")
