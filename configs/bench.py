@@ -63,6 +63,7 @@ def get_config(arg=None):
   c.extra_datasets = ""
   c.only = ""
   c.fail_fast = False
+  c.model_dtype = ""  # Every row's compute dtype ('' = the checkpoint's / recipe's).
   c.mesh = (("data", -1), ("fsdp", 1))
   # Baselines-only runs (no init_from) use this backbone and grid.
   c.default_model = common.runlocal_vit() if small else dict(

@@ -154,6 +154,8 @@ def run_config(config, row, bb) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict(recipe.to_dict())
   if contract.ADOPTION[row["mode"]].backbone:
     c.model = bb["model"]
+  if config.get("model_dtype", ""):  # A speed field: bfloat16 on CPU is 1.6-2x fp32.
+    c.model.dtype = config.model_dtype
   c.init_from = bb["path"] if row["mode"] in CHECKPOINT_MODES else ""
   c.seed = row["seed"]
   c.batch_size = int(config.batch_size)
