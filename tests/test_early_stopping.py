@@ -76,6 +76,9 @@ class Scripted:
     self.steps.append(step)
     return {"auc_macro": SCRIPT[step], "accuracy": 0.5}
 
+  def final_report(self, state, step):
+    self.reported = (step, int(state["step"]))
+
 
 def test_run_stops_keeps_best_and_resumes_after_a_crash(tmp_path, capsys):
   workdir = str(tmp_path / "run")
@@ -89,6 +92,7 @@ def test_run_stops_keeps_best_and_resumes_after_a_crash(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "Resuming from checkpoint step 6" in out and "Early stopping at step 10" in out
   assert second.steps == [8, 10] and summary["final_step"] == 10
+  assert second.reported == (4, 4)  # The figures are the best state's.
   es = summary["early_stopping"]
   assert (es["best_step"], es["best_value"], es["evaluations"]) == (4, 0.6, 5)
   assert es["stopped_early"] and not es["hit_cap"] and 0 < es["seconds_to_best"] <= es["seconds"]

@@ -367,6 +367,8 @@ class Trainer:
           if every(config.get("visualize_every", 0), step):
             watchdog.beat(step, f"drawing pictures at step {step}")
             writer.write_pictures(step, {"visualize": self.visualize(state, batch, step)})
+        if selection is not None and not preempted.is_set():
+          self._report_best(selection, evaluators, watchdog, step)
     finally:
       # Also on errors (NonFiniteError, a failing input): the checkpoint being written in
       # the background is completed, not cut off half-way by the exit.
@@ -391,6 +393,19 @@ class Trainer:
       _log(f"Received {preempted.signal_name()}: saved a checkpoint at step {step} in "
            f"{ckpt.directory}; exiting. Run the same command again to continue.")
     return summary
+
+  def _report_best(self, selection, evaluators, watchdog, step):
+    """The early-stopping evaluator's figures and full report, of the best state (read
+    back from WORKDIR/best/), when the evaluator writes them (`final_report`)."""
+    report = getattr(evaluators[selection.eval_name][1], "final_report", None)
+    if report is None or selection.tracker.best is None:
+      return
+    watchdog.beat(step, "reporting the best state")
+    best = selection.checkpointer()
+    best.wait()
+    restored = best.restore_latest_intact(self.abstract_with_shardings())
+    if restored is not None:
+      report(restored[1], restored[0])
 
   @functools.cached_property
   def _replicate_for_pictures(self):
