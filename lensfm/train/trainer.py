@@ -306,6 +306,12 @@ class Trainer:
     t_last, n_last = None, start
     step, metrics, saved = start, {}, start
     in_flight = collections.deque()  # An output of each step still running.
+
+    def save(step):
+      self._check_finite(jax.device_get(metrics))  # Never save after a fault ('error').
+      watchdog.beat(step, f"saving checkpoint step {step}")
+      ckpt.save(step, state, train_input.get_state(), config.to_dict())
+      return step
     try:
       with jax.set_mesh(self.mesh):
         for step in range(start + 1, total + 1):
@@ -340,10 +346,7 @@ class Trainer:
             writer.write(step, metrics)
           writer.advance(step)
           if every(config.get("checkpoint_every", 1000), step) or last:
-            self._check_finite(jax.device_get(metrics))  # Never save after a fault ('error').
-            watchdog.beat(step, f"saving checkpoint step {step}")
-            ckpt.save(step, state, train_input.get_state(), config.to_dict())
-            saved = step
+            saved = save(step)
           if stop:
             break  # Preempted: no evaluations or pictures, the grace period is short.
           for name, (every_n, evaluator) in evaluators.items():
@@ -351,14 +354,13 @@ class Trainer:
               watchdog.beat(step, f"evaluating {name!r} at step {step}")
               results = evaluator.run(state, step)
               writer.write(step, {f"{name}/{k}": v for k, v in results.items()})
-              if selection is not None and selection.observe(name, step, results,
-                                                             save_at(step, state)):
-                if saved != step:  # A resumed run never restarts before its best step.
-                  ckpt.save(step, state, train_input.get_state(), config.to_dict())
-                  saved = step
+              if (selection is not None and selection.observe(name, step, results,
+                                                              save_at(step, state))
+                  and saved != step):
+                saved = save(step)  # A resumed run never restarts before its best step.
           if selection is not None and selection.tracker.should_stop:
             if saved != step:
-              ckpt.save(step, state, train_input.get_state(), config.to_dict())
+              saved = save(step)
             _log(f"Early stopping at step {step}: {rule.metric} has not improved for "
                  f"{rule.patience} evaluations; the best, at step "
                  f"{selection.tracker.best and selection.tracker.best['step']}, is in "
