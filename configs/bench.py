@@ -15,10 +15,11 @@ at config.cap_steps); BENCH.md has a table for each. Presets:
   cpu          Model II classification at 100 and all labels/class, the four modes, one
                seed, in both regimes: 200 steps of batch 32 per budget run; converged
                runs validate every 50 steps on 300 examples, patience 5, cap 1,500,
-               3 learning rates; ResNet-18 at width 16. Estimated ~4 h of rows on one
-               core for lensfm:tiny (48 px), ~2 h of wall time split over two processes
-               (README); other rows with --config.only after widening config.labels,
-               config.other_tasks etc. --config.model_dtype=bfloat16 is ~1.6-2x faster.
+               3 learning rates; ResNet-18 at width 16. Estimated ~2-2.5 h of rows on
+               one core for lensfm:tiny (48 px), ~70 min of wall time split over two
+               processes (README), about twice that for lensfm:small (64 px);
+               --config.model_dtype=bfloat16 is 1.3-1.6x faster (experiments/results/
+               bench_bf16_check_cpu.md).
   cpu_budget   the earlier cpu table, budget regime only: every row, 3 seeds at 10 and
                100 labels, 200 steps (150 for super-resolution and lens finding): 102
                min of rows on one core for lensfm:tiny, ~60 min on two processes.
