@@ -134,6 +134,17 @@ def downstream_loop(c: ml_collections.ConfigDict, *, runlocal: bool) -> None:
   # No step boundary (a save or an evaluation included) for this long: the process
   # says where it is stuck and exits non-zero (0 = off).
   c.watchdog_seconds = 1800
+  # Off until a metric is named: --config.early_stopping.metric=val/auc_macro.
+  c.early_stopping = early_stopping(metric="")
+
+
+def early_stopping(metric: str, mode: str = "max", every: int = 0, patience: int = 5,
+                   min_delta: float = 0.) -> dict:
+  """config.early_stopping (lensfm/train/early_stopping.py): stop when `metric` (e.g.
+  'val/auc_macro', an evaluator's) has not improved by min_delta for `patience`
+  evaluations, made every `every` steps (0: the evaluator's); the best state is kept
+  and total_steps is the cap. metric='' = off."""
+  return dict(metric=metric, mode=mode, every=every, patience=patience, min_delta=min_delta)
 
 
 def adamw(base_lr: float, warmup_steps: int, *, b2: float = 0.999, weight_decay: float,

@@ -93,3 +93,37 @@ def test_an_interrupted_bench_resumes_at_the_next_row(ran, capsys):
   assert "error" not in json.loads(open(failed).read())
   assert again["rows"][0] == kept
   assert len(again["rows"]) == len(rows) and not again["errors"]
+
+
+def test_converged_rows_report_best_step_time_search_and_both_tables(ran):
+  root, _, summary = ran
+  converged = [r for r in summary["rows"] if r["regime"] == "converged"]
+  assert [r["id"] for r in converged] == ["converged/classify/model_ii/10/finetune/s0",
+                                          "converged/classify/model_ii/10/scratch/s0"]
+  for r in converged:
+    search = r["lr_search"]
+    assert [x["lr_factor"] for x in search] == [1.0, 3.0]
+    chosen = search[bench.choose(search, lower_is_better=False)]
+    assert r["lr_factor"] == chosen["lr_factor"]
+    # The state scored is the chosen run's best-validation state.
+    assert r["scores"]["validation"]["auc_macro"] == pytest.approx(chosen["validation"])
+    assert r["steps_to_best"] == chosen["best_step"] and r["steps_to_best"] % 10 == 0
+    assert 0 < r["steps_to_best"] <= r["steps"] <= 30
+    assert 0 < r["seconds_to_best"] <= r["train_seconds"]
+    assert r["early_stopping"]["stopped_early"] != r["hit_cap"]
+    assert "test" not in json.dumps(search)  # The search never saw a test score.
+  text = (root / "bench" / "BENCH.md").read_text()
+  assert "## At convergence (accuracy ceiling)" in text
+  assert "## At a fixed budget (compute efficiency)" in text
+  assert " steps, " in text.split("## At a fixed budget")[0]
+  assert "[1] ML4SCI/DeepLense" in text
+  on_disk = json.loads((root / "bench" / "bench.json").read_text())
+  assert on_disk["table_converged"] and on_disk["table"]
+
+
+def test_the_learning_rate_is_chosen_on_validation_only():
+  runs = [{"validation": 0.8, "test": 0.99}, {"validation": 0.9, "test": 0.5},
+          {"validation": None}, {"validation": float("nan")}]
+  assert bench.choose(runs, lower_is_better=False) == 1
+  assert bench.choose([{"validation": 0.3}, {"validation": 0.2}, {"validation": None}],
+                      lower_is_better=True) == 1

@@ -26,8 +26,9 @@ def lensbench(init_from: str, workdir: str, *, preset: str = "cpu", only: str = 
   """Runs LensBench (configs/bench.py:preset=PRESET) on a checkpoint, restricted to the
   rows matching `only`; copies BENCH.md / bench.json / plots to RESULTS_STEM.* (a
   results.stem: BENCH.md names the device, JAX version and config)."""
-  c = bench_config.get_config(f"preset={preset}")
-  c.update(init_from=init_from, only=only, **overrides)
+  # The studies compare checkpoints at the fixed budget (the earlier 'cpu' table).
+  c = bench_config.get_config(f"preset={ {'cpu': 'cpu_budget'}.get(preset, preset) }")
+  c.update(init_from=init_from, only=only, **{"regimes": ("budget",), **overrides})
   summary = bench.run(c, workdir)
   if results_stem:
     os.makedirs(os.path.dirname(results_stem), exist_ok=True)

@@ -7,7 +7,8 @@ Every `every` steps and at the end, `Evaluator.run` evaluates the current parame
 on the split and returns the task's scalar metrics (`objective.summarize`), which the trainer
 logs as 'val/<metric>' (so they are in metrics.jsonl, TensorBoard and, at the end,
 summary.json). At the last step it also writes the task's figures and the full report
-(with the confusion matrix) to WORKDIR/<plots_dir>/.
+(with the confusion matrix) to WORKDIR/<plots_dir>/; under config.early_stopping the
+trainer has `final_report` write them again for the best state once the run ends.
 
 Eval config fields (besides type and every; defaults: `DEFAULTS`):
   split: for the simulator a separate stream of fresh examples.
@@ -51,14 +52,20 @@ class Evaluator:
     self.eval_fn = jax.jit(objective.eval_outputs)
     self.pictures_fn = jax.jit(objective.pictures)
 
-  def run(self, state, step) -> dict[str, float]:
+  def run(self, state, step, final: bool = False) -> dict[str, float]:
+    """The metrics of `state`; with `final` (default: at the last step) also the
+    figures and the full report."""
     eval_input.rewind(self.input)
     params, extra = state["params"], state["extra"]
     outputs, first = common.collect(self.eval_fn, params, extra, self.input, self.num_batches)
     result, details = self.objective.summarize(outputs)
-    if step >= self.total_steps and self.plots_dir and jax.process_index() == 0:
+    if (final or step >= self.total_steps) and self.plots_dir and jax.process_index() == 0:
       self.write_final(result, details, params, extra, first, step)
     return result
+
+  def final_report(self, state, step) -> dict[str, float]:
+    """Figures and full report of `state` (an early-stopped run's best, at its step)."""
+    return self.run(state, step, final=True)
 
   def write_final(self, result, details, params, extra, first, step):
     directory = os.path.join(self.workdir, self.plots_dir)

@@ -25,8 +25,22 @@ Rows (a row = one training run, scored on the fixed sets of `bench_sets`):
       trained with 100 labels per class and scored on their test split.
 Every row reports validation and test metrics: tune on validation, report test.
 
-Budgets: config.steps[task] steps of config.batch_size per run (the same for every mode);
-compiled train steps are shared by every run with the same model, objective, optimizer and
+Two regimes (config.regimes), each row in both (config.converge_only: a regex limiting
+the converged ones):
+  budget      config.steps[task] steps of config.batch_size per run, the same for every
+              mode, the recipe's learning rate: compute efficiency (ids as above);
+  converged   'converged/<id>': every mode gets the same search, chosen on validation
+              only: one run per learning rate config.lr_grid (factors of the recipe's),
+              each validated on the row's validation split every
+              config.early_stopping.every steps and stopped after `patience` validations
+              without improvement (cap config.cap_steps[task], also the cosine
+              schedule's length; rows say when it was reached), its best-validation
+              state kept; the best run's state is scored on the test split. Rows report
+              steps and seconds to the best validation score and the whole search.
+Both regimes share the augmentations of the task's recipe (configs/<task>.py).
+config.model_dtype ('' = the checkpoint's) sets every row's compute dtype (bfloat16 on
+CPU: see experiments/results/bench_bf16_check_cpu.md).
+Compiled train steps are shared by every run with the same model, objective, optimizer and
 budget (seeds and label counts reuse them). Progress prints the row; each row's result is
 written atomically to DIR/rows/<row>.json as it ends, and a restarted bench skips the rows
 already scored (resume at the next row; a row that failed is run again). At the end: DIR/bench.json (meta: device, JAX
@@ -63,17 +77,39 @@ TASK_SETS = {"regress": "axion", "superres": "superres", "lensfind": "lensfind"}
 # The headline metric of each task (higher is better except MAE).
 HEADLINE = {"classify": "auc_macro", "regress": "mae_log10_axion_mass",
             "superres": "psnr_gain_db", "lensfind": "auc", "extra": "auc_macro"}
+LOWER_IS_BETTER = ("regress",)
+# 'budget': config.steps[task] steps (compute efficiency); 'converged': early stopping on
+# the validation split, learning rate chosen on it from config.lr_grid (accuracy ceiling).
+REGIMES = ("budget", "converged")
 
 
 # -- the rows ---------------------------------------------------------------------------
 
 
-def row_id(task, data, labels, mode, seed) -> str:
-  return f"{task}/{data}/{labels or 'all'}/{mode}/s{seed}"
+def row_id(task, data, labels, mode, seed, regime="budget") -> str:
+  rid = f"{task}/{data}/{labels or 'all'}/{mode}/s{seed}"
+  return rid if regime == "budget" else f"{regime}/{rid}"
 
 
 def plan_rows(config, has_checkpoint: bool) -> list[dict]:
-  """Every row of the bench, in running order."""
+  """Every row of the bench, in running order: the fixed-budget rows, then their
+  converged twins (config.regimes; config.converge_only limits the latter)."""
+  rows = []
+  for regime in config.get("regimes", ("budget",)):
+    if regime not in REGIMES:
+      raise errors.UserError(f"config.regimes: {regime!r} is not one of {REGIMES}.")
+    only = config.get("converge_only", "") if regime == "converged" else ""
+    rows += [{**r, "id": row_id(r["task"], r["data"], r["labels"], r["mode"], r["seed"],
+                                regime), "regime": regime}
+             for r in _plan_budget_rows(config, has_checkpoint)
+             if not only or re.search(only, r["id"])]
+  pattern = config.get("only", "")
+  if pattern:
+    rows = [r for r in rows if re.search(pattern, r["id"])]
+  return rows
+
+
+def _plan_budget_rows(config, has_checkpoint: bool) -> list[dict]:
   modes = [m for m in config.modes if has_checkpoint or m not in CHECKPOINT_MODES]
   seeds = list(config.seeds)
   rows = []
@@ -97,9 +133,6 @@ def plan_rows(config, has_checkpoint: bool) -> list[dict]:
   for name, directory in extra_datasets(config.get("extra_datasets", "")):
     for mode in other_modes:
       add("extra", name, config.transfer_labels, mode, seeds[0], manual_dir=directory)
-  pattern = config.get("only", "")
-  if pattern:
-    rows = [r for r in rows if re.search(pattern, r["id"])]
   return rows
 
 
@@ -154,11 +187,18 @@ def run_config(config, row, bb) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict(recipe.to_dict())
   if contract.ADOPTION[row["mode"]].backbone:
     c.model = bb["model"]
+  if config.get("model_dtype", ""):  # A speed field: bfloat16 on CPU is 1.6-2x fp32.
+    c.model.dtype = config.model_dtype
   c.init_from = bb["path"] if row["mode"] in CHECKPOINT_MODES else ""
   c.seed = row["seed"]
   c.batch_size = int(config.batch_size)
   c.total_steps = int(config.steps[task])
   c.optim.warmup_steps = max(c.total_steps // 10, 1)
+  c.early_stopping = {"metric": ""}
+  if row.get("regime") == "converged":  # The budget's warmup; the cap is rarely reached.
+    c.total_steps = int(config.cap_steps[task])
+    c.early_stopping = dict(utils.as_dict(config.early_stopping), metric=HEADLINE[row["task"]],
+                            mode="min" if task in LOWER_IS_BETTER else "max")
   c.evals = {}
   c.progress_bar = False
   d = c.data
@@ -186,7 +226,7 @@ def run_config(config, row, bb) -> ml_collections.ConfigDict:
 def _key(c) -> str:
   return json.dumps({k: c[k].to_dict() if isinstance(c[k], ml_collections.ConfigDict)
                      else c[k] for k in ("model", "objective", "optim", "batch_size",
-                                         "total_steps", "mesh")}
+                                         "total_steps", "mesh", "early_stopping")}
                     | {"grid": [c.data.image_size, c.data.pixel_scale, c.data.channels]},
                     sort_keys=True, default=str)
 
@@ -203,8 +243,9 @@ def trainer_for(c, workdir: str, trainers: dict) -> trainer_lib.Trainer:
   return trainers[key]
 
 
-def train(c, workdir: str, trainers: dict, start_from):
-  """Trains one run in-process; returns (trainer, state, seconds, final loss)."""
+def train(c, workdir: str, trainers: dict, start_from, validate=None):
+  """Trains one run in-process; returns (trainer, state, seconds, final loss, early
+  stopping summary or None). `validate(trainer, state) -> float` for early stopping."""
   start = time.time()
   c = finetune.prepare_config(c)  # The objective's data-dependent fields.
   start_from = start_from if c.init_from else None
@@ -214,13 +255,14 @@ def train(c, workdir: str, trainers: dict, start_from):
   source = data_lib.make_input(c.data, global_batch_size=c.batch_size,
                                sharding=trainer.data_sharding, seed=c.seed)
   try:
-    state, metrics = trainer.train_in_memory(
-        source, rng=jax.random.fold_in(jax.random.key(c.seed), 1), start_from=start_from)
+    state, metrics, stopping = trainer.train_in_memory(
+        source, rng=jax.random.fold_in(jax.random.key(c.seed), 1), start_from=start_from,
+        validate=None if validate is None else lambda s: validate(trainer, s))
   finally:
     source.close()
-  if not np.isfinite(float(metrics["loss"])):
+  if not np.isfinite(float(metrics["loss"])) and stopping is None:
     raise FloatingPointError(f"non-finite training loss {metrics['loss']}")
-  return trainer, state, time.time() - start, float(metrics["loss"])
+  return trainer, state, time.time() - start, float(metrics["loss"]), stopping
 
 
 # -- scoring on the fixed sets ------------------------------------------------------------
@@ -266,23 +308,91 @@ def data_dir(config) -> str:
   return os.path.expanduser(config.get("data_dir", "") or bench_sets.default_dir())
 
 
-def run_row(config, row, bb, workdir, trainers: dict) -> dict:
-  c = run_config(config, row, bb)
-  trainer, state, train_seconds, loss = train(c, os.path.join(workdir, "scratch"), trainers,
-                                              bb["checkpoint"])
+def row_data(row) -> str:
+  return row["data"] if row["task"] == "classify" else TASK_SETS.get(row["task"], row["data"])
+
+
+def scores_of(config, row, c, trainer, state) -> dict:
+  """Every split's (and the transfer sets') metrics of a trained state."""
   scores = {}
   for split in bench_sets.SPLITS:
     if row["task"] == "extra":
       scores[split] = score_tfds(c, split, trainer, state)
     else:
-      data = row["data"] if row["task"] == "classify" else TASK_SETS[row["task"]]
-      scores[split] = score_set(config, data, split, c, trainer, state)
+      scores[split] = score_set(config, row_data(row), split, c, trainer, state)
   if row.get("transfer"):
     for name in TRANSFER_SETS:
       scores[f"{name}/test"] = score_set(config, name, "test", c, trainer, state)
+  return scores
+
+
+def run_row(config, row, bb, workdir, trainers: dict) -> dict:
+  if row.get("regime") == "converged":
+    return run_converged(config, row, bb, workdir, trainers)
+  c = run_config(config, row, bb)
+  trainer, state, train_seconds, loss, _ = train(c, os.path.join(workdir, "scratch"),
+                                                 trainers, bb["checkpoint"])
   return {"train_seconds": train_seconds, "final_loss": loss, "steps": c.total_steps,
+          "steps_to_best": c.total_steps, "seconds_to_best": train_seconds,
           "batch_size": c.batch_size, "model": c.model.get("name"),
-          "init_from": c.get("init_from", ""), "scores": scores}
+          "init_from": c.get("init_from", ""),
+          "scores": scores_of(config, row, c, trainer, state)}
+
+
+def validator(config, row, c):
+  """validate(trainer, state) -> the row's headline metric on its validation split (the
+  set's batches made once)."""
+  key, batches = HEADLINE[row["task"]], []
+  if row["task"] == "extra":
+    return lambda trainer, state: score_tfds(c, "validation", trainer, state)[key]
+
+  def validate(trainer, state):
+    if not batches:
+      arrays = bench_sets.load_set(data_dir(config), row_data(row), "validation",
+                                   int(config.set_sizes["validation"]))
+      batches.extend(set_batches(arrays, bench_sets.pixel_scale(row_data(row)), c,
+                                 trainer.data_sharding))
+    return summarize(trainer, state, batches)[key]
+  return validate
+
+
+def choose(runs: list[dict], lower_is_better: bool) -> int:
+  """The index of the run with the best validation score (never a test score)."""
+  values = [r["validation"] if r["validation"] is not None and np.isfinite(r["validation"])
+            else (np.inf if lower_is_better else -np.inf) for r in runs]
+  return int(np.argmin(values) if lower_is_better else np.argmax(values))
+
+
+def run_converged(config, row, bb, workdir, trainers: dict) -> dict:
+  """One run per learning rate of config.lr_grid (x the recipe's), each early-stopped on
+  the validation split; the best validation run is scored on every split."""
+  runs, best = [], None
+  lower = row["task"] in LOWER_IS_BETTER
+  for factor in config.lr_grid:
+    c = run_config(config, row, bb)
+    c.optim.base_lr = float(c.optim.base_lr) * float(factor)
+    trainer, state, seconds, loss, stopping = train(
+        c, os.path.join(workdir, "scratch"), trainers, bb["checkpoint"],
+        validate=validator(config, row, c))
+    runs.append({"lr_factor": float(factor), "base_lr": c.optim.base_lr,
+                 "validation": stopping["best_value"], "best_step": stopping["best_step"],
+                 "seconds_to_best": stopping["seconds_to_best"], "steps": stopping["steps"],
+                 "seconds": seconds, "hit_cap": stopping["hit_cap"], "final_loss": loss})
+    print(f"  lr x{factor:g}: validation {HEADLINE[row['task']]} {stopping['best_value']} at "
+          f"step {stopping['best_step']} of {stopping['steps']}"
+          + (" (cap reached)" if stopping["hit_cap"] else ""), flush=True)
+    if choose(runs, lower) == len(runs) - 1:
+      best = (c, trainer, state, stopping)
+    del state
+  c, trainer, state, stopping = best
+  chosen = runs[choose(runs, lower)]
+  return {"train_seconds": float(sum(r["seconds"] for r in runs)), "steps": stopping["steps"],
+          "steps_to_best": stopping["best_step"], "seconds_to_best": stopping["seconds_to_best"],
+          "hit_cap": stopping["hit_cap"], "lr_factor": chosen["lr_factor"], "lr_search": runs,
+          "early_stopping": {k: v for k, v in stopping.items() if k != "best_metrics"},
+          "cap_steps": c.total_steps, "batch_size": c.batch_size, "model": c.model.get("name"),
+          "init_from": c.get("init_from", ""),
+          "scores": scores_of(config, row, c, trainer, state)}
 
 
 # -- the bench -------------------------------------------------------------------------
@@ -308,6 +418,11 @@ def meta(config, bb) -> dict:
           "normalize": bb["normalize"], "device_kind": jax.devices()[0].device_kind,
           "num_devices": jax.device_count(), "jax_version": jax.__version__,
           "steps": config.steps.to_dict(), "batch_size": int(config.batch_size),
+          "regimes": list(config.get("regimes", ("budget",))),
+          "cap_steps": utils.as_dict(config.get("cap_steps", None)),
+          "early_stopping": utils.as_dict(config.get("early_stopping", None)),
+          "lr_grid": list(config.get("lr_grid", (1.,))),
+          "model_dtype": config.get("model_dtype", "") or bb["model"].get("dtype"),
           "seeds": list(config.seeds), "set_sizes": config.set_sizes.to_dict(),
           "resnet": config.recipes.classify.resnet.model.to_dict()}
 

@@ -1,5 +1,6 @@
-"""LensBench's outputs: the aggregated table (mean ± std over seeds), bench.json, BENCH.md
-and the plots (label efficiency with error bars, cross-instrument bars)."""
+"""LensBench's outputs: the aggregated tables (mean ± std over seeds), at convergence and at
+the fixed budget, with the published numbers beside their rows; bench.json, BENCH.md and
+the plots (label efficiency with error bars, cross-instrument bars)."""
 import os
 
 import matplotlib
@@ -13,6 +14,35 @@ from lensfm import utils
 MODE_NAMES = {"finetune": "checkpoint, fine-tuned", "linear": "checkpoint, linear probe",
               "scratch": "same backbone, scratch", "resnet": "ResNet-18, scratch"}
 MODE_ORDER = ("finetune", "linear", "scratch", "resnet")
+
+# Published numbers beside their rows (shared/literature.md; most are GSoC READMEs of
+# ML4SCI/DeepLense, not peer-reviewed). None is the same data size, grid or budget.
+REFERENCES = {
+    1: "ML4SCI/DeepLense, Transformers_Classification_DeepLense_Kartik_Sachdev/README.md "
+       "(GSoC README; full training sets, ~30k images per class)",
+    2: "arXiv 2512.06642 (MAE pretraining, 90% masking, ViT; vs the same ViT from scratch)",
+    3: "ML4SCI/DeepLense, DeepLense_Physics_Informed_Neural_Network_..._Ashutosh_Ojha/"
+       "readme.md (GSoC README; Model II, 3,000 per class)",
+    4: "ML4SCI/DeepLense, DeepLense_Regression_Yurii_Halychanskyi/README.md (GSoC README; "
+       "units as it gives them)",
+    5: "the LensBench issue's figure for ResNet-18 with all Model II labels (~0.9999 AUC); "
+       "not in shared/literature.md's table",
+}
+PUBLISHED = {
+    "Model II classification, all labels/class (macro AUC)":
+        "CvT 0.9992 [1]; ResNet-18 ~0.9999 [5]; MAE ViT 0.968 vs scratch 0.957 [2]",
+    "Model II classification, all labels/class (accuracy)":
+        "CvT 99.41% [1]; MAE ViT 88.65% vs scratch 82.46% [2]",
+    "Model II classification, 1000 labels/class (accuracy)":
+        "at 3,000/class: LensPINN 99.6%, ViT 86.3%, ResNet-18 81.8% [3]",
+    "Model I classification, 100 labels/class (macro AUC)":
+        "all labels: CvT 0.979, LeViT 91.64% accuracy [1]",
+    "Model III classification, 100 labels/class (macro AUC)":
+        "all labels: CCT 99.48% accuracy, 0.9999 macro AUC [1]",
+    "Axion mass regression, MAE (dex, lower is better)":
+        "Model II: XResNet18Hybrid 0.221 [4]",
+}
+SANITY = "Model II classification, all labels/class (macro AUC)"
 
 
 def _number(value):
@@ -32,22 +62,36 @@ def stats(values) -> dict:
           "n": len(values)}
 
 
-def metric(results, *, task, data, labels, mode, split, key) -> dict:
-  """mean/std/n over seeds of scores[split][key] for the rows matching."""
-  values = [r["scores"].get(split, {}).get(key) for r in results
-            if "scores" in r and r["task"] == task and r["data"] == data
-            and r["labels"] == labels and r["mode"] == mode]
-  return stats(values)
+def regime(row) -> str:
+  return row.get("regime", "budget")
 
 
-def table_rows(results, labels_list) -> list[tuple[str, dict]]:
-  """(row label, {mode: stats}) in the order of the issue's table."""
+def metric(results, *, task, data, labels, mode, split, key, regime_="budget") -> dict:
+  """mean/std/n over seeds of scores[split][key] for the rows matching (of one regime),
+  with the mean steps and seconds to the best validation score and whether a run
+  reached its cap."""
+  rows = [r for r in results
+          if "scores" in r and r["task"] == task and r["data"] == data
+          and r["labels"] == labels and r["mode"] == mode and regime(r) == regime_]
+  out = stats([r["scores"].get(split, {}).get(key) for r in rows])
+  if rows and all("steps_to_best" in r for r in rows):
+    out["steps_to_best"] = stats([r["steps_to_best"] for r in rows])["mean"]
+    out["seconds_to_best"] = stats([r["seconds_to_best"] for r in rows])["mean"]
+    out["hit_cap"] = any(r.get("hit_cap") for r in rows)
+  return out
+
+
+def table_rows(results, labels_list, regime_="budget") -> list[tuple[str, dict]]:
+  """(row label, {mode: stats}) of one regime, in the order of the issue's table."""
+  results = [r for r in results if regime(r) == regime_]
+  if not results:
+    return []
   modes = [m for m in MODE_ORDER if any(r["mode"] == m for r in results)]
   out = []
 
   def add(label, split="test", key="auc_macro", **where):
-    out.append((label, {m: metric(results, mode=m, split=split, key=key, **where)
-                        for m in modes}))
+    out.append((label, {m: metric(results, mode=m, split=split, key=key, regime_=regime_,
+                                  **where) for m in modes}))
 
   for labels in labels_list:
     add(f"Model II classification, {labels or 'all'} labels/class (macro AUC)",
@@ -93,7 +137,47 @@ def fmt(s: dict) -> str:
   return f"{s['mean']:.3f}"
 
 
-def markdown(info, rows) -> str:
+def fmt_converged(s: dict) -> str:
+  """'0.952 (1,150 steps, 6.3 min)'; † where a run reached its cap."""
+  if s["mean"] is None or s.get("steps_to_best") is None:
+    return fmt(s)
+  return (f"{fmt(s)} ({s['steps_to_best']:,.0f} steps, {s['seconds_to_best'] / 60:.1f} min)"
+          + (" †" if s.get("hit_cap") else ""))
+
+
+def table(rows, cell, published: bool) -> list[str]:
+  modes = list(rows[0][1]) if rows else []
+  lines = ["| row | " + " | ".join(MODE_NAMES[m] for m in modes)
+           + (" | published (not the same data or budget) |" if published else " |"),
+           "|---|" + "---|" * (len(modes) + published)]
+  for label, by_mode in rows:
+    lines.append(f"| {label} | " + " | ".join(cell(by_mode[m]) for m in modes)
+                 + (f" | {PUBLISHED.get(label, '')} |" if published else " |"))
+  return lines
+
+
+def converged_section(info, rows) -> list[str]:
+  es = info.get("early_stopping") or {}
+  lines = ["## At convergence (accuracy ceiling)", "",
+           f"Every mode alike: one run per learning rate x{list(info.get('lr_grid', []))} of "
+           f"its recipe's, each validated every {es.get('every')} steps on the validation "
+           f"split and stopped after {es.get('patience')} validations without an improvement "
+           f"of more than {es.get('min_delta')} (cap {info.get('cap_steps')} steps, also "
+           "the cosine schedule's length); the run with the best validation score is "
+           "chosen and its best-validation state scored on the test split. Cells: test "
+           "value (steps and wall time to the best validation score, of the chosen run); "
+           "† the cap was reached before patience ran out.", ""]
+  lines += table(rows, fmt_converged, published=True)
+  sanity = dict(rows).get(SANITY, {}).get("resnet")
+  if sanity and sanity["mean"] is not None:
+    lines += ["", f"Sanity row: ResNet-18 from scratch with all Model II labels reaches "
+              f"{fmt_converged(sanity)} macro AUC here; the literature has ~0.9999 [5] "
+              "(full-size sets, 64 px, full-width ResNet-18, many epochs)."]
+  lines += ["", "Published numbers:"] + [f"[{k}] {v}" for k, v in REFERENCES.items()]
+  return lines + [""]
+
+
+def markdown(info, rows, converged_rows=None) -> str:
   modes = list(rows[0][1]) if rows else []
   lines = ["# LensBench", "",
            f"Checkpoint: `{info['checkpoint'] or '(none: baselines only)'}` "
@@ -103,17 +187,21 @@ def markdown(info, rows) -> str:
            f"Device: {info['device_kind']} x{info['num_devices']}, JAX {info['jax_version']}; "
            f"budgets: {info['steps']} steps of batch {info['batch_size']} per run; seeds "
            f"{info['seeds']} (mean ± std over seeds where n > 1); test-set sizes "
-           f"{info['set_sizes']}; bench wall time {info['row_seconds_total'] / 60:.1f} min "
-           "(sum of rows).", "",
-           "Test-split numbers; validation numbers are in bench.json (tune on those).", "",
-           "| row | " + " | ".join(MODE_NAMES[m] for m in modes) + " |",
-           "|---|" + "---|" * len(modes)]
-  for label, by_mode in rows:
-    lines.append(f"| {label} | " + " | ".join(fmt(by_mode[m]) for m in modes) + " |")
+           f"{info['set_sizes']}; compute dtype {info.get('model_dtype')}; bench wall time "
+           f"{info['row_seconds_total'] / 60:.1f} min (sum of rows).", "",
+           "Test-split numbers; validation numbers are in bench.json (tune on those).", ""]
+  if converged_rows:
+    lines += converged_section(info, converged_rows)
+  if rows:
+    lines += ["## At a fixed budget (compute efficiency)", "",
+              f"{info['steps']} steps of batch {info['batch_size']} per run, the recipe's "
+              "learning rate, no selection.", ""]
+    lines += table(rows, fmt, published=False)
+  del modes
   return "\n".join(lines) + "\n"
 
 
-def plot_label_efficiency(results, labels_list, path) -> str:
+def plot_label_efficiency(results, labels_list, path, regime_="budget") -> str:
   numeric = [l for l in labels_list if l]
   all_x = (max(numeric) * 10) if numeric else 1
   fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -121,7 +209,7 @@ def plot_label_efficiency(results, labels_list, path) -> str:
     xs, ys, es = [], [], []
     for labels in labels_list:
       s = metric(results, task="classify", data="model_ii", labels=labels, mode=mode,
-                 split="test", key="auc_macro")
+                 split="test", key="auc_macro", regime_=regime_)
       if s["mean"] is not None:
         xs.append(labels or all_x)
         ys.append(s["mean"])
@@ -134,7 +222,7 @@ def plot_label_efficiency(results, labels_list, path) -> str:
   ax.set_xticklabels([str(t) for t in numeric] + ["all"])
   ax.set_xlabel("labels per class")
   ax.set_ylabel("Model II macro AUC (test)")
-  ax.set_title("LensBench label efficiency")
+  ax.set_title(f"LensBench label efficiency ({regime_})")
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -142,8 +230,9 @@ def plot_label_efficiency(results, labels_list, path) -> str:
   return path
 
 
-def plot_cross_instrument(results, path) -> str:
-  transfer = [r for r in results if r.get("transfer") and "scores" in r]
+def plot_cross_instrument(results, path, regime_="budget") -> str:
+  transfer = [r for r in results if r.get("transfer") and "scores" in r
+              and regime(r) == regime_]
   fig, ax = plt.subplots(figsize=(6.5, 4))
   if transfer:
     labels = transfer[0]["labels"]
@@ -153,7 +242,7 @@ def plot_cross_instrument(results, path) -> str:
     width = 0.8 / max(len(modes), 1)
     for j, mode in enumerate(modes):
       s = [metric(results, task="classify", data="model_ii", labels=labels, mode=mode,
-                  split=split, key="auc_macro") for split, _ in targets]
+                  split=split, key="auc_macro", regime_=regime_) for split, _ in targets]
       ax.bar(np.arange(len(targets)) + j * width, [x["mean"] or 0 for x in s], width,
              yerr=[x["std"] or 0 for x in s], capsize=3, label=MODE_NAMES[mode])
     ax.set_xticks(np.arange(len(targets)) + width * (len(modes) - 1) / 2)
@@ -170,18 +259,24 @@ def plot_cross_instrument(results, path) -> str:
 
 
 def write_all(workdir, info, results) -> dict:
+  """bench.json ('table': the fixed budget's, 'table_converged'), BENCH.md, the plots (of
+  the converged rows where there are any)."""
   labels_list = sorted({r["labels"] for r in results
                         if r["task"] == "classify" and r["data"] == "model_ii"},
                        key=lambda l: (l == 0, l))
-  rows = table_rows(results, labels_list)
-  summary = {"meta": info, "table": [{"row": label, **by_mode} for label, by_mode in rows],
+  rows = table_rows(results, labels_list, "budget")
+  converged = table_rows(results, labels_list, "converged")
+  as_json = lambda t: [{"row": label, **by_mode} for label, by_mode in t]
+  summary = {"meta": info, "table": as_json(rows), "table_converged": as_json(converged),
              "errors": {r["id"]: r["error"] for r in results if "error" in r},
              "rows": results}
+  shown = "converged" if converged else "budget"
   summary["plots"] = [
-      plot_label_efficiency(results, labels_list, os.path.join(workdir, "label_efficiency.png")),
-      plot_cross_instrument(results, os.path.join(workdir, "cross_instrument.png"))]
+      plot_label_efficiency(results, labels_list, os.path.join(workdir, "label_efficiency.png"),
+                            shown),
+      plot_cross_instrument(results, os.path.join(workdir, "cross_instrument.png"), shown)]
   utils.write_json_atomically(os.path.join(workdir, "bench.json"), summary)
-  text = markdown(info, rows)
+  text = markdown(info, rows, converged)
   if summary["errors"]:
     text += "\nFailed rows: " + "; ".join(f"{k}: {v}" for k, v in summary["errors"].items()) + "\n"
   tmp = os.path.join(workdir, "BENCH.md.tmp")

@@ -15,7 +15,12 @@ model, objective, data, and optionally
     UserError says what differs;
   evals: {name: ConfigDict(type=..., every=N, ...)}: evaluators, which the task builds
     (`lensfm.tasks.pretrain`) and `run` calls every N steps (and at the end); each
-    returns a dict of metrics, logged as '<name>/<metric>'.
+    returns a dict of metrics, logged as '<name>/<metric>';
+  early_stopping: None/{} (off) or dict(metric='val/auc_macro', mode, every, patience,
+    min_delta) (see early_stopping.py): `run` keeps the best state in WORKDIR/best/,
+    stops when the metric has not improved for `patience` evaluations and reports the
+    best step, value and seconds in summary.json['early_stopping']; total_steps is the
+    cap. `train_in_memory` applies the same rule to a caller's validate(state).
 
 Fault tolerance: a run started again in its workdir resumes from the newest intact
 checkpoint, bit for bit (state, input position; step s's randomness is
@@ -50,6 +55,7 @@ from lensfm import objectives
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import contract
 from lensfm.train import distributed
+from lensfm.train import early_stopping as early_stopping_lib
 from lensfm.train import optim
 from lensfm.train import sharding
 from lensfm.train import watchdog as watchdog_lib
@@ -86,6 +92,7 @@ def check_config(config, mesh) -> None:
     raise errors.UserError(f"config.nonfinite={config.nonfinite!r}; expected 'error' or 'skip'.")
   if config.total_steps <= 0:
     raise errors.UserError(f"config.total_steps={config.total_steps} must be positive.")
+  early_stopping_lib.parse(config.get("early_stopping", None))  # Named errors, at once.
 
 
 class Trainer:
@@ -211,14 +218,36 @@ class Trainer:
     return jax.jit(self.objective.eval_outputs)
 
   def train_in_memory(self, train_input, *, rng: Optional[jax.Array] = None,
-                      start_from: Optional[contract.Checkpoint] = None):
-    """(state, last metrics on the host) after config.total_steps steps on `train_input`,
-    with no checkpoints, logs or evaluations: short runs that are scored at once."""
-    state = self.init_state(rng, start_from)
+                      start_from: Optional[contract.Checkpoint] = None,
+                      validate: Optional[Callable[[Any], float]] = None):
+    """(state, last metrics on the host, early stopping summary or None) after
+    config.total_steps steps on `train_input`, with no checkpoints or logs: short runs
+    that are scored at once. With `validate(state) -> float` and config.early_stopping,
+    the state is validated every `every` steps (and at the cap), the run stops when
+    `patience` validations brought no improvement, and the best state is returned
+    (a copy kept on the devices)."""
+    rule = early_stopping_lib.parse(self.config.get("early_stopping", None))
+    if rule is not None and validate is None:
+      raise errors.UserError("config.early_stopping in train_in_memory needs validate(state).")
+    if rule is not None and not rule.every:
+      raise errors.UserError("config.early_stopping.every must be positive in train_in_memory.")
+    tracker = early_stopping_lib.Tracker(rule) if rule is not None else None
+    state, best, start = self.init_state(rng, start_from), None, time.perf_counter()
+    total = self.config.total_steps
     with jax.set_mesh(self.mesh):
-      for _ in range(self.config.total_steps):
+      for step in range(1, total + 1):
         state, metrics = self._step_fn(state, next(train_input))
-    return state, jax.device_get(metrics)
+        if tracker is None or (step % rule.every and step < total):
+          continue
+        value = float(validate(state))
+        if tracker.add(step, value, time.perf_counter() - start):
+          best = jax.tree.map(jnp.copy, state)  # The next step donates `state`.
+        if tracker.should_stop:
+          break
+    if tracker is None:
+      return state, jax.device_get(metrics), None
+    summary = tracker.summary(step, total, time.perf_counter() - start)
+    return (state if best is None else best), jax.device_get(metrics), summary
 
   # -- loop ----------------------------------------------------------------------------
   def run(self, make_evaluators: Optional[Callable[[], dict]] = None) -> dict[str, Any]:
@@ -229,6 +258,7 @@ class Trainer:
       raise errors.UserError(f"config.evals {sorted(config.evals)} need evaluators; run the "
                              "config through its task (lensfm.tasks), which builds them.")
     total = config.total_steps
+    rule = early_stopping_lib.parse(config.get("early_stopping", None))
     if jax.process_index() == 0:
       os.makedirs(workdir, exist_ok=True)
       utils.write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
@@ -243,14 +273,22 @@ class Trainer:
       _log(f"Resuming from checkpoint step {start} in {ckpt.directory}.")
     else:
       start, state = 0, self.init_state()
-    if start >= total:
-      _log(f"Run already finished: checkpoint step {start} >= total_steps {total}; nothing to do.")
+    selection = early_stopping_lib.Selection(rule, workdir, start) if rule else None
+    if start >= total or (selection is not None and selection.tracker.should_stop):
+      _log(f"Run already finished at checkpoint step {start} (total_steps {total}"
+           + (", early stopping" if start < total else "") + "); nothing to do.")
       ckpt.close()
       return _read_summary(workdir)
+    save_at = lambda step, state: lambda c: c.save(step, state, train_input.get_state(),
+                                                   config.to_dict())
+    if selection is not None:
+      selection.resume(start, save_at(start, state))
 
     writer = writer_lib.MetricWriter(workdir, total, start_step=start,
                                      progress=config.get("progress_bar", True))
     evaluators = make_evaluators() if make_evaluators is not None else {}
+    if selection is not None:
+      evaluators = selection.evaluators(evaluators)
     watchdog = watchdog_lib.Watchdog(
         config.get("watchdog_seconds", watchdog_lib.DEFAULT_WATCHDOG_SECONDS),
         process=(jax.process_index(), jax.process_count()))
@@ -259,8 +297,14 @@ class Trainer:
     every = lambda n, s: bool(n) and s % n == 0
     log_every = config.get("log_every", 50)
     t_last, n_last = None, start
-    step, metrics = start, {}
+    step, metrics, saved = start, {}, start
     in_flight = collections.deque()  # An output of each step still running.
+
+    def save(step):
+      self._check_finite(jax.device_get(metrics))  # Never save after a fault ('error').
+      watchdog.beat(step, f"saving checkpoint step {step}")
+      ckpt.save(step, state, train_input.get_state(), config.to_dict())
+      return step
     try:
       with jax.set_mesh(self.mesh):
         for step in range(start + 1, total + 1):
@@ -295,28 +339,46 @@ class Trainer:
             writer.write(step, metrics)
           writer.advance(step)
           if every(config.get("checkpoint_every", 1000), step) or last:
-            self._check_finite(jax.device_get(metrics))  # Never save after a fault ('error').
-            watchdog.beat(step, f"saving checkpoint step {step}")
-            ckpt.save(step, state, train_input.get_state(), config.to_dict())
+            saved = save(step)
           if stop:
             break  # Preempted: no evaluations or pictures, the grace period is short.
           for name, (every_n, evaluator) in evaluators.items():
             if every(every_n, step) or last:
               watchdog.beat(step, f"evaluating {name!r} at step {step}")
-              writer.write(step, {f"{name}/{k}": v for k, v in evaluator.run(state, step).items()})
+              results = evaluator.run(state, step)
+              writer.write(step, {f"{name}/{k}": v for k, v in results.items()})
+              if (selection is not None and selection.observe(name, step, results,
+                                                              save_at(step, state))
+                  and saved != step):
+                saved = save(step)  # A resumed run never restarts before its best step.
+          if selection is not None and selection.tracker.should_stop:
+            if saved != step:
+              saved = save(step)
+            _log(f"Early stopping at step {step}: {rule.metric} has not improved for "
+                 f"{rule.patience} evaluations; the best, at step "
+                 f"{selection.tracker.best and selection.tracker.best['step']}, is in "
+                 f"{selection.best_dir}.")
+            break
           if every(config.get("visualize_every", 0), step):
             watchdog.beat(step, f"drawing pictures at step {step}")
             writer.write_pictures(step, {"visualize": self.visualize(state, batch, step)})
+        if selection is not None and not preempted.is_set():
+          self._report_best(selection, evaluators, watchdog, step)
     finally:
       # Also on errors (NonFiniteError, a failing input): the checkpoint being written in
       # the background is completed, not cut off half-way by the exit.
       watchdog.stop()
       ckpt.close()
+      if selection is not None:
+        selection.close()
       writer.close()
       preempted.restore()
     compiles = step_fn._cache_size()  # pylint: disable=protected-access
-    summary = writer.summary({"final_step": step, "preempted": preempted.is_set(),
-                              "train_step_compilations": compiles})
+    extra = {"final_step": step, "preempted": preempted.is_set(),
+             "train_step_compilations": compiles}
+    if selection is not None:
+      extra["early_stopping"] = selection.tracker.summary(step, total, selection.seconds())
+    summary = writer.summary(extra)
     final = jax.device_get(metrics)  # Already on the host: the last step is always logged.
     if int(final.get("nonfinite_count", 0)):
       _log(f"WARNING: skipped {int(final['nonfinite_count'])} update(s) with a non-finite loss "
@@ -326,6 +388,19 @@ class Trainer:
       _log(f"Received {preempted.signal_name()}: saved a checkpoint at step {step} in "
            f"{ckpt.directory}; exiting. Run the same command again to continue.")
     return summary
+
+  def _report_best(self, selection, evaluators, watchdog, step):
+    """The early-stopping evaluator's figures and full report, of the best state (read
+    back from WORKDIR/best/), when the evaluator writes them (`final_report`)."""
+    report = getattr(evaluators[selection.eval_name][1], "final_report", None)
+    if report is None or selection.tracker.best is None:
+      return
+    watchdog.beat(step, "reporting the best state")
+    best = selection.checkpointer()
+    best.wait()
+    restored = best.restore_latest_intact(self.abstract_with_shardings())
+    if restored is not None:
+      report(restored[1], restored[0])
 
   @functools.cached_property
   def _replicate_for_pictures(self):
