@@ -2,6 +2,8 @@
 (also through the `export` task), and downstream configs adopt its backbone and input grid."""
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +73,18 @@ def test_export_task_writes_the_encoder_and_a_summary(tmp_path):
   proc = run_main("--config=configs/export.py", "--config.init_from=lensfm:tiny",
                   f"--workdir={workdir}")
   assert proc.returncode == 2 and "config.name" in proc.stderr and "config.out" in proc.stderr
+
+
+def test_export_weights_older_spelling_still_works(tmp_path):
+  out = tmp_path / "encoder"
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "export_weights.py"),
+                         "--workdir=lensfm:tiny", f"--out={out}"], cwd=str(tmp_path),
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "older spelling" in proc.stdout
+  got, _ = loading.load_encoder(str(out))
+  want, _ = loading.load_encoder("lensfm:tiny")
+  jax.tree.map(np.testing.assert_array_equal, got, want)
 
 
 @pytest.mark.parametrize("mode", ["finetune", "scratch", "linear", "resnet"])
