@@ -1,9 +1,18 @@
 """The same scenes rendered by lenstronomy, for tests (tests/test_sim_render.py), reference
 files (experiments/tools/make_sim_reference.py) and benchmarks (experiments/benchmarks/).
 
-lenstronomy is a test-only dependency: it is imported inside the functions. Parameters
-are one image's scene dict (see lensfm.sim.render), as numpy or jax arrays.
+It needs lenstronomy, a test-only dependency (`pip install -e '.[test]'`): nothing lensfm
+runs imports this module. Parameters are one image's scene dict (see lensfm.sim.render),
+as numpy or jax arrays.
 """
+from astropy.cosmology import FlatLambdaCDM
+from lenstronomy.Data.imaging_data import ImageData
+from lenstronomy.Data.psf import PSF
+from lenstronomy.ImSim.image_model import ImageModel
+from lenstronomy.LensModel.lens_model import LensModel
+from lenstronomy.LightModel import light_model
+from lenstronomy.SimulationAPI.sim_api import SimAPI
+from lenstronomy.Util import util
 import numpy as np
 
 from lensfm.sim import instrument as instrument_lib
@@ -89,8 +98,6 @@ def light_kwargs(light_params, band):
 
 def image_data(num_pix, pixel_scale):
   """lenstronomy ImageData on the centred grid the DeepLense scripts used."""
-  from lenstronomy.Data.imaging_data import ImageData  # pylint: disable=import-outside-toplevel
-  from lenstronomy.Util import util  # pylint: disable=import-outside-toplevel
   _, _, ra0, dec0, _, _, pix2coord, _ = util.make_grid_with_coordtransform(
       num_pix, pixel_scale, center_ra=0, center_dec=0, subgrid_res=1,
       inverse=False)
@@ -100,10 +107,6 @@ def image_data(num_pix, pixel_scale):
 
 def render(params, inst: instrument_lib.Instrument):
   """Noise-free [H, W, C] image of the scene by lenstronomy's ImageModel (single plane)."""
-  from lenstronomy.Data.psf import PSF  # pylint: disable=import-outside-toplevel
-  from lenstronomy.ImSim.image_model import ImageModel  # pylint: disable=import-outside-toplevel
-  from lenstronomy.LensModel.lens_model import LensModel  # pylint: disable=import-outside-toplevel
-  from lenstronomy.LightModel import light_model  # pylint: disable=import-outside-toplevel
 
   models, kwargs_lens = lens_kwargs(params)
   lens_model = LensModel(models)
@@ -133,8 +136,6 @@ def deeplense_simapi_render(params, band_kwargs, source_magnitude=20.0):
   The un-rescaled theta_E's of `params` are used (deflection_scale is NOT folded in:
   SimAPI's multi-plane ray tracing must produce it). Returns [H, W, 1].
   """
-  from astropy.cosmology import FlatLambdaCDM  # pylint: disable=import-outside-toplevel
-  from lenstronomy.SimulationAPI.sim_api import SimAPI  # pylint: disable=import-outside-toplevel
 
   models, kwargs_lens = lens_kwargs(params, include_scale=False)
   cosmo = FlatLambdaCDM(H0=69.7, Om0=0.0464 + 0.235, Ob0=0.0464)
