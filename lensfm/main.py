@@ -182,7 +182,7 @@ def check_backbone_overrides(config, overrides) -> None:
   that contradicts it is a mistake to name, never silently replaced."""
   path = config.get("init_from", "")
   fields = sorted({f.split(".", 2)[1] for f in overrides if f.startswith("model.")}
-                  - {"dtype", "remat", "attention_impl"})
+                  - set(loading.COMPUTE_FIELDS))
   if not path or not fields or config.get("mode", "") == "resnet":
     return
   pretrained = loading.load_config(path).model

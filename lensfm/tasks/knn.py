@@ -28,7 +28,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
 from lensfm import data as data_lib
-from lensfm import models
 from lensfm.data import eval_input
 from lensfm.data import sim_pool
 from lensfm.data import sim_source
@@ -41,6 +40,7 @@ from lensfm.objectives import reports
 from lensfm.tasks import pretrain
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import loading
+from lensfm.train import precision
 from lensfm.train import sharding as sharding_lib
 from lensfm.train import writer as writer_lib
 from lensfm import utils
@@ -104,7 +104,7 @@ def run(config, workdir: str) -> dict:
   mesh = sharding_lib.make_mesh(config.get("mesh", (("data", -1), ("fsdp", 1))))
   sharding = sharding_lib.batch_sharding(mesh)
   batch_size = int(config.batch_size)
-  model = models.get_model(config.model)
+  model = precision.get_model(config.model)
   params = encoder_params(config, model, mesh)
   embed = jax.jit(pretrain.pooled_embedding(model))
 

@@ -29,12 +29,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from lensfm import errors
-from lensfm import models
 from lensfm import objectives
 from lensfm.data import sim_source
 from lensfm.data import transforms
 from lensfm.objectives import base
 from lensfm.train import checkpoint as ckpt_lib
+from lensfm.train import precision
 from lensfm import utils
 
 
@@ -198,6 +198,9 @@ def _fit_resized_recipe(data_config) -> None:
   overrides.num_pix = int(round(data_config.image_size * data_config.pixel_scale / scale))
 
 
+# config.model fields that change how a backbone computes, never its parameters.
+COMPUTE_FIELDS = ("dtype", "remat", "attention_impl", "activation_dtype", "dot_output_dtype",
+                  "weight_grad_transpose")
 # Input-grid fields a pretrained encoder fixes for whatever fine-tunes it.
 GRID_FIELDS = ("image_size", "pixel_scale", "channels", "normalize")
 # Adaptation modes that train a fresh network (init_from only lends its backbone/grid).
@@ -208,9 +211,9 @@ def adopt_init_from(config) -> ml_collections.ConfigDict:
   """A copy of a downstream config that takes init_from's backbone and input grid.
 
   `--config.init_from=lensfm:tiny` (or any checkpoint) then just works with any downstream
-  config: config.model becomes the checkpoint's backbone (the config's compute dtype and
-  remat are kept) and config.data its grid (GRID_FIELDS). With config.mode 'scratch' the
-  same backbone is trained from random weights (init_from is cleared after adopting);
+  config: config.model becomes the checkpoint's backbone (the config's COMPUTE_FIELDS, such
+  as dtype and remat, are kept) and config.data its grid (GRID_FIELDS). With config.mode
+  'scratch' the same backbone is trained from random weights (init_from is cleared after adopting);
   'resnet' keeps its ResNet-18 and adopts only the grid.
   """
   path = config.get("init_from", "")
@@ -222,7 +225,7 @@ def adopt_init_from(config) -> ml_collections.ConfigDict:
   changed = []
   if mode != "resnet":
     model = pre.model.to_dict()
-    for keep in ("dtype", "remat", "attention_impl"):
+    for keep in COMPUTE_FIELDS:
       if keep in config.model:
         model[keep] = config.model[keep]
     if model != config.model.to_dict():
@@ -262,7 +265,7 @@ def load_downstream(path: str, what: str) -> tuple[Trained, base.DownstreamObjec
   """(trained, objective) of a fine-tuned checkpoint; fails clearly for one without a
   downstream head (e.g. a pretraining run)."""
   trained = load_trained(path)
-  model = models.get_model(trained.config.model)
+  model = precision.get_model(trained.config.model)
   objective = objectives.get_objective(trained.config, model)
   if not isinstance(objective, base.DownstreamObjective):
     name = trained.config.get("objective", {}).get("name", None)
@@ -278,10 +281,8 @@ def check_same_backbone(pretrained, current, path) -> None:
   as_json = lambda c: json.loads(json.dumps(c.to_dict() if hasattr(c, "to_dict") else dict(c)))
   # Both through JSON, as the checkpoint's copy went: tuples and lists compare equal.
   pre, cur = as_json(pretrained), as_json(current)
-  # Compute dtype and rematerialisation change speed, not parameters.
-  ignore = {"dtype", "remat", "attention_impl"}
   diff = {k: (pre.get(k), cur.get(k)) for k in set(pre) | set(cur)
-          if k not in ignore and pre.get(k) != cur.get(k)}
+          if k not in COMPUTE_FIELDS and pre.get(k) != cur.get(k)}
   if diff:
     raise errors.UserError(f"Checkpoint {path} has a different backbone: "
                            + ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}"
