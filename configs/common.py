@@ -27,19 +27,26 @@ MODES = ("finetune", "linear", "scratch", "resnet", "knn")
 # -- backbones -----------------------------------------------------------------------
 
 
+def precision(dtype: str) -> dict:
+  """A backbone's compute dtype and its other layers.Precision fields; None leaves the
+  choice to the platform the run is on (lensfm/train/precision.py), not to the config."""
+  return dict(dtype=dtype, activation_dtype=None, dot_output_dtype=None,
+              weight_grad_transpose=None)
+
+
 def ssl_backbone(backbone: str, variant: str, depth: int, runlocal: bool) -> dict:
   """config.model for 'vit', 'hybrid' or 'resnet' (tiny versions for runlocal)."""
   if backbone == "vit":
     if runlocal:
       return dict(name="vit", variant=None, width=64, depth=2, mlp_dim=128, num_heads=2,
-                  patch_size=4, pool="cls", dtype="float32")
-    return dict(name="vit", variant=variant, pool="cls", dtype="bfloat16", remat=False)
+                  patch_size=4, pool="cls", **precision("float32"))
+    return dict(name="vit", variant=variant, pool="cls", **precision("bfloat16"), remat=False)
   if backbone == "hybrid":
     if runlocal:
       return dict(name="hybrid", variant=None, width=64, depth=2, mlp_dim=128, num_heads=2,
-                  patch_size=4, stem="conv", stem_width=16, pool="cls", dtype="float32")
+                  patch_size=4, stem="conv", stem_width=16, pool="cls", **precision("float32"))
     return dict(name="hybrid", variant=variant, stem="conv", stem_width=64, pool="cls",
-                dtype="bfloat16", remat=False)
+                **precision("bfloat16"), remat=False)
   if backbone == "resnet":
     if runlocal:
       return dict(name="resnet", depth=18, width=16, stem="small", dtype="float32")
@@ -53,15 +60,15 @@ def equivariant_model(variant: str, runlocal: bool) -> dict:
   if runlocal:
     return dict(name="equivariant", variant=None, irreps="16x0e + 8x1o + 4x2e", depth=2,
                 num_heads=2, patch_size=4, mlp_ratio=2, num_radial=6, sh_lmax=2,
-                geo_divisor=4, patch_window="square", dtype="float32", remat=False)
+                geo_divisor=4, patch_window="square", **precision("float32"), remat=False)
   return dict(name="equivariant", variant=variant, mlp_ratio=2, num_radial=6, sh_lmax=2,
-              geo_divisor=4, patch_window="square", dtype="float32", remat=False)
+              geo_divisor=4, patch_window="square", **precision("float32"), remat=False)
 
 
 def runlocal_vit() -> dict:
   """The backbone of configs/mae_vit_b.py:runlocal (init_from needs the same one)."""
   return dict(name="vit", variant=None, width=64, depth=2, mlp_dim=128, num_heads=2,
-              patch_size=8, pool="cls", dtype="float32", remat=False)
+              patch_size=8, pool="cls", **precision("float32"), remat=False)
 
 
 def resnet18(runlocal: bool) -> dict:

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from configs import lensfm_small
-from lensfm import models
+from lensfm.train import precision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,7 +48,7 @@ def test_bench_accelerator_tiny_writes_every_section(tmp_path):
 
 def test_lensfm_small_backbone_fits_a_released_checkpoint():
   c = lensfm_small.get_config()
-  model = models.get_model(c.model)
+  model = precision.get_model(c.model)
   shapes = jax.eval_shape(lambda: model.init(
       jax.random.key(0), np.zeros((1, c.data.image_size, c.data.image_size, 1), np.float32)))
   n = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes["params"]))

@@ -9,11 +9,11 @@ import pytest
 
 from lensfm import config_args
 from lensfm import data as data_lib
-from lensfm import models
 from lensfm.data import pipeline
 from lensfm.data import sim_pool
 from lensfm.tasks import finetune
 from lensfm.train import contract
+from lensfm.train import precision
 from lensfm.objectives import regress
 from lensfm.objectives import superres
 from lensfm.train import checkpoint as ckpt_lib
@@ -209,7 +209,7 @@ def test_input_bands_adapt_by_the_documented_rule(have, want):
   """The first convolution's filters, averaged over the old bands and replicated (scaled
   by have / want), give an image whose bands are equal the activations it had before."""
   c = downstream_config()
-  model = models.get_model(c.model)
+  model = precision.get_model(c.model)
   image = np.random.default_rng(0).random((2, 32, 32, 1), np.float32)
   params = model.init(jax.random.key(0), np.repeat(image, have, -1))["params"]
   adapted = contract.adapt_input_bands(params, have, want)
@@ -290,7 +290,7 @@ def test_regression_flags_values_outside_the_training_range():
   c.objective.targets = ("log10_axion_mass", "theta_e")
   c.objective.target_stats = {"theta_e": [1., 0.2]}
   c.objective.target_ranges = {"theta_e": [0.5, 1.5]}
-  objective = regress.Objective(c, models.get_model(c.model))
+  objective = regress.Objective(c, precision.get_model(c.model))
   assert objective.ranges == {"log10_axion_mass": (-24., -22.), "theta_e": (0.5, 1.5)}
   flags = objective.output_flags({"log10_axion_mass": np.array([-23., -21.1, -22.]),
                                   "theta_e": np.array([1., 1., 2.])})

@@ -16,11 +16,10 @@ CASES = [((2, 5, 12), -1, 3), ((2, 5, 3), -1, 12), ((2, 5, 12), -1, (2, 4)),
 
 @pytest.mark.parametrize("shape,axis,features", CASES)
 @pytest.mark.parametrize("transpose_smaller", [False, True])
-def test_dense_matches_dense_general_in_fp32(shape, axis, features, transpose_smaller,
-                                             monkeypatch):
-  monkeypatch.setattr(layers, "CPU_FP32_TRANSPOSE_SMALLER", transpose_smaller)
+def test_dense_matches_dense_general_in_fp32(shape, axis, features, transpose_smaller):
   x = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)
-  ours = layers.Dense(features, axis=axis, bias_init=nn.initializers.normal(1.))
+  ours = layers.Dense(features, axis=axis, bias_init=nn.initializers.normal(1.),
+                      precision=layers.Precision(weight_grad_transpose=transpose_smaller))
   ref = nn.DenseGeneral(features, axis=axis, bias_init=nn.initializers.normal(1.))
   params = ours.init(jax.random.key(0), x)
   assert (jax.tree.map(jnp.shape, params) ==

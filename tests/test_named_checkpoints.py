@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from lensfm import config_args
-from lensfm import models
 from lensfm.train import contract
 from lensfm.train import loading
+from lensfm.train import precision
 from helpers_runs import run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +25,7 @@ SHIPPED = ("tiny", "small")
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_encoder_loads_by_name_and_fits_its_backbone(name):
   params, config = loading.load_encoder(f"lensfm:{name}")
-  model = models.get_model(config.model)
+  model = precision.get_model(config.model)
   size, channels = config.data.image_size, config.data.get("channels", 1)
   assert config.data.pixel_scale > 0
   expected = jax.eval_shape(lambda: model.init(jax.random.key(0),

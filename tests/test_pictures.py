@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensfm import config_args
-from lensfm import models
 from lensfm import objectives
 from lensfm.objectives import pictures
+from lensfm.train import precision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,7 +56,7 @@ def test_masked_panels_are_drawn_hatched_on_grey():
 def test_mae_reconstruction_reports_its_hidden_pixels():
   c = config_args.load(os.path.join(ROOT, "configs", "mae_vit_b.py:runlocal"))
   c.data.image_size = 32
-  objective = objectives.get_objective(c, models.get_model(c.model))
+  objective = objectives.get_objective(c, precision.get_model(c.model))
   images = jnp.asarray(lenses(2, 32))
   params, _ = objective.init(jax.random.key(0), {"image": images})
   visible, recon, hidden = jax.device_get(

@@ -23,7 +23,7 @@ recorded even if another fails (its error is recorded instead):
   profile:     a jax.profiler trace of the mfu step, its device kernels summed by kind
                (matmul, fusion, reduction, copy...) and the top kernels with their HLO ops,
                and the device's busy share of the wall time.
-  variants:    the mfu step with matmuls writing float32 (layers.ACCELERATOR_DOT_OUTPUT,
+  variants:    the mfu step with matmuls writing float32 (config.model.dot_output_dtype,
                the A/B of what a bf16 matmul writes) and at twice the batch.
 Writes experiments/results/accelerator_<device>.json (or --out), after every section.
 """
@@ -42,7 +42,6 @@ from configs import mae_vit_b
 from experiments import results
 from lensfm import compilation_cache
 from lensfm import data as data_lib
-from lensfm.models import layers
 from lensfm.sim import recipes
 from lensfm.train import cost
 from lensfm.train import trainer as trainer_lib
@@ -72,6 +71,7 @@ def mae_config(args, variant="B/8", mesh=None, attention=None, source="sim"):
   c.mesh = mesh or (("data", -1), ("fsdp", 1))
   c.model.attention_impl = attention
   c.data.source = source
+  c.model.dot_output_dtype = getattr(args, "dot_output", None)
   if args.tiny:
     c.model.update(TINY_MODEL)
     c.objective.update(decoder_width=64, decoder_depth=1, decoder_heads=2, decoder_mlp_dim=128)
@@ -131,7 +131,7 @@ _STEPS = {}
 
 def cached_step(args, **kw) -> Step:
   """One compiled step per config: mfu, profile and input share the baseline's compile."""
-  key = (args.batch, layers.ACCELERATOR_DOT_OUTPUT, tuple(sorted(kw.items())))
+  key = (args.batch, getattr(args, "dot_output", None), tuple(sorted(kw.items())))
   if key not in _STEPS:
     _STEPS[key] = Step(mae_config(args, **kw))
   return _STEPS[key]
@@ -232,16 +232,16 @@ def section_input(args):
 def section_variants(args):
   out = {}
   base = args.batch
-  runs = {"batch2x": (f"batch_{2 * base}", "compute", 2 * base),
+  runs = {"batch2x": (f"batch_{2 * base}", None, 2 * base),
           "dot_f32": ("dot_output_float32", "float32", base)}
   for name, dot_output, batch in (runs[v] for v in args.variants.split(",")):
-    layers.ACCELERATOR_DOT_OUTPUT, args.batch = dot_output, batch
+    args.dot_output, args.batch = dot_output, batch
     try:
-      out[name] = {"dot_output": dot_output, **section_mfu(args)}
+      out[name] = {"dot_output": dot_output or "compute", **section_mfu(args)}
     except Exception as e:  # pylint: disable=broad-except
       out[name] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
     finally:
-      layers.ACCELERATOR_DOT_OUTPUT, args.batch = "compute", base
+      args.dot_output, args.batch = None, base
       _STEPS.clear()
   return out
 

@@ -67,6 +67,8 @@ config.model fields (name='equivariant'):
                 footprint, but the patch corners are unseen).
   dtype:        dtype of the outputs (and so of an MAE decoder); e3nn's tensor
                 products run in float32, where equivariance holds to ~1e-6.
+  activation_dtype, dot_output_dtype, weight_grad_transpose: how an MAE decoder on
+                this backbone computes (layers.Precision).
   remat:        rematerialise blocks in the backward pass.
 """
 from __future__ import annotations
@@ -82,6 +84,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensfm import errors
+from lensfm.models import layers
 from lensfm.models import vit
 
 # name: (irreps, depth, num_heads). Parameters (1 band): Ti 0.38M, S 2.0M, B 6.9M,
@@ -452,7 +455,7 @@ def patchify_pixels(images: jax.Array, patch: int) -> jax.Array:
   return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // patch) * (w // patch), patch * patch, c)
 
 
-class Model(nn.Module):
+class Model(layers.PrecisionFields):
   """Equivariant transformer under the shared backbone interface (module docstring)."""
   variant: Optional[str] = "S/4"
   irreps: Optional[str] = None
@@ -464,16 +467,11 @@ class Model(nn.Module):
   sh_lmax: int = 2
   geo_divisor: int = 4
   patch_window: str = "square"
-  dtype: Any = "float32"
   remat: bool = False
 
   def dims(self) -> dict[str, Any]:
-    dims = parse_variant(self.variant) if self.variant else {}
-    for name in ("irreps", "depth", "num_heads", "patch_size"):
-      if getattr(self, name) is not None:
-        dims[name] = getattr(self, name)
-      if name not in dims:
-        raise ValueError(f"Equivariant model needs `{name}` (or a `variant` such as 'S/4').")
+    dims = vit.resolve_dims(self, "Equivariant model", parse_variant,
+                            ("irreps", "depth", "num_heads", "patch_size"), "'S/4'")
     # Sorted and merged ('8x0e + 4x1o + 8x0e' -> '16x0e+4x1o'): one block per irrep.
     irreps = self._checked_irreps(dims["irreps"], dims["num_heads"])
     dims["irreps"], dims["width"] = str(irreps), irreps.dim
@@ -534,5 +532,5 @@ class Model(nn.Module):
                     max_distance, name=f"block{i:02d}")(h, positions)
     tokens = EquivariantLayerNorm(name="norm")(e3nn.IrrepsArray(irreps, h))
     pooled = nn.LayerNorm(name="pool_norm")(jnp.mean(invariants(tokens), axis=1))
-    dtype = jnp.dtype(self.dtype) if self.dtype is not None else jnp.float32
+    dtype = self.precision.compute
     return {"tokens": tokens.array.astype(dtype), "pooled": pooled.astype(dtype)}

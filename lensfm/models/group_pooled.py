@@ -24,13 +24,14 @@ the input: 'tokens' average the four exact rotations only, and `keep` is refused
 config.model fields (name='group_pooled'):
   group:  'C4' | 'C8' | 'D4'.
   reduce: 'mean' (default) | 'max' over the group, for 'pooled'.
-  every other field is the wrapped ViT's (variant, width, depth, mlp_dim, num_heads,
-  patch_size, pool, dtype, remat, attention_impl; see lensfm/models/vit.py).
+  every other field is the wrapped ViT's (`vit.Fields`: variant, width, depth, mlp_dim,
+  num_heads, patch_size, pool, dtype and the other precision fields, remat, attention_impl).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -88,40 +89,20 @@ def token_permutations(group: str, grid: Sequence[int]) -> np.ndarray:
   return np.stack(perms).astype(np.int32)
 
 
-class Model(nn.Module):
+class Model(vit.Fields):
   """Group-pooled ViT under the shared backbone interface (see the module docstring)."""
+  variant: Optional[str] = "S/8"
   group: str = "C4"
   reduce: str = "mean"
-  variant: Optional[str] = "S/8"
-  width: Optional[int] = None
-  depth: Optional[int] = None
-  mlp_dim: Optional[int] = None
-  num_heads: Optional[int] = None
-  patch_size: Optional[int] = None
-  pool: str = "cls"
-  dtype: Any = "float32"
-  remat: bool = False
-  attention_impl: Optional[str] = None
 
   def _vit(self, **kw) -> vit.Model:
-    return vit.Model(variant=self.variant, width=self.width, depth=self.depth,
-                     mlp_dim=self.mlp_dim, num_heads=self.num_heads, patch_size=self.patch_size,
-                     pool=self.pool, dtype=self.dtype, remat=self.remat,
-                     attention_impl=self.attention_impl, **kw)
-
-  def dims(self) -> dict[str, int]:
-    return self._vit(parent=None).dims()
-
-  @property
-  def embed_dim(self) -> int:
-    return self.dims()["width"]
+    shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(vit.Fields)
+              if f.name not in ("parent", "name")}
+    return vit.Model(**shared, **kw)
 
   @property
   def group_size(self) -> int:
     return len(grid_elements(self.group)) * (2 if self.group == "C8" else 1)
-
-  def token_grid(self, image_hw: Sequence[int]) -> tuple[int, int]:
-    return self._vit(parent=None).token_grid(image_hw)
 
   @nn.compact
   def __call__(self, images, *, train: bool = False, keep: Optional[jax.Array] = None):

@@ -27,7 +27,8 @@ Attributes (config.model fields with name='hybrid'):
   width, depth, mlp_dim, num_heads, patch_size (= stem stride, a power of 2 >= 2).
   stem: 'conv' or 'resnet'; stem_width (32); stem_blocks (2, for 'resnet');
   num_groups: GroupNorm groups in the stem (32, reduced to a divisor of the channels).
-  pool: 'cls' or 'mean'; dtype; remat; attention_impl: as for the ViT.
+  pool, dtype (and the other layers.Precision fields), remat, attention_impl: as for the
+  ViT (`vit.Fields`).
 """
 import math
 from typing import Any, Optional, Sequence
@@ -94,29 +95,14 @@ class ResNetStem(nn.Module):
                          first_stride=2, name="stages")(x)
 
 
-class Model(nn.Module):
+class Model(vit.Fields):
   """Convolutional stem + ViT under the shared backbone interface (module docstring)."""
   variant: Optional[str] = "B/8"
-  width: Optional[int] = None
-  depth: Optional[int] = None
-  mlp_dim: Optional[int] = None
-  num_heads: Optional[int] = None
-  patch_size: Optional[int] = None
   stem: str = "conv"
   stem_width: int = 32
   stem_blocks: int = 2
   num_groups: int = 32
-  pool: str = "cls"
-  dtype: Any = "float32"
-  remat: bool = False
-  attention_impl: Optional[str] = None
-
-  def dims(self) -> dict[str, int]:
-    return vit.resolve_dims(self, "Hybrid")
-
-  @property
-  def embed_dim(self) -> int:
-    return self.dims()["width"]
+  kind = "Hybrid"
 
   def token_grid(self, image_hw: Sequence[int]) -> tuple[int, int]:
     p = self.dims()["patch_size"]
@@ -138,12 +124,9 @@ class Model(nn.Module):
   @nn.compact
   def __call__(self, images, *, train: bool = False, keep: Optional[jax.Array] = None):
     del train  # No dropout or batch statistics.
-    if self.pool not in ("cls", "mean"):
-      raise ValueError(f"Hybrid pool={self.pool!r}; expected 'cls' or 'mean'.")
-    if images.ndim != 4:
-      raise ValueError(f"Hybrid expects images [B, H, W, C]; got shape {images.shape}.")
+    self.check_input(images)
     d = self.dims()
-    dtype = vit.resolve_dtype(self.dtype)
+    dtype = self.precision.compute
     gh, gw = self.token_grid(images.shape[1:3])
     x = images.astype(dtype)
     if keep is not None:  # Hidden patches must not reach kept tokens through the convolutions.
@@ -155,13 +138,7 @@ class Model(nn.Module):
     x = x + vit.sincos_2d(gh, gw, d["width"]).astype(dtype)[None]
     if keep is not None:
       x = jnp.take_along_axis(x, keep[..., None], axis=1)
-    if self.pool == "cls":
-      cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, d["width"]), jnp.float32)
-      x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, d["width"])).astype(dtype), x], 1)
-
-    x = vit.Encoder(d["depth"], d["mlp_dim"], d["num_heads"], dtype, self.remat,
+    x = self.add_cls(x)
+    x = vit.Encoder(d["depth"], d["mlp_dim"], d["num_heads"], self.precision, self.remat,
                     self.attention_impl, name="encoder")(x)
-
-    if self.pool == "cls":
-      return {"tokens": x[:, 1:], "pooled": x[:, 0]}
-    return {"tokens": x, "pooled": x.mean(axis=1)}
+    return self.outputs(x)

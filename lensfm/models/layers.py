@@ -4,20 +4,66 @@
 in_shape[axis] + features, `bias` of shape features, float32, initialised alike), and
 `LayerNorm` that of `flax.linen.LayerNorm`, so they replace them without touching
 checkpoints. With a low-precision dtype (bfloat16) every matmul, the two of the backward
-pass included, takes bf16 operands and accumulates in float32. On XLA CPU it also writes
-float32, the only form that reaches the AMX/bf16 kernels (a bf16-output dot is done in
-float32 after converting its inputs), and the bias is added in float32 before rounding. On
-GPUs/TPUs it writes bf16 (`dot_output_dtype`), as their matmul units accumulate in float32
-inside anyway and a bf16 output is half the memory traffic.
+pass included, takes bf16 operands and accumulates in float32; what it writes and what
+flows between matmuls are the `Precision`'s choice, which the model's config states.
 """
+import dataclasses
 import functools
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Precision:
+  """How a model computes; parameters stay float32 and every matmul accumulates in float32.
+
+  dtype: the matmuls' operands (the compute dtype).
+  activation_dtype: what flows between matmuls (residual stream, norms, GELU, softmax);
+    None: `dtype`.
+  dot_output_dtype: what a matmul writes (its bias is added in that dtype); None: `dtype`.
+  weight_grad_transpose: a float32 weight gradient is computed as (g^T x)^T when the
+    cotangent g is smaller than the input x; None or False: as x^T g (the same
+    gradient, another memory layout).
+  Models take these as config.model fields of the same names (`PrecisionFields`).
+  """
+  dtype: Any = "float32"
+  activation_dtype: Any = None
+  dot_output_dtype: Any = None
+  weight_grad_transpose: Optional[bool] = None
+
+  @property
+  def compute(self) -> jnp.dtype:
+    return jnp.dtype(self.dtype if self.dtype is not None else jnp.float32)
+
+  @property
+  def activations(self) -> jnp.dtype:
+    return self.compute if self.activation_dtype is None else jnp.dtype(self.activation_dtype)
+
+  @property
+  def dot_output(self) -> jnp.dtype:
+    return self.compute if self.dot_output_dtype is None else jnp.dtype(self.dot_output_dtype)
+
+
+class PrecisionFields(nn.Module):
+  """The config.model fields of a backbone that computes through `Precision`.
+
+  None leaves a choice to whoever builds the model for a platform
+  (`lensfm.train.precision`); a model built without that computes in `dtype` throughout.
+  """
+  dtype: Any = "float32"
+  activation_dtype: Optional[str] = None
+  dot_output_dtype: Optional[str] = None
+  weight_grad_transpose: Optional[bool] = None
+
+  @property
+  def precision(self) -> Precision:
+    return Precision(self.dtype, self.activation_dtype, self.dot_output_dtype,
+                     self.weight_grad_transpose)
 
 
 def _axes(axes, ndim: int) -> tuple[int, ...]:
@@ -33,16 +79,16 @@ def _dot(lhs, rhs, contracting: tuple[tuple[int, ...], tuple[int, ...]], out_dty
   return lax.dot_general(lhs, rhs, (contracting, ((), ())), preferred_element_type=out_dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _dot_low_precision(lhs, rhs, contracting, out_dtype):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _dot_low_precision(lhs, rhs, contracting, out_dtype, transpose_smaller):
   return _dot(lhs, rhs, contracting, out_dtype)
 
 
-def _dot_low_precision_fwd(lhs, rhs, contracting, out_dtype):
+def _dot_low_precision_fwd(lhs, rhs, contracting, out_dtype, transpose_smaller):
   return _dot(lhs, rhs, contracting, out_dtype), (lhs, rhs)
 
 
-def _dot_low_precision_bwd(contracting, out_dtype, res, g):
+def _dot_low_precision_bwd(contracting, out_dtype, transpose_smaller, res, g):
   """Both gradient matmuls in the operands' dtype with `out_dtype` outputs (JAX's own
   transpose would multiply the float32 cotangent by a bf16 operand: a float32 dot)."""
   lhs, rhs = res
@@ -55,31 +101,22 @@ def _dot_low_precision_bwd(contracting, out_dtype, res, g):
   d_lhs = _dot(g, rhs, (g_rhs_part, tuple(rhs_kept)), out_dtype)
   order = lhs_kept + [lc[j] for j in np.argsort(rc)]
   d_lhs = d_lhs.transpose(_inverse(order)).astype(lhs.dtype)
-  d_rhs = _weight_grad(lhs, g, lhs_kept, rhs_kept, contracting, out_dtype)
+  transpose = transpose_smaller and lhs.dtype == jnp.float32 and g.size < lhs.size
+  d_rhs = _weight_grad(lhs, g, lhs_kept, rhs_kept, contracting, out_dtype, transpose)
   return d_lhs, d_rhs.astype(rhs.dtype)
 
 
-# Benchmarks A/B it (False: always x^T g); see `_transpose_cotangent`.
-CPU_FP32_TRANSPOSE_SMALLER = True
-
-
-def _transpose_cotangent(lhs, g) -> bool:
-  """Whether the weight gradient is computed as (g^T x)^T rather than x^T g.
+def _weight_grad(lhs, g, lhs_kept, rhs_kept, contracting, out_dtype, transpose: bool):
+  """d rhs = lhs^T g over lhs's kept axes, in rhs's axis order; `transpose`: as (g^T lhs)^T.
 
   XLA CPU copies a dot's lhs into a transposed layout and fuses that operand's producer
   (a bias add, a GELU) into the copy as a strided, unvectorised loop; in fp32 the smaller
   of x and g is the cheaper one to transpose. bf16 keeps x^T g: there XLA folds g's
   transpose into a transposed-lhs dot that YNNPACK rejects (no bf16 x bf16 -> f32 fallback)."""
-  return (CPU_FP32_TRANSPOSE_SMALLER and lhs.dtype == jnp.float32 and g.size < lhs.size
-          and jax.default_backend() == "cpu")
-
-
-def _weight_grad(lhs, g, lhs_kept, rhs_kept, contracting, out_dtype):
-  """d rhs = lhs^T g over lhs's kept axes, in rhs's axis order."""
   lc, rc = contracting
   g_lhs_part = tuple(range(len(lhs_kept)))
   lhs_contracted_in_rhs = [rc[j] for j in np.argsort(lc)]  # lhs order, named as rhs axes.
-  if _transpose_cotangent(lhs, g):
+  if transpose:
     d_rhs_t = _dot(g, lhs, (g_lhs_part, tuple(lhs_kept)), out_dtype)
     # Stops XLA folding the transpose below back into an x^T g dot (YNNPACK rejects it).
     d_rhs_t = lax.optimization_barrier(d_rhs_t)
@@ -90,35 +127,14 @@ def _weight_grad(lhs, g, lhs_kept, rhs_kept, contracting, out_dtype):
 
 _dot_low_precision.defvjp(_dot_low_precision_fwd, _dot_low_precision_bwd)
 
-# What a low-precision matmul writes off a CPU: "compute" (its operands' dtype: half the
-# bytes, and cuBLAS accumulates in float32 inside either way) or "float32". Benchmarks A/B it.
-ACCELERATOR_DOT_OUTPUT = "compute"
 
-
-def dot_output_dtype(compute_dtype) -> jnp.dtype:
-  """float32 on CPU, where only an f32-output bf16 dot reaches the AMX kernels."""
-  compute_dtype = jnp.dtype(compute_dtype)
-  if jax.default_backend() == "cpu" or ACCELERATOR_DOT_OUTPUT == "float32":
-    return jnp.dtype(jnp.float32)
-  return compute_dtype
-
-
-def activation_dtype(compute_dtype) -> jnp.dtype:
-  """Dtype of what flows between matmuls (residual stream, norms, GELU, softmax)."""
-  compute_dtype = jnp.dtype(compute_dtype)
-  if compute_dtype != jnp.float32 and jax.default_backend() == "cpu":
-    # XLA CPU computes bf16 elementwise ops in f32 with converts either side (the step's
-    # largest cost after its dots); only matmul operands gain from bf16 there.
-    return jnp.dtype(jnp.float32)
-  return compute_dtype
-
-
-def dot_f32_accumulate(x, kernel, axis: tuple[int, ...], dtype) -> jax.Array:
-  """x's `axis` contracted with kernel's leading axes with `dtype` operands, accumulated
-  in float32; the result is float32 on CPU, `dot_output_dtype(dtype)` elsewhere."""
+def dot_f32_accumulate(x, kernel, axis: tuple[int, ...], precision: Precision) -> jax.Array:
+  """x's `axis` contracted with kernel's leading axes: operands in the compute dtype,
+  accumulated in float32, written in `precision.dot_output`."""
   contracting = (axis, tuple(range(len(axis))))
-  x, kernel = x.astype(dtype), kernel.astype(dtype)
-  return _dot_low_precision(x, kernel, contracting, dot_output_dtype(dtype))
+  x, kernel = x.astype(precision.compute), kernel.astype(precision.compute)
+  return _dot_low_precision(x, kernel, contracting, precision.dot_output,
+                            bool(precision.weight_grad_transpose))
 
 
 class Dense(nn.Module):
@@ -126,7 +142,7 @@ class Dense(nn.Module):
   features: Union[int, Sequence[int]]
   axis: Union[int, Sequence[int]] = -1
   use_bias: bool = True
-  dtype: Any = jnp.float32
+  precision: Precision = Precision()
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros
 
@@ -141,12 +157,12 @@ class Dense(nn.Module):
       return self.kernel_init(rng, flat, dtype).reshape(shape)
 
     kernel = self.param("kernel", kernel_init, in_shape + features, jnp.float32)
-    y = dot_f32_accumulate(x, kernel, axis, self.dtype)
+    y = dot_f32_accumulate(x, kernel, axis, self.precision)
     if self.use_bias:
       bias = self.param("bias", lambda rng, shape, dtype=jnp.float32: self.bias_init(
           rng, (int(np.prod(features)),), dtype).reshape(shape), features, jnp.float32)
       y = y + bias.astype(y.dtype)  # On GPUs, a bias the matmul's epilogue can add.
-    return y.astype(activation_dtype(self.dtype))
+    return y.astype(self.precision.activations)
 
 
 def gelu(x):

@@ -50,44 +50,52 @@ def norm(channels: int, num_groups: int, dtype, name: str, zero_init: bool = Fal
                       scale_init=scale_init, name=name)
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convolutions (ResNet-18/34)."""
+class _Block(nn.Module):
+  """What the two residual blocks share: fields, convolutions, norms and the sum."""
   channels: int
   strides: int = 1
   num_groups: int = 32
   dtype: Any = jnp.float32
+
+  @nn.nowrap
+  def conv(self, channels: int, kernel: int, strides: int, name: str):
+    return nn.Conv(channels, (kernel, kernel), (strides, strides), padding="SAME",
+                   use_bias=False, dtype=self.dtype, name=name)
+
+  @nn.nowrap
+  def norm(self, channels: int, name: str, zero_init: bool = False):
+    return norm(channels, self.num_groups, self.dtype, name, zero_init)
+
+  @nn.nowrap
+  def residual(self, x, y):
+    return nn.relu(y + shortcut(x, y.shape[-1], self.strides, self.num_groups, self.dtype))
+
+
+class BasicBlock(_Block):
+  """Two 3x3 convolutions (ResNet-18/34)."""
   expansion = 1
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda c, k, s, name: nn.Conv(c, (k, k), (s, s), padding="SAME", use_bias=False,
-                                         dtype=self.dtype, name=name)
-    y = nn.relu(norm(self.channels, self.num_groups, self.dtype, "norm1")(
-        conv(self.channels, 3, self.strides, "conv1")(x)))
-    y = norm(self.channels, self.num_groups, self.dtype, "norm2", zero_init=True)(
-        conv(self.channels, 3, 1, "conv2")(y))
-    return nn.relu(y + shortcut(x, self.channels, self.strides, self.num_groups, self.dtype))
+    y = nn.relu(self.norm(self.channels, "norm1")(
+        self.conv(self.channels, 3, self.strides, "conv1")(x)))
+    y = self.norm(self.channels, "norm2", zero_init=True)(
+        self.conv(self.channels, 3, 1, "conv2")(y))
+    return self.residual(x, y)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
   """1x1 -> 3x3 (strided) -> 1x1 with 4x expansion (ResNet-50/101/152)."""
-  channels: int
-  strides: int = 1
-  num_groups: int = 32
-  dtype: Any = jnp.float32
   expansion = 4
 
   @nn.compact
   def __call__(self, x):
     out = self.channels * self.expansion
-    conv = lambda c, k, s, name: nn.Conv(c, (k, k), (s, s), padding="SAME", use_bias=False,
-                                         dtype=self.dtype, name=name)
-    y = nn.relu(norm(self.channels, self.num_groups, self.dtype, "norm1")(
-        conv(self.channels, 1, 1, "conv1")(x)))
-    y = nn.relu(norm(self.channels, self.num_groups, self.dtype, "norm2")(
-        conv(self.channels, 3, self.strides, "conv2")(y)))
-    y = norm(out, self.num_groups, self.dtype, "norm3", zero_init=True)(conv(out, 1, 1, "conv3")(y))
-    return nn.relu(y + shortcut(x, out, self.strides, self.num_groups, self.dtype))
+    y = nn.relu(self.norm(self.channels, "norm1")(self.conv(self.channels, 1, 1, "conv1")(x)))
+    y = nn.relu(self.norm(self.channels, "norm2")(
+        self.conv(self.channels, 3, self.strides, "conv2")(y)))
+    y = self.norm(out, "norm3", zero_init=True)(self.conv(out, 1, 1, "conv3")(y))
+    return self.residual(x, y)
 
 
 def shortcut(x, channels: int, strides: int, num_groups: int, dtype):

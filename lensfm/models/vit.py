@@ -35,14 +35,18 @@ def parse_variant(variant: str) -> dict[str, Any]:
               patch_size=int(patch))
 
 
-def resolve_dims(model, kind: str) -> dict[str, int]:
-  """width/depth/mlp_dim/num_heads/patch_size from `model.variant`, explicit fields winning."""
-  dims = parse_variant(model.variant) if model.variant else {}
-  for name in ("width", "depth", "mlp_dim", "num_heads", "patch_size"):
+DIMS = ("width", "depth", "mlp_dim", "num_heads", "patch_size")
+
+
+def resolve_dims(model, kind: str, parse=parse_variant, names=DIMS,
+                 example: str = "'B/8'") -> dict[str, Any]:
+  """`names` from `parse(model.variant)`, the model's explicit (not None) fields winning."""
+  dims = parse(model.variant) if model.variant else {}
+  for name in names:
     if getattr(model, name) is not None:
       dims[name] = getattr(model, name)
     if name not in dims:
-      raise ValueError(f"{kind} needs `{name}` (or a `variant` such as 'B/8').")
+      raise ValueError(f"{kind} needs `{name}` (or a `variant` such as {example}).")
   return dims
 
 
@@ -78,7 +82,7 @@ class PatchEmbed(nn.Module):
   matmul on patchified pixels, so masked tokens can be dropped before it, not after."""
   width: int
   patch: int
-  dtype: Any = jnp.float32
+  precision: layers.Precision = layers.Precision()
 
   @nn.compact
   def __call__(self, patches):
@@ -87,33 +91,29 @@ class PatchEmbed(nn.Module):
                         (self.patch, self.patch, c, self.width), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.width,), jnp.float32)
     kernel = kernel.reshape(self.patch * self.patch * c, self.width)
-    y = layers.dot_f32_accumulate(patches, kernel, (patches.ndim - 1,), self.dtype)
-    return (y + bias).astype(layers.activation_dtype(self.dtype))
-
-
-def resolve_dtype(dtype) -> jnp.dtype:
-  return jnp.dtype(dtype) if dtype is not None else jnp.float32
+    y = layers.dot_f32_accumulate(patches, kernel, (patches.ndim - 1,), self.precision)
+    return (y + bias).astype(self.precision.activations)
 
 
 class MlpBlock(nn.Module):
   mlp_dim: int
-  dtype: Any = jnp.float32
+  precision: layers.Precision = layers.Precision()
 
   @nn.compact
   def __call__(self, x):
     width = x.shape[-1]
     init = dict(kernel_init=nn.initializers.xavier_uniform(),
                 bias_init=nn.initializers.normal(stddev=1e-6))
-    x = layers.Dense(self.mlp_dim, dtype=self.dtype, **init)(x)
+    x = layers.Dense(self.mlp_dim, precision=self.precision, **init)(x)
     x = layers.gelu(x)
-    return layers.Dense(width, dtype=self.dtype, **init)(x)
+    return layers.Dense(width, precision=self.precision, **init)(x)
 
 
 class Attention(nn.Module):
   """Multi-head self-attention through `jax.nn.dot_product_attention`, so XLA (or
   cuDNN's fused kernel on GPUs, with `implementation='cudnn'`) picks the fast path."""
   num_heads: int
-  dtype: Any = jnp.float32
+  precision: layers.Precision = layers.Precision()
   implementation: Optional[str] = None
 
   @nn.compact
@@ -123,7 +123,7 @@ class Attention(nn.Module):
       raise ValueError(f"Width {width} is not divisible by num_heads={self.num_heads}.")
     head_dim = width // self.num_heads
     dense = lambda feats, axis, name: layers.Dense(
-        feats, axis=axis, dtype=self.dtype, name=name,
+        feats, axis=axis, precision=self.precision, name=name,
         kernel_init=nn.initializers.xavier_uniform())
     q, k, v = (dense((self.num_heads, head_dim), -1, n)(x) for n in ("query", "key", "value"))
     out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
@@ -134,16 +134,16 @@ class Block(nn.Module):
   """Pre-norm transformer block."""
   mlp_dim: int
   num_heads: int
-  dtype: Any = jnp.float32
+  precision: layers.Precision = layers.Precision()
   attention_impl: Optional[str] = None
 
   @nn.compact
   def __call__(self, x):
-    act = layers.activation_dtype(self.dtype)
+    act = self.precision.activations
     y = layers.LayerNorm(dtype=act)(x)
-    x = x + Attention(self.num_heads, self.dtype, self.attention_impl, name="attn")(y)
+    x = x + Attention(self.num_heads, self.precision, self.attention_impl, name="attn")(y)
     y = layers.LayerNorm(dtype=act)(x)
-    return x + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y)
+    return x + MlpBlock(self.mlp_dim, self.precision, name="mlp")(y)
 
 
 class Encoder(nn.Module):
@@ -151,7 +151,7 @@ class Encoder(nn.Module):
   depth: int
   mlp_dim: int
   num_heads: int
-  dtype: Any = jnp.float32
+  precision: layers.Precision = layers.Precision()
   remat: bool = False
   attention_impl: Optional[str] = None
 
@@ -161,18 +161,20 @@ class Encoder(nn.Module):
     # no longer grow with depth: what lets ViT-L/H fit large batches.
     block_cls = nn.remat(Block) if self.remat else Block
     for i in range(self.depth):
-      x = block_cls(self.mlp_dim, self.num_heads, self.dtype, self.attention_impl,
+      x = block_cls(self.mlp_dim, self.num_heads, self.precision, self.attention_impl,
                     name=f"block{i:02d}")(x)
-    return layers.LayerNorm(dtype=self.dtype, name="norm")(x)  # Outputs in the compute dtype.
+    # Outputs in the compute dtype.
+    return layers.LayerNorm(dtype=self.precision.compute, name="norm")(x)
 
 
-class Model(nn.Module):
-  """ViT under the shared backbone interface (see lensfm/models/__init__.py).
+class Fields(layers.PrecisionFields):
+  """config.model fields of the backbones built on this ViT ('vit', 'hybrid', 'group_pooled').
 
   Attributes:
     variant: 'SIZE/PATCH' (e.g. 'B/8'); explicit width/depth/... override it.
     pool: 'cls' (a class token, its output is `pooled`) or 'mean' (mean of tokens).
     dtype: compute dtype ('bfloat16' for mixed precision); parameters stay float32.
+    activation_dtype, dot_output_dtype, weight_grad_transpose: see layers.Precision.
     remat: rematerialise blocks in the backward pass to save memory.
     attention_impl: passed to jax.nn.dot_product_attention (None, 'xla', 'cudnn').
   """
@@ -183,12 +185,12 @@ class Model(nn.Module):
   num_heads: Optional[int] = None
   patch_size: Optional[int] = None
   pool: str = "cls"
-  dtype: Any = "float32"
   remat: bool = False
   attention_impl: Optional[str] = None
+  kind = "ViT"  # Names the backbone in errors.
 
   def dims(self) -> dict[str, int]:
-    return resolve_dims(self, "ViT")
+    return resolve_dims(self, self.kind)
 
   @property
   def embed_dim(self) -> int:
@@ -197,34 +199,50 @@ class Model(nn.Module):
   def token_grid(self, image_hw: Sequence[int]) -> tuple[int, int]:
     return patch_grid(image_hw, self.dims()["patch_size"])
 
+  @nn.nowrap
+  def check_input(self, images) -> None:
+    if self.pool not in ("cls", "mean"):
+      raise ValueError(f"{self.kind} pool={self.pool!r}; expected 'cls' or 'mean'.")
+    if images.ndim != 4:
+      raise ValueError(f"{self.kind} expects images [B, H, W, C]; got shape {images.shape}.")
+
+  @nn.nowrap
+  def add_cls(self, x):
+    """[B, N, D] -> [B, 1 + N, D] with the learned class token first, if pool='cls'."""
+    if self.pool != "cls":
+      return x
+    width = x.shape[-1]
+    cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, width), jnp.float32)
+    return jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, width)).astype(x.dtype), x], 1)
+
+  @nn.nowrap
+  def outputs(self, x) -> dict[str, jax.Array]:
+    """The encoder's output [B, (1 +) N, D] as the shared interface's tokens and pooled."""
+    if self.pool == "cls":
+      return {"tokens": x[:, 1:], "pooled": x[:, 0]}
+    return {"tokens": x, "pooled": x.mean(axis=1)}
+
+
+class Model(Fields):
+  """ViT under the shared backbone interface (see lensfm/models/__init__.py), configured
+  by `Fields`."""
+
   @nn.compact
   def __call__(self, images, *, train: bool = False, keep: Optional[jax.Array] = None):
     del train  # No dropout or batch statistics in this ViT.
-    if self.pool not in ("cls", "mean"):
-      raise ValueError(f"ViT pool={self.pool!r}; expected 'cls' or 'mean'.")
-    if images.ndim != 4:
-      raise ValueError(f"ViT expects images [B, H, W, C]; got shape {images.shape}.")
+    self.check_input(images)
     d = self.dims()
-    dtype = resolve_dtype(self.dtype)
+    precision = self.precision
     gh, gw = self.token_grid(images.shape[1:3])
     p = d["patch_size"]
 
-    patches = patchify(images.astype(dtype), p)
-    pos = jnp.asarray(sincos_2d(gh, gw, d["width"]), layers.activation_dtype(dtype))[None]
+    patches = patchify(images.astype(precision.compute), p)
+    pos = jnp.asarray(sincos_2d(gh, gw, d["width"]), precision.activations)[None]
     if keep is not None:  # Masked tokens are dropped as pixels: 1/4 of the embedding work.
       patches = jnp.take_along_axis(patches, keep[..., None], axis=1)
       pos = jnp.take(pos[0], keep, axis=0)
-    x = PatchEmbed(d["width"], p, dtype, name="patch_embed")(patches) + pos
-    if self.pool == "cls":
-      cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, d["width"]), jnp.float32)
-      x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, d["width"])).astype(x.dtype), x], 1)
-
-    x = Encoder(d["depth"], d["mlp_dim"], d["num_heads"], dtype, self.remat,
+    x = PatchEmbed(d["width"], p, precision, name="patch_embed")(patches) + pos
+    x = self.add_cls(x)
+    x = Encoder(d["depth"], d["mlp_dim"], d["num_heads"], precision, self.remat,
                 self.attention_impl, name="encoder")(x)
-
-    if self.pool == "cls":
-      pooled, tokens = x[:, 0], x[:, 1:]
-    else:
-      tokens = x
-      pooled = tokens.mean(axis=1)
-    return {"tokens": tokens, "pooled": pooled}
+    return self.outputs(x)

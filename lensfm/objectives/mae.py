@@ -10,8 +10,6 @@ loss would drown under the bright lens galaxy.
 config.objective fields (defaults: `DEFAULTS`): name='mae', mask_ratio, decoder_width,
 decoder_depth, decoder_heads, decoder_mlp_dim, norm_pix_loss.
 """
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -80,19 +78,21 @@ class Decoder(nn.Module):
   num_heads: int
   patch_dim: int
   grid: tuple[int, int]
-  dtype: Any = jnp.float32
+  precision: layers.Precision = layers.Precision()
 
   @nn.compact
   def __call__(self, tokens, restore):
     b, k, _ = tokens.shape
     n = restore.shape[1]
-    x = layers.Dense(self.width, dtype=self.dtype, name="embed")(tokens)
+    x = layers.Dense(self.width, precision=self.precision, name="embed")(tokens)
     mask_token = self.param("mask_token", nn.initializers.normal(0.02), (1, 1, self.width))
     x = jnp.concatenate([x, jnp.broadcast_to(mask_token, (b, n - k, self.width)).astype(x.dtype)], 1)
     x = jnp.take_along_axis(x, restore[..., None], axis=1)
     x = x + vit.sincos_2d(*self.grid, self.width).astype(x.dtype)[None]
-    x = vit.Encoder(self.depth, self.mlp_dim, self.num_heads, self.dtype, name="blocks")(x)
-    return layers.Dense(self.patch_dim, dtype=jnp.float32, name="pred")(x)
+    x = vit.Encoder(self.depth, self.mlp_dim, self.num_heads, self.precision, name="blocks")(x)
+    # Pixels are predicted in float32 whatever the backbone computes in.
+    pixels = layers.Precision(weight_grad_transpose=self.precision.weight_grad_transpose)
+    return layers.Dense(self.patch_dim, precision=pixels, name="pred")(x)
 
 
 class MaskedAutoencoder(nn.Module):
@@ -120,10 +120,16 @@ class Objective(base.Objective):
                               mlp_dim=cfg.decoder_mlp_dim, num_heads=cfg.decoder_heads)
     num_kept(1, self.mask_ratio)  # Validates the ratio at start-up, not inside jit.
 
+  def decoder_precision(self) -> layers.Precision:
+    """The backbone's (`layers.PrecisionFields`), else float32 or its `dtype`."""
+    if isinstance(self.model, layers.PrecisionFields):
+      return self.model.precision
+    return layers.Precision(getattr(self.model, "dtype", None))
+
   def _network(self, images) -> MaskedAutoencoder:
     grid = self.model.token_grid(images.shape[1:3])
     decoder = Decoder(**self._decoder_dims, patch_dim=self.patch**2 * images.shape[-1],
-                      grid=grid, dtype=vit.resolve_dtype(getattr(self.model, "dtype", None)))
+                      grid=grid, precision=self.decoder_precision())
     return MaskedAutoencoder(self.model, decoder)
 
   def _forward(self, params, images, rng):

@@ -34,11 +34,11 @@ from lensfm.data import sim_pool
 from lensfm.data import sim_source
 from lensfm.evaluators import common
 from lensfm.evaluators import knn
-from lensfm import models
 from lensfm.objectives import metrics
 from lensfm.objectives import reports
 from lensfm.tasks import finetune
 from lensfm.tasks import pretrain
+from lensfm.train import precision
 from lensfm.train import sharding as sharding_lib
 from lensfm.train import writer as writer_lib
 from lensfm import utils
@@ -96,7 +96,7 @@ def run(config, workdir: str) -> dict:
   knn_cfg = config.knn
   mesh = sharding_lib.make_mesh(config.mesh)
   sharding = sharding_lib.batch_sharding(mesh)
-  model = models.get_model(config.model)
+  model = precision.get_model(config.model)
   params = encoder_params(config, model, start_from, mesh)
   embed = jax.jit(pretrain.pooled_embedding(model))
   (bank_source, num_bank), (test_source, num_test) = bank_and_test_batches(

@@ -37,10 +37,10 @@ from lensfm.data import sim_source
 from lensfm.data import transforms
 from lensfm import errors
 from lensfm import utils
-from lensfm import models
 from lensfm import objectives
 from lensfm.objectives import base
 from lensfm.train import loading
+from lensfm.train import precision
 
 # Fields of config.model that change speed or memory, never the parameters: a run may
 # set them as it likes whatever its checkpoint used.
@@ -131,7 +131,7 @@ class Checkpoint:
   def downstream(self, task: str) -> tuple[loading.Trained, base.DownstreamObjective]:
     """(every parameter and extra state, the objective) of a fine-tuned checkpoint; a
     clear error for one without a downstream head (e.g. a pretraining run)."""
-    objective = objectives.get_objective(self.config, models.get_model(self.config.model))
+    objective = objectives.get_objective(self.config, precision.get_model(self.config.model))
     if not isinstance(objective, base.DownstreamObjective):
       raise errors.UserError(
           f"{task}: checkpoint {self.path} was trained with objective "

@@ -50,13 +50,13 @@ import optax
 
 from lensfm import data as data_lib
 from lensfm import errors
-from lensfm import models
 from lensfm import objectives
 from lensfm.train import checkpoint as ckpt_lib
 from lensfm.train import contract
 from lensfm.train import distributed
 from lensfm.train import early_stopping as early_stopping_lib
 from lensfm.train import optim
+from lensfm.train import precision
 from lensfm.train import sharding
 from lensfm.train import watchdog as watchdog_lib
 from lensfm.train import writer as writer_lib
@@ -107,7 +107,7 @@ class Trainer:
     self.mesh = sharding.make_mesh(config.mesh, devices)
     check_config(config, self.mesh)
     self.data_sharding = sharding.batch_sharding(self.mesh)
-    self.model = models.get_model(config.model)
+    self.model = precision.get_model(config.model)
     self.objective = objectives.get_objective(config, self.model)
     self.base_rng = jax.random.key(config.seed)
 
