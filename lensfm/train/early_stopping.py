@@ -26,6 +26,7 @@ import time
 from typing import Optional
 
 import jax
+from jax.experimental import multihost_utils
 
 from lensfm import errors
 from lensfm.train import checkpoint as ckpt_lib
@@ -156,7 +157,6 @@ class Selection:
         if os.path.basename(d).isdigit() and int(os.path.basename(d)) > start:
           shutil.rmtree(d)
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices("lensfm_early_stopping")
 
   def resume(self, start: int, save_best) -> None:
