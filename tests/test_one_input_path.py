@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from lensfm import config_args
 from lensfm.data import build
 from lensfm.data import image_files
 from lensfm.data import model_input
@@ -20,6 +21,7 @@ from lensfm.train import sharding as sharding_lib
 
 CLASSES = ("no_sub", "cdm", "axion")
 BATCH = 8
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC_SCALE = 0.101  # The released Model II files' pixels.
 
 
@@ -103,3 +105,14 @@ def test_evaluate_predict_knn_and_bench_make_identical_batches(files):
   for name, images in (("knn", from_knn), ("bench rows", from_bench_rows),
                        ("predict", from_predict), ("bench sets", from_bench_sets)):
     np.testing.assert_allclose(images, from_evaluate, atol=2e-5, err_msg=name)
+
+
+def test_knn_task_runs_on_a_built_dataset_with_its_own_classes(files, tmp_path):
+  """kNN from a random encoder on the files above: classes from the dataset, a summary."""
+  config = config_args.load(os.path.join(ROOT, "configs", "finetune_classify.py:runlocal,mode=knn"))
+  config.data.update({k: v for k, v in files.items() if k in config.data})
+  config.update(batch_size=BATCH, mesh=(("data", -1), ("fsdp", 1)))
+  config.knn.update(num_train_examples=0, num_test_examples=0)
+  summary = knn.run(config, str(tmp_path / "knn"))
+  assert summary["bank_size"] == 9 and summary["num_examples"] == 9
+  assert {"auc_no_sub", "auc_cdm", "auc_axion"} <= set(summary)

@@ -44,10 +44,11 @@ from lensfm.train import writer as writer_lib
 from lensfm import utils
 
 
-def class_names(config, num_classes: int):
-  """The data's class names (a simulator recipe's or a dataset's), else the config's."""
+def class_names(config, labels) -> tuple[str, ...]:
+  """The data's class names (a simulator recipe's or a dataset's), else the config's, else
+  'class_k' for every label seen."""
   names = model_input.describe(config.data).class_names or config.objective.class_names
-  return tuple(names) if names else tuple(f"class_{k}" for k in range(num_classes))
+  return tuple(names) if names else tuple(f"class_{k}" for k in range(int(labels.max()) + 1))
 
 
 def encoder_params(config, model, start_from, mesh):
@@ -105,11 +106,13 @@ def run(config, workdir: str) -> dict:
     bank = knn.extract_features(embed, params, bank_source, num_bank)
     test_x, test_y = knn.extract_features(embed, params, test_source, num_test)
   test_source.close()
-  num_classes = len(class_names(config, 0)) or int(max(bank[1].max(), test_y.max()) + 1)
+  if data_lib.source_name(config.data) != sim_pool.SOURCE_NAME:
+    bank_source.close()  # A dataset's reader threads; the pool is a list of batches.
+  names = class_names(config, np.concatenate([bank[1], test_y]))
+  num_classes = len(names)
   probs = metrics.knn_predict(bank[0], bank[1], test_x, k=int(knn_cfg.k),
                               temperature=float(knn_cfg.temperature),
                               num_classes=num_classes)
-  names = class_names(config, num_classes)
   result, details = reports.classification({"probs": probs, "label": test_y}, names)
   summary = {**reports.json_safe(result), **reports.json_details(details), "task": "knn",
              "bank_size": int(len(bank[1])), "k": int(knn_cfg.k),
