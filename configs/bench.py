@@ -121,7 +121,7 @@ def get_config(arg=None):
     if arg.preset == "cpu_budget":
       c.regimes = ("budget",)
     else:  # Rows that converge in ~2 h on 2 cores (README: the split over processes).
-      c.labels = (100, 0)
+      c.labels = (10, 100, 0)
       c.multi_seed_labels = ()
       c.seeds = (0,)
       c.other_instruments = ()
