@@ -107,6 +107,22 @@ def test_split_folders_and_png(tmp_path):
   assert image.shape == (12, 12, 3) and image.dtype == np.float32 and image.max() > 1
 
 
+def test_train_and_test_folders_get_a_validation_split_from_train(tmp_path):
+  root = tmp_path / "tt"
+  rng = np.random.default_rng(3)
+  for split, n in (("train", 10), ("test", 3)):
+    for name in ("lens", "nonlens"):
+      os.makedirs(root / split / name)
+      for i in range(n):
+        np.save(root / split / name / f"{i}.npy", rng.random((8, 8)).astype(np.float32))
+  result = _build("files/tt", tmp_path / "data", root,
+                  builder_args={"source_pixel_scale": 0.2})
+  # 10% of each class's train folder (1 of 10) is carved out; test stays as given.
+  assert result.num_examples == {"train": 18, "validation": 2, "test": 6}
+  names = {r["filename"].decode() for r in records(result.path, "validation")}
+  assert all(n.startswith("train/") for n in names)
+
+
 def test_three_band_catalogue_with_targets_and_extras(tmp_path):
   root = tmp_path / "cat"
   os.makedirs(root / "img")

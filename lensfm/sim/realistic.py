@@ -23,6 +23,8 @@ Scene (one image; populations from `galaxies` and `populations`, relations cited
               DeepLense vortex as a uniform line mass through the lens centre (as
               `recipes.Randomized`) of 10^U(-2, -1) times the mass inside theta_E.
               Optional line-of-sight halos (los_density).
+  magnitudes  source (unlensed) magnitudes uniform in SURVEY_DEFAULTS' range per survey, or
+              the source_mag_range override; neighbours up to a magnitude brighter.
   instrument  per-band PSF (Moffat for ground-based bands, seeing x U(0.85, 1.2) per image),
               supersampled pixels, lenstronomy noise_for_model noise per band.
 Labels (`recipes.LABEL_KEYS`): 'sub_mass_fraction' is the subhalo (or vortex) mass over the
@@ -181,8 +183,10 @@ class Realistic(recipes.Recipe):
 
   def __init__(self, *, num_pix=None, classes=None, noise=True, supersampling=2,
                sigma_sub=0.025, m_hm=0.0, max_subhalos=160, subhalo_mass_range=(1e7, 1e10),
-               los_density=0.0, psf_image=None):
-    default_pix, self.source_mag_range = SURVEY_DEFAULTS[self.survey]
+               los_density=0.0, psf_image=None, source_mag_range=None):
+    default_pix, default_mags = SURVEY_DEFAULTS[self.survey]
+    # Fainter sources (e.g. (22.5, 25.5)) make the harder scenes real searches meet.
+    self.source_mag_range = tuple(float(m) for m in (source_mag_range or default_mags))
     super().__init__(num_pix=num_pix or default_pix, classes=classes, noise=noise,
                      supersampling=supersampling)
     self.bands = surveys.survey_bands(self.survey)
@@ -203,7 +207,7 @@ class Realistic(recipes.Recipe):
 
   def _identity(self):
     psf = None if self.psf_image is None else self.psf_image.tobytes()
-    return super()._identity() + (self.settings, psf)
+    return super()._identity() + (self.settings, psf, self.source_mag_range)
 
   def _common(self, draw):
     """The scene every class shares: (params, (z_lens, z_source, sigma_v, theta_E, centre))."""

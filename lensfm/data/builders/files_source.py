@@ -20,6 +20,8 @@ Every problem names the catalogue line (the header is line 1) and what was expec
 Without split folders or a split column, rows are split per label (stratified, -1 being
 one group too) by a permutation seeded with `seed`: `round(test_fraction * n)` to test,
 `round(validation_fraction * n)` to validation (0.1 and 0.1 by default), the rest train.
+Own splits without a validation one (train and test folders) have validation_fraction of
+train carved out the same way.
 """
 from __future__ import annotations
 
@@ -280,20 +282,30 @@ def _number(cell: str, where: str, column: str) -> float:
 
 def splits(source: Source, *, seed: int, validation_fraction: float,
            test_fraction: float) -> dict[str, list[Row]]:
-  """{split: rows}: the source's own splits, else a seeded stratified split."""
-  if source.has_splits:
-    out = {}
-    for row in source.rows:
-      out.setdefault(row.split, []).append(row)
-    return out
+  """{split: rows}: the source's own splits, else a seeded stratified split. Own splits
+  without a validation one (train + test folders) get it carved from train, stratified,
+  so that fine-tuning can select and stop on it."""
   if not (0 <= validation_fraction and 0 <= test_fraction
           and validation_fraction + test_fraction < 1):
     raise errors.UserError(f"validation_fraction={validation_fraction} and test_fraction="
                            f"{test_fraction} must be >= 0 with a sum below 1.")
+  if source.has_splits:
+    out = {}
+    for row in source.rows:
+      out.setdefault(row.split, []).append(row)
+    if "validation" not in out and "train" in out and validation_fraction > 0:
+      carved = _stratified(out.pop("train"), seed, validation_fraction, 0.0)
+      out = {**carved, **out}
+    return out
+  return _stratified(source.rows, seed, validation_fraction, test_fraction)
+
+
+def _stratified(rows: list[Row], seed: int, validation_fraction: float,
+                test_fraction: float) -> dict[str, list[Row]]:
   rng = np.random.default_rng(seed)
   out = {"train": [], "validation": [], "test": []}
-  for label in sorted({r.label for r in source.rows}):  # Fixed order: a stable stream.
-    group = [r for r in source.rows if r.label == label]
+  for label in sorted({r.label for r in rows}):  # Fixed order: a stable stream.
+    group = [r for r in rows if r.label == label]
     order = rng.permutation(len(group))
     num_test = int(round(test_fraction * len(group)))
     num_val = int(round(validation_fraction * len(group)))
