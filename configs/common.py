@@ -15,13 +15,15 @@ step budget so that they compare fairly:
             baseline that pretraining must beat;
   resnet    ResNet-18 from scratch (GroupNorm, small stem), the CNN of the DeepLense
             literature, at 4x the ViT's learning rate;
+  cnn       a plain 3-layer CNN from scratch (lensfm/models/cnn.py), the notebook
+            baseline of lens searches, at 4x the ViT's learning rate;
   knn       (classification only) no training: kNN on frozen features (task 'knn').
 """
 import ml_collections
 
 from lensfm.sim import catalog
 
-MODES = ("finetune", "linear", "scratch", "resnet", "knn")
+MODES = ("finetune", "linear", "scratch", "resnet", "cnn", "knn")
 
 
 # -- backbones -----------------------------------------------------------------------
@@ -78,6 +80,11 @@ def resnet18(runlocal: bool) -> dict:
   return dict(name="resnet", depth=18, width=64, stem="small", dtype="bfloat16")
 
 
+def plain_cnn() -> dict:
+  """Three conv + pool layers (32, 64, 128): the notebook CNN of lens searches."""
+  return dict(name="cnn", widths=(32, 64, 128), dtype="float32")
+
+
 def apply_mode(c: ml_collections.ConfigDict, mode: str, runlocal: bool,
                allowed=MODES, standardize_features: bool = True) -> None:
   """Changes `c` in place for the adaptation `mode`; `standardize_features`: a linear
@@ -95,12 +102,15 @@ def apply_mode(c: ml_collections.ConfigDict, mode: str, runlocal: bool,
     c.optim.update(base_lr=c.optim.base_lr * 10, weight_decay=0.)
     if standardize_features:
       c.objective.feature_norm = "batch"
-  elif mode in ("scratch", "resnet"):
+  elif mode in ("scratch", "resnet", "cnn"):
     c.init_from = ""
     c.optim.layer_decay = None
     if mode == "resnet":
       c.model = resnet18(runlocal)
       c.optim.base_lr = c.optim.base_lr * 4  # The ViT's rate is too low for the CNN.
+    elif mode == "cnn":
+      c.model = plain_cnn()
+      c.optim.base_lr = c.optim.base_lr * 4
   elif mode == "knn":
     c.task = "knn"
 

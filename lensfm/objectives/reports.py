@@ -58,6 +58,8 @@ def regression(outputs, targets) -> tuple[dict, dict]:
     result.update({f"num_{t}": int(valid.sum()), f"mae_{t}": metrics_lib.mae(pred, true),
                    f"rmse_{t}": metrics_lib.rmse(pred, true), f"r2_{t}": metrics_lib.r2(pred, true)})
     details[t] = (pred, true)
+  # One scale-free number over every target, what selection and early stopping compare.
+  result["r2_mean"] = float(np.mean([result[f"r2_{t}"] for t in targets]))
   return result, details
 
 

@@ -67,6 +67,7 @@ ADOPTION = {
     "knn": Adoption(backbone=True, weights=True),
     "scratch": Adoption(backbone=True, weights=False),
     "resnet": Adoption(backbone=False, weights=False),
+    "cnn": Adoption(backbone=False, weights=False),
 }
 
 
