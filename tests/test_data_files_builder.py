@@ -1,6 +1,5 @@
 """lensfm.data.builders.files: your own folders and CSV catalogues as TFDS datasets."""
 import csv
-import json
 import os
 
 import jax
