@@ -244,7 +244,7 @@ def run_config(config, row, bb) -> ml_collections.ConfigDict:
            normalize=bb["normalize"], channels=bb["channels"], labels_seed=row["seed"],
            labels_per_class=row["labels"])
   if row["task"] == "extra":
-    d.update(source="tfds", name=extra_row_dataset(row), manual_dir=row["manual_dir"],
+    d.update(source="tfds", name=row["dataset"], manual_dir=row["manual_dir"],
              data_dir=config.get("tfds_dir", "") or "", recipe="")
     d.channels = model_input.describe(d).channels  # The data's bands (the model adapts).
   else:
@@ -365,11 +365,6 @@ def scores_of(config, row, c, trainer, state) -> dict:
   return scores
 
 
-def extra_row_dataset(row) -> str:
-  """The dataset of an extra row (rows saved before 'dataset' was kept: DeepLense)."""
-  return row.get("dataset") or f"deeplense/{row['data']}"
-
-
 def extra_data_notes(c, labels: int) -> dict:
   """What an extra row's data gave it: labelled train examples used per class, and notes
   where they fall short of `labels` or there is no validation split to tune on."""
@@ -384,7 +379,8 @@ def extra_data_notes(c, labels: int) -> dict:
     notes.append(f"fewer than {labels} labels per class in the train split: " + ", ".join(
         f"{name} {n}" for name, n in used.items()) + " (all used)")
   if "validation" not in builder.info.splits:
-    notes.append("no validation split: tuned on the test split (not held out)")
+    notes.append("no validation split: its validation scores (and a converged run's "
+                 "choices) are on the test split, not held out")
   return {"labels_used": used, "classes": list(facts.class_names), "notes": notes}
 
 

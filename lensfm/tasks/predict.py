@@ -132,25 +132,20 @@ def catalogue_in(inputs) -> str:
   return os.path.expanduser(catalogues[0]) if catalogues else ""
 
 
-def catalogue_bands(path: str, given, checkpoint_bands) -> tuple:
-  """The band order of a catalogue's path_<band> columns: config.data.bands if set, else
-  the checkpoint's bands when the catalogue has a column for each (the order it was
-  trained in), else the columns' order."""
-  if given:
-    return tuple(b.strip() for b in str(given).split(",") if b.strip())
-  with open(path, newline="", encoding="utf-8-sig") as f:
-    header = [c.strip() for c in next(csv.reader(f), [])]
-  if checkpoint_bands and all(f"path_{b}" in header for b in checkpoint_bands):
-    return tuple(checkpoint_bands)
-  return ()
-
-
 def read_catalogue(path: str, config, checkpoint_bands=()) -> Inputs:
-  """The rows of the CSV catalogue config.inputs names, in order (bands as
-  `catalogue_bands`), and the columns the output keeps: all but the file columns."""
-  bands = catalogue_bands(path, config.get("data", {}).get("bands", ""), checkpoint_bands)
+  """The rows of the CSV catalogue config.inputs names, in order, and the columns the
+  output keeps (all but the file columns). path_<band> columns are stacked in the order
+  of config.data.bands if set, else of the checkpoint's bands when the catalogue has a
+  column for each (the order it was trained in), else of the columns."""
+  given = config.get("data", {}).get("bands", "")
+  bands = tuple(b.strip() for b in str(given or "").split(",") if b.strip())
   source = files_source.catalogue(path, label=None, targets=(), bands=bands,
                                   require_labels=False)
+  if (not bands and checkpoint_bands and source.band_names
+      and set(checkpoint_bands) <= set(source.band_names)
+      and list(checkpoint_bands) != source.band_names):
+    source = files_source.catalogue(path, label=None, targets=(),
+                                    bands=tuple(checkpoint_bands), require_labels=False)
   return Inputs(source.rows, path, source.kept_columns())
 
 
@@ -234,7 +229,7 @@ def run(config, workdir: str) -> dict:
   start = time.time()
   ref = contract.trained_model_ref(config, "predict")
   catalogue = catalogue_in(config.inputs)
-  # Files are named before any checkpoint is read; a catalogue's bands may need its bands.
+  # Files are named before any checkpoint is read; a catalogue once its bands are known.
   paths = None if catalogue else image_files.expand_inputs(config.inputs)
   checkpoint = contract.resolve(ref)
   trained, objective = checkpoint.downstream("predict")
