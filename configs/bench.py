@@ -26,8 +26,12 @@ at config.cap_steps); BENCH.md has a table for each. Presets:
   accelerator  one GPU/TPU, the full table: budget runs of 2,000 steps of batch 256,
                converged runs validating every 500 steps (cap 20,000), full-width
                ResNet-18, larger sets.
-Options: --config.extra_datasets='model_ii=DIR,...' adds rows for your released DeepLense
-directories (built into TFDS on first use); --config.only=REGEX runs the matching rows;
+Options: --config.extra_datasets='NAME=PATH,...' adds rows for your own data: a released
+DeepLense directory (NAME model_i, model_ii, model_iii or common_test and its layout:
+deeplense/NAME) or any labelled folder or CSV catalogue (files/NAME, README "Your own
+data"), built into TFDS on first use, classified with its own classes at
+config.extra_labels (100) labels per class (all there are where fewer);
+--config.only=REGEX runs the matching rows;
 --config.data_dir=DIR caches the fixed sets elsewhere (default
 $TFDS_DATA_DIR/lensbench or ~/tensorflow_datasets/lensbench).
 Outputs in DIR: bench.json, BENCH.md, label_efficiency.png, cross_instrument.png,
@@ -72,7 +76,8 @@ def get_config(arg=None):
   c.init_from = ""
   c.data_dir = ""   # The fixed sets' cache ('' = <TFDS data dir>/lensbench).
   c.tfds_dir = ""   # Where extra_datasets are built ('' = the TFDS default).
-  c.extra_datasets = ""
+  c.extra_datasets = ""  # 'NAME=PATH,...': DeepLense directories, your folders, catalogues.
+  c.extra_labels = 100  # Labels per class of the extra_datasets rows.
   c.only = ""
   c.fail_fast = False
   c.model_dtype = ""  # Every row's compute dtype ('' = the checkpoint's / recipe's).

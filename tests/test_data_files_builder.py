@@ -1,6 +1,5 @@
 """lensfm.data.builders.files: your own folders and CSV catalogues as TFDS datasets."""
 import csv
-import json
 import os
 
 import jax
@@ -343,3 +342,67 @@ def test_command_line_and_rebuild_when_a_catalogued_file_changes(tmp_path, capsy
   path = pipeline.find_dataset_dir("files/cli", str(tmp_path / "data"))
   assert sorted(float(r["image"].max()) for r in records(path, "train")) == [1.0, 2.0]
   assert metadata(path)["bands"] == ["u", "v"]
+
+
+# -- a per-row pixel scale (catalogue column pixel_scale) --------------------------------
+
+
+def test_npy_catalogue_pixel_scale_column(tmp_path):
+  """.npy cutouts carry no WCS: a pixel_scale column gives each row's, and rows at another
+  scale are mapped onto the stored grid keeping their field of view."""
+  rows = []
+  for i in range(3):
+    np.save(tmp_path / f"{i}.npy", np.ones((16, 16)))
+    rows.append([f"{i}.npy", "0.2", f"obj{i}"])
+  np.save(tmp_path / "fine.npy", np.ones((32, 32)))  # The same 3.2" field at 0.1"/px.
+  rows.append(["fine.npy", "0.1", "fine"])
+  catalogue = write_csv(tmp_path / "c.csv", ["path", "pixel_scale", "id"], rows)
+  result = _build("files/scaled", tmp_path / "data", catalogue,
+                  builder_args={"validation_fraction": 0, "test_fraction": 0})
+  meta = metadata(result.path)
+  assert meta["pixel_scale"] == pytest.approx(0.2)
+  assert meta["extra_columns"] == {"id": "id"}  # Used, not kept as a string feature.
+  by_id = {r["id"].decode(): r for r in records(result.path, "train")}
+  assert by_id["fine"]["image"].shape == (16, 16, 1)
+  assert np.allclose(by_id["fine"]["image"], 4.0, atol=1e-3)  # Four fine pixels make one.
+  # The cell wins over config.data.source_pixel_scale (which fills empty cells).
+  rows[0][1] = ""
+  catalogue = write_csv(tmp_path / "c2.csv", ["path", "pixel_scale", "id"], rows)
+  result = _build("files/scaled2", tmp_path / "data", catalogue,
+                  builder_args={"validation_fraction": 0, "test_fraction": 0,
+                                "source_pixel_scale": 0.1})
+  by_id = {r["id"].decode(): r for r in records(result.path, "train")}
+  assert metadata(result.path)["pixel_scale"] == pytest.approx(0.2)
+  assert by_id["obj0"]["image"][8, 8, 0] == pytest.approx(4.0, abs=1e-3)  # At 0.1"/px.
+  assert np.allclose(by_id["obj1"]["image"], 1.0)  # Its cell: 0.2"/px, stored as it is.
+
+
+def test_bad_pixel_scale_cell(tmp_path):
+  np.save(tmp_path / "a.npy", np.ones((8, 8)))
+  catalogue = write_csv(tmp_path / "c.csv", ["path", "pixel_scale"], [["a.npy", "0.1"],
+                                                                      ["a.npy", "-1"]])
+  text = _bad(tmp_path, catalogue, "c.csv line 3: pixel_scale is '-1'")
+  assert "positive number (arcsec/pixel)" in text
+
+
+def test_missing_scale_names_the_flag_and_the_column(tmp_path):
+  os.makedirs(tmp_path / "in")
+  write_fits(str(tmp_path / "in" / "a.fits"), np.ones((8, 8)), wcs=False)
+  catalogue = write_csv(tmp_path / "in" / "c.csv", ["path"], [["a.fits"]])
+  text = _bad(tmp_path, catalogue, "has no celestial WCS")
+  assert "config.data.source_pixel_scale" in text and "pixel_scale column" in text
+  # .npy rows without a scale build, and reading them asks for either.
+  np.save(tmp_path / "in" / "b.npy", np.ones((8, 8)))
+  catalogue = write_csv(tmp_path / "in" / "d.csv", ["path"], [["b.npy"]])
+  result = _build("files/noscale", tmp_path / "data", catalogue,
+                  builder_args={"validation_fraction": 0, "test_fraction": 0})
+  info = tfds.builder_from_directory(result.path).info
+  with pytest.raises(errors.UserError) as error:
+    pipeline.dataset_pixel_scale(info, "files/noscale", ml_collections.ConfigDict())
+  text = _one_line(error)
+  assert "config.data.source_pixel_scale" in text and "pixel_scale column" in text
+  # A row with a scale beside one without is named.
+  catalogue = write_csv(tmp_path / "in" / "e.csv", ["path", "pixel_scale"],
+                        [["b.npy", "0.1"], ["b.npy", ""]])
+  text = _bad(tmp_path, catalogue, r"e.csv line 3 \(b.npy\): has no pixel scale")
+  assert "pixel_scale column" in text

@@ -177,8 +177,11 @@ def dataset_pixel_scale(info, name: str, data_config) -> float:
   if dataset == "lensfm_sim":
     overrides = dict(metadata.get("build_args", {}).get("recipe_overrides", {}) or {})
     return lensfm_sim_builder.get_recipe(config, overrides).pixel_scale
+  column = (" or give its catalogue a pixel_scale column (arcsec/pixel per row)"
+            if dataset == "files" else "")
   raise errors.UserError(f"Dataset {name!r} does not say its pixel scale (no 'pixel_scale' in "
-                   "its metadata.json); set config.data.source_pixel_scale (arcsec/pixel).")
+                         "its metadata.json); set config.data.source_pixel_scale "
+                         f"(arcsec/pixel){column}.")
 
 
 def check_dataset_image_shape(features, data_config, name: str) -> tuple:

@@ -20,9 +20,16 @@ Rows (a row = one training run, scored on the fixed sets of `bench_sets`):
   regress/axion/all/<mode>/s0: log10 axion mass, MAE in dex.
   superres/model_ii/all/<mode>/s0: x2 super-resolution, PSNR gain over bicubic (dB).
   lensfind/lensfind/all/<mode>/s0: lens finding, AUC and TPR at 1% FPR.
-  extra/<name>/100/<mode>/s0: config.extra_datasets, the user's released DeepLense
-      directories ('name=DIR,...', name e.g. model_ii), built into TFDS on first use,
-      trained with 100 labels per class and scored on their test split.
+  extra/<name>/100/<mode>/s0: config.extra_datasets ('NAME=PATH,...'), the user's own
+      data, built into TFDS on first use: deeplense/NAME for a DeepLense config's name
+      (model_i, model_ii, model_iii, common_test) and a folder in its released layout,
+      else files/NAME from PATH, a labelled folder or CSV catalogue
+      (lensfm/data/builders/files.py). Classified with the data's own classes (their
+      number and names from the data), config.extra_labels (100) labels per class of the
+      train split (all there are where fewer: the row's labels_used and notes say so),
+      validated on its validation split (a dataset without one falls back to its test
+      split, and the row notes it) and scored on its test split; headline auc_macro,
+      which for two classes equals the binary ROC AUC.
 Every row reports validation and test metrics: tune on validation, report test.
 
 Two regimes (config.regimes), each row in both (config.converge_only: a regex limiting
@@ -55,11 +62,16 @@ import time
 import jax
 import ml_collections
 import numpy as np
+import tensorflow_datasets as tfds
 
 from lensfm import data as data_lib
 from lensfm.data import eval_input
 from lensfm.data import model_input
+from lensfm.data import pipeline
 from lensfm.data import transforms
+from lensfm.data.builders import deeplense as deeplense_builder
+from lensfm.data.builders import files as files_builder
+from lensfm.data.builders import files_source
 from lensfm import errors
 from lensfm.evaluators import common
 from lensfm.objectives import reports
@@ -75,8 +87,12 @@ CHECKPOINT_MODES = tuple(m for m, rule in contract.ADOPTION.items() if rule.weig
 TRANSFER_SETS = ("model_i", "model_iii", "model_ii_rotated")
 TASK_SETS = {"regress": "axion", "superres": "superres", "lensfind": "lensfind"}
 # The headline metric of each task (higher is better except MAE).
+# For two classes auc_macro equals the binary ROC AUC: class 0's one-vs-rest AUC ranks by
+# p0 = 1 - p1 with the labels swapped, the same pairs in the same order.
 HEADLINE = {"classify": "auc_macro", "regress": "mae_log10_axion_mass",
             "superres": "psnr_gain_db", "lensfind": "auc", "extra": "auc_macro"}
+# Labels per class of an extra row (config.extra_labels; all there are where fewer).
+EXTRA_LABELS = 100
 LOWER_IS_BETTER = ("regress",)
 # 'budget': config.steps[task] steps (compute efficiency); 'converged': early stopping on
 # the validation split, learning rate chosen on it from config.lr_grid (accuracy ceiling).
@@ -130,24 +146,46 @@ def _plan_budget_rows(config, has_checkpoint: bool) -> list[dict]:
   for task in config.other_tasks:
     for mode in other_modes:
       add(task, TASK_SETS[task], 0, mode, seeds[0])
-  for name, directory in extra_datasets(config.get("extra_datasets", "")):
+  for name, path in extra_datasets(config.get("extra_datasets", "")):
     for mode in other_modes:
-      add("extra", name, config.transfer_labels, mode, seeds[0], manual_dir=directory)
+      add("extra", name, config.get("extra_labels", EXTRA_LABELS), mode, seeds[0],
+          manual_dir=path, dataset=extra_dataset_name(name, path))
   return rows
 
 
 def extra_datasets(spec: str) -> list[tuple[str, str]]:
-  """'model_ii=DIR,model_iii=DIR2' -> [(name, DIR), ...] (names of the deeplense builder)."""
+  """'model_ii=DIR,my_lenses=CATALOGUE.csv' -> [(name, path), ...]: each path a folder or
+  a CSV catalogue."""
   out = []
   for item in [s.strip() for s in (spec or "").split(",") if s.strip()]:
-    name, sep, directory = item.partition("=")
-    if not sep or not directory:
-      raise errors.UserError(f"config.extra_datasets item {item!r}: expected NAME=DIR, e.g. "
-                       "model_ii=/data/deeplense/model_ii.")
-    if not os.path.isdir(os.path.expanduser(directory)):
-      raise errors.MissingFileError(f"config.extra_datasets: {directory} is not a directory.")
-    out.append((name, os.path.expanduser(directory)))
+    name, sep, path = item.partition("=")
+    name, path = name.strip(), os.path.expanduser(path.strip())
+    if not sep or not name or not path:
+      raise errors.UserError(f"config.extra_datasets item {item!r}: expected NAME=PATH, e.g. "
+                             "model_ii=/data/deeplense/model_ii or "
+                             "my_lenses=/data/lenses/catalogue.csv.")
+    if not (os.path.isdir(path) or files_source.is_catalogue(path)):
+      raise errors.MissingFileError(f"config.extra_datasets: {name}={path} is not a folder "
+                                    "or a .csv catalogue; expected one of them.")
+    files_builder.config_for(name)  # A bad NAME is named now, not rows later.
+    out.append((name, path))
   return out
+
+
+def extra_dataset_name(name: str, path: str) -> str:
+  """'deeplense/NAME' for a DeepLense config's name and a folder in its released layout
+  (its class folders, directly or under train/), else 'files/NAME' (your own folder or
+  catalogue, lensfm/data/builders/files.py)."""
+  config = next((c for c in deeplense_builder.CONFIGS if c.name == name), None)
+  if config is None or not os.path.isdir(path):
+    return f"files/{name}"
+  folders = set(_subdirs(path)) | set(_subdirs(os.path.join(path, "train")))
+  return f"deeplense/{name}" if set(config.class_dirs) <= folders else f"files/{name}"
+
+
+def _subdirs(path: str) -> list[str]:
+  return [d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))] \
+      if os.path.isdir(path) else []
 
 
 # -- what is benchmarked -----------------------------------------------------------------
@@ -206,8 +244,9 @@ def run_config(config, row, bb) -> ml_collections.ConfigDict:
            normalize=bb["normalize"], channels=bb["channels"], labels_seed=row["seed"],
            labels_per_class=row["labels"])
   if row["task"] == "extra":
-    d.update(source="tfds", name=f"deeplense/{row['data']}", manual_dir=row["manual_dir"],
+    d.update(source="tfds", name=row["dataset"], manual_dir=row["manual_dir"],
              data_dir=config.get("tfds_dir", "") or "", recipe="")
+    d.channels = model_input.describe(d).channels  # The data's bands (the model adapts).
   else:
     recipe_name, overrides, _ = bench_sets.SETS[row["data"] if task == "classify"
                                                 else TASK_SETS[task]]
@@ -326,9 +365,38 @@ def scores_of(config, row, c, trainer, state) -> dict:
   return scores
 
 
+def extra_data_notes(c, labels: int) -> dict:
+  """What an extra row's data gave it: labelled train examples used per class, and notes
+  where they fall short of `labels` or there is no validation split to tune on."""
+  facts = model_input.describe(c.data)
+  path = pipeline.find_dataset_dir(c.data.name, c.data.get("data_dir", "") or None)
+  builder = tfds.builder_from_directory(path)
+  train = pipeline.split_labels(path, "train", builder.as_data_source(split="train"))
+  used = {name: int(min(labels, (train == k).sum()))
+          for k, name in enumerate(facts.class_names)}
+  notes = []
+  if min(used.values(), default=labels) < labels:
+    notes.append(f"fewer than {labels} labels per class in the train split: " + ", ".join(
+        f"{name} {n}" for name, n in used.items()) + " (all used)")
+  if "validation" not in builder.info.splits:
+    notes.append("no validation split: its validation scores (and a converged run's "
+                 "choices) are on the test split, not held out")
+  return {"labels_used": used, "classes": list(facts.class_names), "notes": notes}
+
+
 def run_row(config, row, bb, workdir, trainers: dict) -> dict:
   if row.get("regime") == "converged":
-    return run_converged(config, row, bb, workdir, trainers)
+    result = run_converged(config, row, bb, workdir, trainers)
+  else:
+    result = run_budget(config, row, bb, workdir, trainers)
+  if row["task"] == "extra":
+    result.update(extra_data_notes(run_config(config, row, bb), row["labels"]))
+    for note in result["notes"]:
+      print(f"  note: {note}", flush=True)
+  return result
+
+
+def run_budget(config, row, bb, workdir, trainers: dict) -> dict:
   c = run_config(config, row, bb)
   trainer, state, train_seconds, loss, _ = train(c, os.path.join(workdir, "scratch"),
                                                  trainers, bb["checkpoint"])

@@ -123,9 +123,13 @@ def table_rows(results, labels_list, regime_="budget") -> list[tuple[str, dict]]
     add("Lens finding, TPR at 1% FPR", key="tpr_at_fpr_0.01", task="lensfind",
         data="lensfind", labels=0)
   for data in sorted({r["data"] for r in results if r["task"] == "extra"}):
-    labels = next(r["labels"] for r in results if r["task"] == "extra" and r["data"] == data)
-    add(f"Your data: deeplense/{data}, {labels} labels/class (macro AUC)", task="extra",
-        data=data, labels=labels)
+    first = next(r for r in results if r["task"] == "extra" and r["data"] == data)
+    labels, used = first["labels"], first.get("labels_used") or {}
+    per_class = f"{labels} labels/class"
+    if min(used.values(), default=labels) < labels:  # The data had fewer: say how many.
+      per_class = f"up to {per_class} ({', '.join(f'{k} {n}' for k, n in used.items())})"
+    add(f"Your data: {first.get('dataset') or 'deeplense/' + data}, {per_class} (macro AUC)",
+        task="extra", data=data, labels=labels)
   return out
 
 

@@ -3,8 +3,16 @@
   python -m lensfm.main --config=configs/predict.py --config.checkpoint=FINETUNED_WORKDIR \
       --config.inputs='my_lenses/*.fits' --workdir=DIR
 
-One row per readable image, in file order within each image size (sizes are batched
-apart): `file`, then the task's columns, then `flag`:
+`inputs` may instead be one CSV catalogue, in the format of the `files` dataset
+(lensfm/data/builders/files_source.py): a `path` column (relative to the catalogue) or
+`path_<band>` columns (one file per band, stacked in the order of config.data.bands, else
+the checkpoint's bands when the catalogue has a column for each, else the columns'), and
+any other columns (label, split, ids, RA/Dec, ...), which the output keeps.
+
+One row per readable image, in file (or catalogue) order within each image size (sizes
+are batched apart): `file` (for a catalogue its path cell(s) as written, ';'-joined for
+bands), then a catalogue's other columns as written, then the task's columns, then
+`flag`:
   classification: prob_<class> for every class and predicted_class;
   regression: one column per target, in physical units (e.g. log10_axion_mass);
   super-resolution: sr_file, the path of the SR image written as DIR/superres/<name>_sr.npy
@@ -17,10 +25,13 @@ Images of any size are mapped onto the model's grid (config.data.image_size x pi
 of the checkpoint; for super-resolution its LR grid, image_size / scale pixels at
 pixel_scale x scale) and normalised exactly as the training data were, by the path every
 task takes (`lensfm.data.model_input.array_batches`). A file's pixel
-scale is `pixel_scale` if set, else its FITS WCS, else assumed to be the model's (said
-once on the console). Files that cannot be used (unreadable, truncated, not an image,
-pickles without allow_pickle) are skipped, each named with the reason on the console and
-in DIR/predictions_skipped.csv; the counts are in DIR/predict_summary.json.
+scale is a catalogue row's `pixel_scale` cell if it has one, else config.pixel_scale if
+set, else its FITS WCS, else assumed to be the model's (said once on the console). Files
+that cannot be used (missing, unreadable, truncated, not an image, pickles without
+allow_pickle; for a catalogue row, any of its band files) are skipped, each named with
+the reason on the console and in DIR/predictions_skipped.csv; the counts are in
+DIR/predict_summary.json. A catalogue's own mistakes (no path column, an empty path cell,
+a bad split or pixel_scale cell) are an error naming its line.
 
 The three outputs are one set: each is written to a temporary file and renamed into
 place only when all are complete, the summary last (it holds the SHA-256 of the two
@@ -32,18 +43,22 @@ config fields:
   task: 'predict'.
   checkpoint: the fine-tuned workdir (or checkpoints/<step>); `init_from` is its older
     spelling.
-  inputs: a file, a directory, a glob, or several separated by commas.
+  inputs: a file, a directory, a glob, or several separated by commas; or one CSV
+    catalogue.
+  data.bands: the band order of a catalogue's path_<band> columns (e.g. 'g,r,i').
   output: the CSV path (default WORKDIR/predictions.csv).
   batch_size: images per forward pass (padded to a multiple of the devices).
   allow_pickle: read pickled .npy files (pickles can run code).
   hdu: FITS extension to read (-1: the first one holding an image).
-  pixel_scale: arcsec/pixel of the input files (0: FITS WCS, else the model's).
+  pixel_scale: arcsec/pixel of the input files (0: FITS WCS, else the model's; a
+    catalogue's pixel_scale cells come first).
   norm_stats: JSON '{"mean": [C values], "std": [C values]}' when the checkpoint used
     normalize='standardize' and its statistics cannot be recomputed (its TFDS dataset is
     not on this machine); '' otherwise.
   progress_bar, mesh.
 """
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -57,31 +72,105 @@ from tqdm import tqdm
 
 from lensfm.data import image_files
 from lensfm.data import model_input
+from lensfm.data.builders import files_source
 from lensfm import errors
 from lensfm.train import contract
 from lensfm.train import sharding as sharding_lib
 from lensfm import utils
 
 
-def read_batches(paths, batch_size, read, skipped, progress):
-  """Yields (names, images [n, H, W, C], pixel scale) of up to batch_size readable files
-  of one shape and scale (files of other shapes wait in their own group)."""
+def read_batches(items, batch_size, read, skipped, progress, name=str):
+  """Yields (items, images [n, H, W, C], pixel scale) of up to batch_size readable items
+  (files or catalogue rows) of one shape and scale (others wait in their own group);
+  an unreadable item is appended to `skipped` as (name(item), reason)."""
   groups = {}
-  for path in progress(paths):
+  for item in progress(items):
     try:
-      image, scale = read(path)
+      image, scale = read(item)
     except image_files.UnreadableImage as e:
-      skipped.append((path, str(e)))
+      skipped.append((name(item), str(e)))
       print(f"Skipping unreadable image: {e}", flush=True)
       continue
-    names, images = groups.setdefault((image.shape, scale), ([], []))
-    names.append(path)
+    members, images = groups.setdefault((image.shape, scale), ([], []))
+    members.append(item)
     images.append(image)
     if len(images) == batch_size:
-      yield names, np.stack(images), scale
+      yield members, np.stack(images), scale
       del groups[(image.shape, scale)]
-  for (_, scale), (names, images) in groups.items():
-    yield names, np.stack(images), scale
+  for (_, scale), (members, images) in groups.items():
+    yield members, np.stack(images), scale
+
+
+@dataclasses.dataclass
+class Inputs:
+  """What predict reads: files (`items` are paths) or a catalogue's rows (`items` are
+  files_source.Row), and the catalogue columns each output row keeps."""
+  items: list
+  catalogue: str = ""
+  kept_columns: list = dataclasses.field(default_factory=list)
+
+  def name(self, item) -> str:
+    """The output's `file`: the path, or the catalogue's path cell(s) as written."""
+    return item.filename if self.catalogue else item
+
+  def first_file(self, item) -> str:
+    return item.files[0] if self.catalogue else item
+
+  def kept_cells(self, item) -> list:
+    return [item.cells[c] for c in self.kept_columns] if self.catalogue else []
+
+
+def catalogue_in(inputs) -> str:
+  """The CSV catalogue config.inputs names ('' if none); a catalogue is read alone."""
+  specs = ([s.strip() for s in inputs.split(",") if s.strip()] if isinstance(inputs, str)
+           else [str(s) for s in inputs])
+  catalogues = [s for s in specs if files_source.is_catalogue(os.path.expanduser(s))]
+  if catalogues and len(specs) > 1:
+    raise errors.UserError(f"config.inputs={','.join(specs)}: a CSV catalogue "
+                           f"({catalogues[0]}) is read alone; expected one catalogue, or "
+                           "files, directories and globs without one.")
+  return os.path.expanduser(catalogues[0]) if catalogues else ""
+
+
+def read_catalogue(path: str, config, checkpoint_bands=()) -> Inputs:
+  """The rows of the CSV catalogue config.inputs names, in order, and the columns the
+  output keeps (all but the file columns). path_<band> columns are stacked in the order
+  of config.data.bands if set, else of the checkpoint's bands when the catalogue has a
+  column for each (the order it was trained in), else of the columns."""
+  given = config.get("data", {}).get("bands", "")
+  bands = tuple(b.strip() for b in str(given or "").split(",") if b.strip())
+  source = files_source.catalogue(path, label=None, targets=(), bands=bands,
+                                  require_labels=False)
+  if (not bands and checkpoint_bands and source.band_names
+      and set(checkpoint_bands) <= set(source.band_names)
+      and list(checkpoint_bands) != source.band_names):
+    source = files_source.catalogue(path, label=None, targets=(),
+                                    bands=tuple(checkpoint_bands), require_labels=False)
+  return Inputs(source.rows, path, source.kept_columns())
+
+
+def row_reader(read_file, channels: int):
+  """fn(catalogue row) -> (float32 [H, W, C], arcsec/pixel of its first file or None):
+  its one file, or its band files (one band each) stacked in the catalogue's band order."""
+
+  def read(row):
+    try:
+      if len(row.files) == 1:
+        return read_file(row.files[0], channels)
+      if len(row.files) != channels:
+        raise image_files.UnreadableImage(
+            f"has {len(row.files)} band files; expected {channels}, the bands the "
+            "checkpoint takes.")
+      bands = [read_file(path, 1) for path in row.files]
+    except image_files.UnreadableImage as e:
+      raise image_files.UnreadableImage(f"{row.where}: {e}") from None
+    sizes = sorted({image.shape[:2] for image, _ in bands})
+    if len(sizes) > 1:
+      raise image_files.UnreadableImage(f"{row.where}: its bands have sizes {sizes}; "
+                                        "expected one size for every band.")
+    return np.concatenate([image for image, _ in bands], axis=-1), bands[0][1]
+
+  return read
 
 
 def file_scale_resolver(given: float, model_scale: float):
@@ -101,6 +190,12 @@ def file_scale_resolver(given: float, model_scale: float):
     return float(model_scale)
 
   return resolve
+
+
+def checkpoint_band_names(checkpoint) -> tuple:
+  """The bands the checkpoint was fine-tuned on, as its data named them (or none)."""
+  names = checkpoint.config.data.get("band_names", "") or ""
+  return tuple(b for b in str(names).split(",") if b)
 
 
 def input_grid(checkpoint, objective) -> model_input.Grid:
@@ -133,19 +228,29 @@ def model_batch(images, scale, grid, normalization, batch_size, sharding) -> dic
 def run(config, workdir: str) -> dict:
   start = time.time()
   ref = contract.trained_model_ref(config, "predict")
-  paths = image_files.expand_inputs(config.inputs)  # Named before any checkpoint is read.
+  catalogue = catalogue_in(config.inputs)
+  # Files are named before any checkpoint is read; a catalogue once its bands are known.
+  paths = None if catalogue else image_files.expand_inputs(config.inputs)
   checkpoint = contract.resolve(ref)
   trained, objective = checkpoint.downstream("predict")
+  inputs = (Inputs(paths) if paths is not None else
+            read_catalogue(catalogue, config, checkpoint_band_names(checkpoint)))
   grid = input_grid(checkpoint, objective)
   normalization = checkpoint.normalization_with(given_stats(config.norm_stats))
   hdu = int(config.hdu)
   resolve_scale = file_scale_resolver(float(config.pixel_scale or 0.), grid.pixel_scale)
 
-  def read(path):
-    image, scale = image_files.read_image_and_scale(
-        path, size=None, channels=grid.channels, allow_pickle=bool(config.allow_pickle),
+  def read_file(path, channels):
+    return image_files.read_image_and_scale(
+        path, size=None, channels=channels, allow_pickle=bool(config.allow_pickle),
         hdu=None if hdu < 0 else hdu, allow_nonfinite=True)
-    return image, resolve_scale(scale)
+
+  def read(item):
+    if not inputs.catalogue:
+      image, scale = read_file(item, grid.channels)
+      return image, resolve_scale(scale)
+    image, scale = row_reader(read_file, grid.channels)(item)
+    return image, item.pixel_scale or resolve_scale(scale)  # A row's own cell first.
 
   mesh = sharding_lib.make_mesh(config.mesh)
   devices = sharding_lib.data_parallel_size(mesh)
@@ -172,22 +277,25 @@ def run(config, workdir: str) -> dict:
   try:
     with open(tmp, "w", newline="") as f, jax.set_mesh(mesh):
       writer = csv.writer(f)
-      writer.writerow(["file"] + objective.output_columns() + ["flag"])
-      for names, images, scale in read_batches(paths, batch_size, read, skipped, progress):
-        n = len(names)
+      writer.writerow(["file"] + inputs.kept_columns + objective.output_columns() + ["flag"])
+      for items, images, scale in read_batches(inputs.items, batch_size, read, skipped,
+                                               progress, inputs.name):
+        n = len(items)
         doubtful_inputs = [image_files.suspicious(image) for image in images]
         batch = model_batch(images, scale, grid, normalization, batch_size, data_sharding)
         outputs = jax.device_get(predict(params, extra, batch["image"], batch["image_on_grid"]))
         outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
-        rows = objective.output_rows(outputs, [image_files.image_name(p) for p in names],
-                                     os.path.join(workdir, "superres"))
-        for name, row, doubtful_input, doubtful_answer in zip(
-            names, rows, doubtful_inputs, objective.output_flags(outputs)):
+        rows = objective.output_rows(
+            outputs, [image_files.image_name(inputs.first_file(i)) for i in items],
+            os.path.join(workdir, "superres"))
+        for item, row, doubtful_input, doubtful_answer in zip(
+            items, rows, doubtful_inputs, objective.output_flags(outputs)):
           if doubtful_input and not objective.answers_suspicious_inputs:
             row = [""] * len(row)
             doubtful_answer = ""  # No answer, nothing to doubt about it.
           flag = "; ".join(x for x in (doubtful_input, doubtful_answer) if x)
-          writer.writerow([name] + row + [flag])
+          name = inputs.name(item)
+          writer.writerow([name] + inputs.kept_cells(item) + row + [flag])
           if flag:
             flagged.append(name)
         num_written += n
@@ -198,7 +306,7 @@ def run(config, workdir: str) -> dict:
     os.remove(tmp)
     kept = [p for p in (output, skipped_path, summary_path) if os.path.exists(p)]
     raise errors.UserError(
-        f"None of the {len(paths)} input files could be read; first problems: "
+        f"None of the {len(inputs.items)} input files could be read; first problems: "
         + "; ".join(r for _, r in skipped[:3]) + ". Nothing was written"
         + (f"; the previous results are kept ({', '.join(kept)})." if kept else "."))
 
@@ -223,7 +331,7 @@ def run(config, workdir: str) -> dict:
     os.remove(skipped_path)  # An older run's list would contradict num_skipped: 0.
   os.replace(summary_tmp, summary_path)
   if skipped:
-    print(f"Skipped {len(skipped)} of {len(paths)} files (listed in {skipped_path}).",
+    print(f"Skipped {len(skipped)} of {len(inputs.items)} files (listed in {skipped_path}).",
           flush=True)
   print(f"Wrote {num_written} predictions to {output}"
         + (f"; {len(flagged)} flagged (see its flag column)." if flagged else "."), flush=True)

@@ -14,10 +14,11 @@ PATH is a folder (`DIR/<class>/*`, `DIR/{train,val,test}/<class>/*`) or a CSV ca
 Files: .npy (never unpickled; (H, W), (H, W, C) or (C, H, W)), FITS (.fits, .fit, .fts,
 .fits.gz, .fz: the first image HDU, or config.data.hdu: an index or EXTNAME, a
 comma-separated list of them or 'all' for one band per extension; a 3-D HDU is C bands),
-PNG/JPEG (grey: 1 band, else RGB: 3). Pixel scale: config.data.source_pixel_scale if set
-(for every file), else each FITS file's WCS (a FITS file without one is an error naming
-the flag); .npy and pictures carry none: the dataset then has no pixel scale and the
-pipeline asks for source_pixel_scale at read time.
+PNG/JPEG (grey: 1 band, else RGB: 3). Pixel scale, per example: a catalogue row's
+pixel_scale cell if it has one, else config.data.source_pixel_scale if set, else the FITS
+file's WCS (a FITS file with none of them is an error naming the flag and the column);
+.npy and pictures carry none: a dataset of them without either has no pixel scale and
+the pipeline asks for source_pixel_scale (or the column) at read time.
 
 Bands: an (H, W, C) array carries C bands in order; config.data.bands='g,r,i' names them
 (default band_0, ...; red, green, blue for RGB pictures; path_<band> columns name their
@@ -232,6 +233,18 @@ class Plan:
   moved: int = 0                   # Images mapped onto the stored grid.
 
 
+# What a row without a pixel scale can be given (said by every error about one).
+SCALE_HINT = ("set config.data.source_pixel_scale (arcsec/pixel) for every file, or give "
+              "a catalogue a pixel_scale column (arcsec/pixel per row)")
+
+
+def pixel_scale_of(row: files_source.Row, fixed: Optional[float],
+                   from_file: Optional[float]) -> Optional[float]:
+  """A row's arcsec/pixel: its pixel_scale cell, else config.data.source_pixel_scale, else
+  the file's FITS WCS (None: it has none)."""
+  return row.pixel_scale or fixed or from_file
+
+
 def _scale_key(scale: Optional[float]) -> Optional[float]:
   return None if scale is None else float(f"{scale:.6g}")
 
@@ -251,12 +264,10 @@ def make_plan(manual_dir: str, args: dict, report: base.BuildReport, skip_bad: b
   def probed(row):
     shape, scale = probe(row, hdu, channels)
     is_fits = row.files[0].lower().endswith(image_files.FITS_EXTENSIONS)
-    if fixed_scale:
-      scale = fixed_scale
-    elif is_fits and scale is None:
+    scale = pixel_scale_of(row, fixed_scale, scale)
+    if is_fits and scale is None:
       raise BadFileError(f"{row.where}: has no celestial WCS (CD or CDELT keywords) to give "
-                         "its pixel scale; expected one, or set config.data."
-                         "source_pixel_scale (arcsec/pixel) for every file.", "no_wcs")
+                         f"its pixel scale; expected one, or {SCALE_HINT}.", "no_wcs")
     return row, shape, _scale_key(scale)
 
   splits = {split: list(base.guarded(rows, probed, report, skip_bad, BadFileError))
@@ -290,8 +301,8 @@ def _consistent(splits: dict, channels: Optional[int], report, skip_bad: bool) -
                          "other files (config.data.bands names them).", "bad_bands")
     if scale is None and with_scale is not None:
       raise BadFileError(f"{row.where}: has no pixel scale, but {with_scale.where} has one "
-                         "(FITS WCS); expected every file to have one, or set config.data."
-                         "source_pixel_scale (arcsec/pixel) for every file.", "no_wcs")
+                         f"(FITS WCS or pixel_scale cell); expected every file to have one, "
+                         f"or {SCALE_HINT}.", "no_wcs")
     return probed
 
   return {split: list(base.guarded(probes, check, report, skip_bad, BadFileError))

@@ -13,6 +13,8 @@ A catalogue is a CSV file (a header line, then one row per example):
                   classes themselves; otherwise the sorted distinct names are;
   <targets>       numeric columns named by config.data.targets; empty cells are NaN;
   split           optional: train, validation (or val) or test for every row;
+  pixel_scale     optional: the row's arcsec/pixel (positive; an empty cell is none), e.g.
+                  for .npy cutouts, which carry no WCS;
   anything else   kept as a string feature per example (ids, RA/Dec, ...), named as the
                   column with characters other than letters, digits and '_' made '_'.
 Every problem names the catalogue line (the header is line 1) and what was expected.
@@ -42,6 +44,7 @@ SPLIT_NAMES = {"train": "train", "test": "test", "val": "validation",
                "validation": "validation"}
 RESERVED = ("image", "label", "filename", "mask")
 CSV_EXTENSIONS = (".csv",)
+PIXEL_SCALE_COLUMN = "pixel_scale"
 
 
 @dataclasses.dataclass
@@ -54,6 +57,8 @@ class Row:
   split: Optional[str] = None
   targets: dict = dataclasses.field(default_factory=dict)  # name -> float (NaN = none)
   extras: dict = dataclasses.field(default_factory=dict)   # feature name -> str
+  pixel_scale: Optional[float] = None  # arcsec/pixel from a pixel_scale column.
+  cells: dict = dataclasses.field(default_factory=dict)    # column -> cell, as written
 
 
 @dataclasses.dataclass
@@ -65,6 +70,12 @@ class Source:
   targets: list[str] = dataclasses.field(default_factory=list)
   extras: dict = dataclasses.field(default_factory=dict)  # feature name -> column
   has_splits: bool = False
+  columns: list[str] = dataclasses.field(default_factory=list)  # A catalogue's, in order.
+  file_columns: list[str] = dataclasses.field(default_factory=list)  # path or path_<band>.
+
+  def kept_columns(self) -> list[str]:
+    """A catalogue's columns other than its file columns, in order (ids, RA/Dec, ...)."""
+    return [c for c in self.columns if c not in self.file_columns]
 
 
 def is_catalogue(path: str) -> bool:
@@ -196,7 +207,7 @@ def catalogue(path: str, *, label: Optional[str], targets: tuple, bands: tuple,
       raise errors.UserError(f"{path}: has no target column {target!r} (config.data.targets);"
                              f" its columns are {columns}."
                              f"{errors.did_you_mean(target, columns)}")
-  used = set(paths) | set(targets) | {label_column, "split"}
+  used = set(paths) | set(targets) | {label_column, "split", PIXEL_SCALE_COLUMN}
   if band_names:
     used |= {c for c in columns if c.startswith("path_")}
   extras = {feature_name(c): c for c in columns if c not in used}
@@ -223,12 +234,14 @@ def catalogue(path: str, *, label: Optional[str], targets: tuple, bands: tuple,
         label=to_label(row[label_column]) if has_labels else -1,
         split=_split_of(row, where), targets={
             feature_name(t): _number(row[t], where, t) for t in targets},
-        extras={f: row[c] for f, c in extras.items()}))
+        extras={f: row[c] for f, c in extras.items()},
+        pixel_scale=_pixel_scale(row, where), cells=row))
   if not rows:
     raise errors.UserError(f"{path}: has a header but no rows.")
+  file_columns = [c for c in columns if c in paths or (band_names and c.startswith("path_"))]
   return Source("catalogue", rows, class_names, band_names=band_names,
                 targets=[feature_name(t) for t in targets], extras=extras,
-                has_splits="split" in columns)
+                has_splits="split" in columns, columns=columns, file_columns=file_columns)
 
 
 def _check_names(path: str, names: list[str]) -> None:
@@ -265,6 +278,17 @@ def _split_of(row: dict, where: str) -> Optional[str]:
     raise errors.UserError(f"{where}: split {row['split']!r}; expected train, validation "
                            "(or val) or test.")
   return split
+
+
+def _pixel_scale(row: dict, where: str) -> Optional[float]:
+  cell = row.get(PIXEL_SCALE_COLUMN, "")
+  value = _number(cell, where, PIXEL_SCALE_COLUMN)
+  if math.isnan(value):
+    return None
+  if not (math.isfinite(value) and value > 0):
+    raise errors.UserError(f"{where}: {PIXEL_SCALE_COLUMN} is {cell!r}; expected a positive "
+                           "number (arcsec/pixel) or an empty cell (none).")
+  return value
 
 
 def _number(cell: str, where: str, column: str) -> float:
