@@ -48,7 +48,7 @@ _SKY = flags.DEFINE_enum("sky", "realistic", ["toy", "realistic"], "lensfm.data.
 _MAGS = flags.DEFINE_list("source_mags", [], "Source magnitude range (realistic sky).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "lensfm:small", "What finetune starts from.")
 _SETS = flags.DEFINE_list("sets", list(SETS), "Which data sets.")
-_MODES = flags.DEFINE_list("modes", ["finetune", "cnn", "resnet"], "Modes.")
+_MODES = flags.DEFINE_list("modes", ["finetune", "cnn"], "Modes.")
 _LR_GRID = flags.DEFINE_list("lr_grid", ["0.3", "1", "3"], "Learning-rate factors.")
 _PER_CLASS = flags.DEFINE_integer("per_class", 150, "Training cutouts per class.")
 _TEST = flags.DEFINE_integer("test_per_class", 300, "Test cutouts per class.")
@@ -124,26 +124,36 @@ def one_run(set_name: str, mode: str, factor: str) -> dict:
   return row
 
 
+def all_runs() -> list[dict]:
+  folder = os.path.join(_OUT.value, "runs")
+  out = []
+  for name in sorted(os.listdir(folder)):
+    with open(os.path.join(folder, name)) as f:
+      out.append(json.load(f))
+  return out
+
+
 def summarize(runs: list[dict]) -> tuple[list[dict], list[str]]:
+  """Per set and mode: the run chosen on validation, and the one at the default rate."""
   rows, lines = [], []
-  for set_name in _SETS.value:
+  for set_name in SETS:
     task = SETS[set_name][2]
     metric, selection = HEADLINE[task]
-    for mode in _MODES.value:
+    for mode in sorted({r["mode"] for r in runs if r["set"] == set_name}):
       mine = [r for r in runs if r["set"] == set_name and r["mode"] == mode]
       if not mine:
         continue
-      chosen = max(mine, key=lambda r: r["validation"])
+      chosen = max(mine, key=lambda r: r["validation"])  # Ties: the first (lowest) rate.
       default = next((r for r in mine if r["lr_factor"] == 1.0), chosen)
       rows.append({"set": set_name, "mode": mode, "metric": metric, "selection": selection,
                    "chosen_lr_factor": chosen["lr_factor"], "test": chosen["test"],
                    "validation": chosen["validation"], "best_step": chosen["best_step"],
                    "train_seconds": chosen["train_seconds"],
-                   "default_lr_test": default["test"],
+                   "default_lr_test": default["test"], "num_lr": len(mine),
                    "runs": {str(r["lr_factor"]): r["test"] for r in mine}})
-  header = ["set", "mode", "test metric", "chosen lr x (on validation)", "validation",
-            "test", "test at lr x1 (README)", "best step", "train s"]
-  table = [[r["set"], r["mode"], r["metric"], r["chosen_lr_factor"],
+  header = ["set", "mode", "test metric", "lr factors tried", "chosen (on validation)",
+            "validation", "test", "test at lr x1 (README)", "best step", "train s"]
+  table = [[r["set"], r["mode"], r["metric"], ", ".join(sorted(r["runs"])), r["chosen_lr_factor"],
             f"{r['validation']:.4f}", f"{r['test']:.4f}", f"{r['default_lr_test']:.4f}",
             r["best_step"], f"{r['train_seconds']:.0f}"] for r in rows]
   lines += results.table(header, table)
@@ -153,7 +163,11 @@ def summarize(runs: list[dict]) -> tuple[list[dict], list[str]]:
 def main(argv):
   del argv
   make_data(os.path.join(_OUT.value, "data"))
-  runs = [one_run(s, m, f) for s in _SETS.value for m in _MODES.value for f in _LR_GRID.value]
+  for s in _SETS.value:
+    for m in _MODES.value:
+      for f in _LR_GRID.value:
+        one_run(s, m, f)
+  runs = all_runs()  # Earlier invocations' too (e.g. another grid for a costly mode).
   rows, lines = summarize(runs)
   faint = "faint" if _MAGS.value else ""
   stem = results.stem("own_data", _SKY.value, faint)
