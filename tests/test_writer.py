@@ -4,7 +4,6 @@ import os
 import time
 
 import numpy as np
-import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from lensfm.objectives import pictures
