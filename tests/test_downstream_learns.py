@@ -1,6 +1,6 @@
 """The downstream recipes learn: 150 CPU steps from scratch on 32x32 simulated Model II
 lenses beat chance by a wide margin: they guard the ViT's 'zscore' normalisation and the
-ResNet's feature standardisation (objective.feature_norm='batch'). One device: this is
+ResNet's and the plain CNN's feature standardisation (objective.feature_norm='batch'). One device: this is
 about learning, and the sharded step is tested elsewhere.
 """
 import os
@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 150
 
 
-@pytest.mark.parametrize("mode,min_auc", [("scratch", 0.8), ("resnet", 0.7)])
+@pytest.mark.parametrize("mode,min_auc", [("scratch", 0.8), ("resnet", 0.7), ("cnn", 0.7)])
 def test_classification_from_scratch_beats_chance(mode, min_auc, tmp_path):
   c = config_args.load(os.path.join(ROOT, "configs", f"finetune_classify.py:runlocal,mode={mode}"))
   c.update(total_steps=STEPS, checkpoint_every=STEPS, log_every=STEPS, progress_bar=False)

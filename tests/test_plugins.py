@@ -14,7 +14,7 @@ from lensfm.data import builders
 
 def test_plugin_names_are_the_files_that_define_the_entry_point():
   assert utils.plugin_names("lensfm.models", "Model") == [
-      "equivariant", "group_pooled", "hybrid", "resnet", "vit"]
+      "cnn", "equivariant", "group_pooled", "hybrid", "resnet", "vit"]
   assert "base" not in utils.plugin_names("lensfm.objectives", "Objective")
   assert {"mae", "simclr", "classify"} <= set(utils.plugin_names("lensfm.objectives", "Objective"))
   assert utils.plugin_names("lensfm.evaluators", "Evaluator") == ["downstream", "knn"]

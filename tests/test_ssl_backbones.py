@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lensfm import config_args
+from lensfm.models import cnn
 from lensfm.models import hybrid
 from lensfm.models import resnet
 from lensfm.objectives import byol
@@ -166,3 +167,14 @@ def test_every_backbone_objective_pair_takes_a_runlocal_step(backbone, objective
   if objective in ("byol", "dino"):
     check_target_updates(objective, trainer.objective, before, host_copy(state), batch, trainer)
 
+
+
+def test_plain_cnn_interface():
+  model = cnn.Model(widths=(4, 8, 16))
+  images = jnp.zeros((2, 20, 20, 1))
+  params = model.init(jax.random.key(0), images)["params"]
+  out = model.apply({"params": params}, images)
+  assert model.token_grid((20, 20)) == (3, 3) and model.embed_dim == 16
+  assert out["tokens"].shape == (2, 9, 16) and out["pooled"].shape == (2, 16)
+  with pytest.raises(ValueError, match="'cnn' has no tokens to drop"):
+    model.apply({"params": params}, images, keep=jnp.zeros((2, 1), jnp.int32))
