@@ -218,13 +218,20 @@ class Realistic(recipes.Recipe):
 
   def __init__(self, *, num_pix=None, classes=None, noise=True, supersampling=2,
                sigma_sub=0.025, m_hm=0.0, max_subhalos=160, subhalo_mass_range=(1e7, 1e10),
-               los_density=0.0, psf_image=None, source_mag_range=None):
+               los_density=0.0, psf_image=None, source_mag_range=None, bands=None):
     default_pix, default_mags = SURVEY_DEFAULTS[self.survey]
     # Fainter sources (e.g. (22.5, 25.5)) make the harder scenes real searches meet.
     self.source_mag_range = tuple(float(m) for m in (source_mag_range or default_mags))
     super().__init__(num_pix=num_pix or default_pix, classes=classes, noise=noise,
                      supersampling=supersampling)
     self.bands = surveys.survey_bands(self.survey)
+    if bands:   # A subset of the survey's bands (names, in this order), e.g. ('lsst_i',).
+      bands = (bands,) if isinstance(bands, str) else tuple(bands)
+      unknown = [b for b in bands if b not in surveys.SURVEYS[self.survey]]
+      if unknown:
+        raise ValueError(f'Recipe {self.name!r}: bands {unknown} are not among the survey '
+                         f'bands {list(surveys.SURVEYS[self.survey])}.')
+      self.bands = tuple(surveys.PRESETS[b] for b in bands)
     self.band_names = tuple(b.name for b in self.bands)
     self.num_bands = len(self.bands)
     self.inst = self.bands[0].instrument(self.num_pix, self.supersampling)
@@ -242,7 +249,7 @@ class Realistic(recipes.Recipe):
 
   def _identity(self):
     psf = None if self.psf_image is None else self.psf_image.tobytes()
-    return super()._identity() + (self.settings, psf, self.source_mag_range)
+    return super()._identity() + (self.settings, psf, self.source_mag_range, self.band_names)
 
   def _common(self, draw):
     """The scene every class shares: (params, (z_lens, z_source, sigma_v, theta_E, centre))."""
