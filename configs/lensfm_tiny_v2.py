@@ -20,8 +20,13 @@ on 48 x 48 px at 0.101"/px (4.85"). Each batch is
 Two views of a lens share its mass and substructure, nothing else.
 
   python -m lensfm.main --config=configs/lensfm_tiny_v2.py --workdir=/work/runs/lensfm_tiny_v2
-On one CPU core (`taskset -c 0`): 2,000 steps of batch 64 (about 90 min at the ~2.7 s per
-step measured; experiments/results/ and the commit that added this file give the numbers).
+On one CPU core (`taskset -c 0`): 2,000 steps of batch 64, sized like v1 (v1 ran 2,200 in
+88 min, 2.4 s per step); v2's data cost 0.53 s per batch of 64 on one core against v1's
+0.33 s (a realistic view ~5.7 ms, a mixture view ~2.6 ms), so ~2.6 s per step, ~2,050
+steps in 90 min. Measured under load (nice 15, `taskset -c 1`, two busy cores, steps 2-12
+of 12): v2 1.29 s per step, v1 1.55 s in the same conditions, i.e. the 0.2 s is within
+that noise; on an idle core re-time 20 steps first and set `steps=` to fill the budget.
+First compile ~1 min (five survey renderers).
 On a laptop CPU in about a minute (mechanics only; Euclid and LSST views only):
   python -m lensfm.main --config=configs/lensfm_tiny_v2.py:runlocal --workdir=/tmp/lensfm_tiny_v2
 Args as configs/lensfm_tiny.py (objective, aux, steps, batch, backbone, runlocal), plus
