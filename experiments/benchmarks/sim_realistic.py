@@ -2,10 +2,12 @@
 
 For each realistic recipe it jits `sim_source.simulate(recipe, keys)` (one example per key,
 as training draws batches) twice: once traced inside `realistic.reference_rendering()`
-(every one of the 160 subhalo slots and the vortex evaluated for every scene, 40 EPL
-series terms, direct PSF convolution: the rendering before the shortcuts) and once as
-recipes render now (halos and vortex summed over the present ones only, `render.sum_present`;
-28 EPL terms, exact to float32 at the prior's smallest axis ratio; FFT PSF convolution).
+(every one of the 160 subhalo slots and the vortex evaluated for every scene, every
+lens-finding scene ray-traced, 40 EPL series terms, direct PSF convolution: the rendering
+before the shortcuts) and once as recipes render now (halos and vortex summed over the
+present ones only, `render.sum_present`; non-lensed scenes skip ray tracing and source
+light, `render.map_present`; 28 EPL terms, exact to float32 at the prior's smallest axis
+ratio; FFT PSF convolution).
 Both make the same examples from the same keys; it reports images/s (wall clock),
 CPU-seconds per image (all threads of this process: stays meaningful when other jobs
 share the CPU), their ratio, compile times and the largest image difference (relative

@@ -234,3 +234,68 @@ def _present_summer(profile, leaf, chunk):
     return (unfold(ax), unfold(ay)), (True, True)
 
   return summer
+
+
+def map_present(fn, present, operand, shared, chunk=8):
+  """fn(operand, shared) where `present`, else zeros of its shape: under vmap only the
+  present examples are computed (compacted, `chunk` at a time, in a loop as long as they
+  need; the batch folded into one call by custom_vmap, as `sum_present`). `shared` (e.g.
+  the pixel grid) is the same for every example; batched, it falls back to computing
+  every example. fn must be a stable (module-level) function. Forward only.
+  """
+  mapper = _present_mapper(fn, int(chunk))
+  rows = jax.tree.map(lambda v: jnp.asarray(v)[None], operand)
+  out = mapper(jnp.asarray(present, bool)[None], rows, shared)
+  return jax.tree.map(lambda v: v[0], out)
+
+
+def _map_present_rows(fn, chunk, present, operand, shared):
+  rows = present.shape[0]
+  one = jax.tree.map(lambda v: v[0], operand)
+  out_shape = jax.eval_shape(lambda o: fn(o, shared), one)
+  count = present.sum()
+  order = jnp.argsort(jnp.where(present, 0, 1), stable=True)
+  order = jnp.concatenate([order, jnp.zeros((chunk,), order.dtype)])
+
+  def add_chunk(i, acc):
+    idx = jax.lax.dynamic_slice(order, (i * chunk,), (chunk,))
+    valid = (i * chunk + jnp.arange(chunk)) < count
+    part = jax.tree.map(lambda v: v[idx], operand)
+    res = jax.vmap(lambda o: fn(o, shared))(part)
+    return jax.tree.map(
+        lambda a, r: a.at[idx].add(jnp.where(valid.reshape((chunk,) + (1,) * (r.ndim - 1)),
+                                             r, 0).astype(a.dtype)), acc, res)
+
+  zeros = jax.tree.map(lambda s: jnp.zeros((rows,) + s.shape, s.dtype), out_shape)
+  return jax.lax.fori_loop(0, (count + chunk - 1) // chunk, add_chunk, zeros)
+
+
+@functools.lru_cache(maxsize=None)
+def _present_mapper(fn, chunk):
+  """custom_vmap fn(present [R], operand [R, ...], shared) for `map_present`."""
+
+  @jax.custom_batching.custom_vmap
+  def mapper(present, operand, shared):
+    return _map_present_rows(fn, chunk, present, operand, shared)
+
+  @mapper.def_vmap
+  def mapper_vmap(axis_size, in_batched, present, operand, shared):
+    present_batched, operand_batched, shared_batched = in_batched
+    grow = lambda v, b: v if b else jnp.broadcast_to(v, (axis_size,) + v.shape)
+    present = grow(present, present_batched)
+    operand = jax.tree.map(grow, operand, operand_batched)
+    if any(jax.tree.leaves(shared_batched)):   # per-example shared: compute every example
+      shared = jax.tree.map(grow, shared, shared_batched)
+      def dense(p, o, s):
+        res = jax.vmap(lambda oo: fn(oo, s))(o)
+        return jax.tree.map(
+            lambda r: jnp.where(p.reshape(p.shape + (1,) * (r.ndim - 1)), r, 0), res)
+      out = jax.vmap(dense)(present, operand, shared)
+      return out, jax.tree.map(lambda _: True, out)
+    rows = present.shape[1]
+    fold = lambda v: v.reshape((axis_size * rows,) + v.shape[2:])
+    out = mapper(fold(present), jax.tree.map(fold, operand), shared)
+    out = jax.tree.map(lambda v: v.reshape((axis_size, rows) + v.shape[1:]), out)
+    return out, jax.tree.map(lambda _: True, out)
+
+  return mapper
