@@ -13,6 +13,8 @@
 * `main_lens_deflection`: the sum EPL + multipoles (m = 3, 4) + external shear of a scene's
   'epl' / 'multipoles' / 'shear' dicts.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -22,6 +24,15 @@ from lensfm.sim import profiles
 # give < 1e-7 relative for q >= 0.2 (f <= 2/3).
 EPL_SERIES_TERMS = 40
 _R_FLOOR = 1e-9
+
+
+def series_terms(q_min, tolerance=1e-7):
+  """Terms for a truncation error f^N / (1 - f) < tolerance at axis ratios >= q_min
+  (f = (1 - q) / (1 + q)): 28 for q >= 0.3."""
+  f = (1.0 - q_min) / (1.0 + q_min)
+  if f <= 0.0:
+    return 1
+  return max(1, math.ceil(math.log(tolerance * (1.0 - f)) / math.log(f)))
 
 
 def _rotate(x, y, angle):
@@ -115,16 +126,17 @@ def multipole_convergence(x, y, m, a_m, phi_m, center_x=0.0, center_y=0.0):
 MULTIPOLE_ORDERS = (3, 4)
 
 
-def main_lens_deflection(params, x, y):
+def main_lens_deflection(params, x, y, num_terms=EPL_SERIES_TERMS):
   """EPL + multipoles (centred on the EPL) + external shear of one scene.
 
   params['epl']: {'theta_e', 'gamma', 'e1', 'e2', 'center_x', 'center_y'};
   params['multipoles'] (optional): {'a_3', 'phi_3', 'a_4', 'phi_4'} (a_m = 0: absent);
   params['shear'] (optional): {'gamma1', 'gamma2'} about the origin (lenstronomy 'SHEAR').
+  num_terms: the EPL series' terms (`series_terms` for the scenes' smallest axis ratio).
   """
   lens = params['epl']
   ax, ay = epl(x, y, lens['theta_e'], lens['gamma'], lens['e1'], lens['e2'],
-               lens['center_x'], lens['center_y'])
+               lens['center_x'], lens['center_y'], num_terms)
   for m in MULTIPOLE_ORDERS if 'multipoles' in params else ():
     mp = params['multipoles']
     mx, my = multipole(x, y, m, mp[f'a_{m}'], mp[f'phi_{m}'], lens['center_x'],

@@ -19,6 +19,8 @@ Scene parameters (one image; the recipes vmap over a leading batch axis):
 The pytree structure (which optional keys exist, N, M, K, C) is static: it is fixed by
 the recipe, so one jit compiles a batch that can mix every class.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -157,3 +159,143 @@ def add_line_mass(params, x, y, ax, ay):
   lx, ly = profiles.uniform_line_mass(x, y, lm['theta_e_total'], lm['half_length'],
                                       lm['angle'], lm['center_x'], lm['center_y'])
   return ax + lx, ay + ly
+
+
+# --- sums over the components that are present -------------------------------------------
+
+def sum_present(profile, x, y, params, leaf='alpha_Rs', chunk=8):
+  """`profiles.sum_over_components(profile, x, y, params)` for components [N] of which
+  those with params[leaf] == 0 are absent (deflect exactly 0), evaluating only the present
+  ones: they are compacted (slot order kept) and summed `chunk` at a time in a loop whose
+  length is set by how many are present. Under vmap the batch is folded into one call
+  (custom_vmap), so a batch costs the total number of present components over its
+  examples, not batch x N (a vmapped loop would step every example as often as the
+  fullest one). Absent slots are masked out, so their other leaves need not be finite
+  (except in the fallback below).
+  x, y: one grid shared by the batch; a batched grid falls back to the dense sum.
+  Forward only (no gradients): for renderers, not for fits.
+  """
+  summer = _present_summer(profile, leaf, int(chunk))
+  rows = jax.tree.map(lambda v: jnp.asarray(v)[None], params)
+  ax, ay = summer(rows, jnp.asarray(x), jnp.asarray(y))
+  return ax[0], ay[0]
+
+
+def _sum_present_rows(profile, leaf, chunk, params, x, y):
+  """(ax, ay) [R, *x.shape] of params [R, N]: the loop of `sum_present` over all rows."""
+  rows, num = params[leaf].shape
+  flat = {k: jnp.asarray(v).reshape(-1) for k, v in params.items()}
+  present = flat[leaf] != 0
+  count = present.sum()
+  order = jnp.argsort(jnp.where(present, 0, 1), stable=True)
+  order = jnp.concatenate([order, jnp.zeros((chunk,), order.dtype)])   # tail of the last chunk
+  shape = jnp.broadcast_shapes(jnp.shape(x), jnp.shape(y))
+  dtype = jnp.result_type(x, y, *flat.values())
+  expand = (slice(None),) + (None,) * len(shape)
+
+  def add_chunk(i, acc):
+    idx = jax.lax.dynamic_slice(order, (i * chunk,), (chunk,))
+    valid = (i * chunk + jnp.arange(chunk)) < count
+    part = {k: v[idx][expand] for k, v in flat.items()}
+    ax, ay = profile(x[None], y[None], **part)
+    mask = valid[expand]
+    row = idx // num
+    return (acc[0].at[row].add(jnp.where(mask, ax, 0.0).astype(dtype)),
+            acc[1].at[row].add(jnp.where(mask, ay, 0.0).astype(dtype)))
+
+  zeros = jnp.zeros((rows,) + shape, dtype)
+  return jax.lax.fori_loop(0, (count + chunk - 1) // chunk, add_chunk, (zeros, zeros))
+
+
+@functools.lru_cache(maxsize=None)
+def _present_summer(profile, leaf, chunk):
+  """custom_vmap fn(params [R, N], x, y) -> (ax, ay) [R, ...] for `sum_present`."""
+
+  @jax.custom_batching.custom_vmap
+  def summer(params, x, y):
+    return _sum_present_rows(profile, leaf, chunk, params, x, y)
+
+  @summer.def_vmap
+  def summer_vmap(axis_size, in_batched, params, x, y):
+    params_batched, x_batched, y_batched = in_batched
+    params = jax.tree.map(
+        lambda v, b: v if b else jnp.broadcast_to(v, (axis_size,) + v.shape),
+        params, params_batched)
+    if x_batched or y_batched:   # a grid per example: the dense sum per example and row
+      x = x if x_batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
+      y = y if y_batched else jnp.broadcast_to(y, (axis_size,) + y.shape)
+      dense = lambda p, xi, yi: jax.vmap(
+          lambda q: profiles.sum_over_components(profile, xi, yi, q))(p)
+      return jax.vmap(dense)(params, x, y), (True, True)
+    rows = params[leaf].shape[1]
+    folded = jax.tree.map(lambda v: v.reshape((axis_size * rows,) + v.shape[2:]), params)
+    ax, ay = summer(folded, x, y)
+    unfold = lambda a: a.reshape((axis_size, rows) + a.shape[1:])
+    return (unfold(ax), unfold(ay)), (True, True)
+
+  return summer
+
+
+def map_present(fn, present, operand, shared, chunk=8):
+  """fn(operand, shared) where `present`, else zeros of its shape: under vmap only the
+  present examples are computed (compacted, `chunk` at a time, in a loop as long as they
+  need; the batch folded into one call by custom_vmap, as `sum_present`). `shared` (e.g.
+  the pixel grid) is the same for every example; batched, it falls back to computing
+  every example. fn must be a stable (module-level) function. Forward only.
+  """
+  mapper = _present_mapper(fn, int(chunk))
+  rows = jax.tree.map(lambda v: jnp.asarray(v)[None], operand)
+  out = mapper(jnp.asarray(present, bool)[None], rows, shared)
+  return jax.tree.map(lambda v: v[0], out)
+
+
+def _map_present_rows(fn, chunk, present, operand, shared):
+  rows = present.shape[0]
+  one = jax.tree.map(lambda v: v[0], operand)
+  out_shape = jax.eval_shape(lambda o: fn(o, shared), one)
+  count = present.sum()
+  order = jnp.argsort(jnp.where(present, 0, 1), stable=True)
+  order = jnp.concatenate([order, jnp.zeros((chunk,), order.dtype)])
+
+  def add_chunk(i, acc):
+    idx = jax.lax.dynamic_slice(order, (i * chunk,), (chunk,))
+    valid = (i * chunk + jnp.arange(chunk)) < count
+    part = jax.tree.map(lambda v: v[idx], operand)
+    res = jax.vmap(lambda o: fn(o, shared))(part)
+    return jax.tree.map(
+        lambda a, r: a.at[idx].add(jnp.where(valid.reshape((chunk,) + (1,) * (r.ndim - 1)),
+                                             r, 0).astype(a.dtype)), acc, res)
+
+  zeros = jax.tree.map(lambda s: jnp.zeros((rows,) + s.shape, s.dtype), out_shape)
+  return jax.lax.fori_loop(0, (count + chunk - 1) // chunk, add_chunk, zeros)
+
+
+@functools.lru_cache(maxsize=None)
+def _present_mapper(fn, chunk):
+  """custom_vmap fn(present [R], operand [R, ...], shared) for `map_present`."""
+
+  @jax.custom_batching.custom_vmap
+  def mapper(present, operand, shared):
+    return _map_present_rows(fn, chunk, present, operand, shared)
+
+  @mapper.def_vmap
+  def mapper_vmap(axis_size, in_batched, present, operand, shared):
+    present_batched, operand_batched, shared_batched = in_batched
+    grow = lambda v, b: v if b else jnp.broadcast_to(v, (axis_size,) + v.shape)
+    present = grow(present, present_batched)
+    operand = jax.tree.map(grow, operand, operand_batched)
+    if any(jax.tree.leaves(shared_batched)):   # per-example shared: compute every example
+      shared = jax.tree.map(grow, shared, shared_batched)
+      def dense(p, o, s):
+        res = jax.vmap(lambda oo: fn(oo, s))(o)
+        return jax.tree.map(
+            lambda r: jnp.where(p.reshape(p.shape + (1,) * (r.ndim - 1)), r, 0), res)
+      out = jax.vmap(dense)(present, operand, shared)
+      return out, jax.tree.map(lambda _: True, out)
+    rows = present.shape[1]
+    fold = lambda v: v.reshape((axis_size * rows,) + v.shape[2:])
+    out = mapper(fold(present), jax.tree.map(fold, operand), shared)
+    out = jax.tree.map(lambda v: v.reshape((axis_size, rows) + v.shape[1:]), out)
+    return out, jax.tree.map(lambda _: True, out)
+
+  return mapper
