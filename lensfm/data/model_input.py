@@ -103,6 +103,44 @@ def describe(data_config) -> DataFacts:
                    names, tuple(metadata.get("targets", None) or numeric))
 
 
+def _class_forms(name: str) -> set[str]:
+  """'Non-Lensed' -> {'nonlensed', 'nonlens', 'nonlense'}: the spellings under which
+  folder names and a checkpoint's class names are compared when not written alike."""
+  c = "".join(ch for ch in str(name).lower() if ch.isalnum())
+  return {c} | {c[:-len(s)] for s in ("ed", "es", "s") if c.endswith(s) and len(c) > len(s) + 2}
+
+
+def match_classes(model_names, data_names, class_map: str = "") -> Optional[np.ndarray]:
+  """[data class index] -> the model's class index, for data that name their classes
+  differently or in another order than a trained model; None when they agree or the data
+  name none. `class_map` ('data=model,...') says it explicitly; else names are matched as
+  written, then by `_class_forms` (exactly one model class must share a form). Anything
+  unmatched is one error naming both lists."""
+  model_names, data_names = tuple(model_names), tuple(data_names or ())
+  if not data_names or data_names == model_names:
+    return None
+  explicit = dict(item.split("=", 1) for item in class_map.split(",") if "=" in item)
+  bad = [m for m in explicit.values() if m not in model_names]
+  if bad:
+    raise errors.UserError(f"class_map={class_map!r}: {bad} are not the model's classes "
+                           f"{list(model_names)}.")
+  mapping = []
+  for name in data_names:
+    alike = [m for m in model_names if _class_forms(m) & _class_forms(name)]
+    model = explicit.get(name) or (name if name in model_names else
+                                   alike[0] if len(alike) == 1 else None)
+    if model is None:
+      raise errors.UserError(
+          f"The data's classes {list(data_names)} do not match the model's "
+          f"{list(model_names)} ({name!r} has no counterpart); say which is which with "
+          f"--config.class_map='{name}=<one of the model's classes>,...'.")
+    mapping.append(model_names.index(model))
+  if len(set(mapping)) != len(mapping):
+    raise errors.UserError(f"The data's classes {list(data_names)} map onto the model's "
+                           f"{list(model_names)} twice; give --config.class_map.")
+  return np.asarray(mapping, np.int32)
+
+
 def normalization_stats(data_config) -> Optional[dict]:
   """The statistics 'standardize' uses for `data_config` (None for the other methods):
   config.data.norm_stats when given, else the simulator's or the built dataset's."""

@@ -48,6 +48,7 @@ import numpy as np
 from lensfm.data import eval_input
 from lensfm.data import grid as grid_lib
 from lensfm.data import image_files
+from lensfm.data import model_input
 from lensfm.data import pipeline
 from lensfm import errors
 from lensfm.evaluators import common
@@ -153,6 +154,25 @@ def input_batches(config, checkpoint, objective, data_config, sharding):
                                     seed=config.seed, num_examples=config.num_examples)
 
 
+def labels_in_model_classes(labels, model_names, data_config, class_map: str):
+  """The data's labels as the model's class indices (folders 'lens' / 'nonlens' scored by
+  a model of 'non_lensed' / 'lensed'); unlabelled (-1) stay so."""
+  if data_config.get("source") != "tfds":
+    return labels
+  mapping = model_input.match_classes(model_names,
+                                      model_input.describe(data_config).class_names,
+                                      class_map)
+  if mapping is None:
+    return labels
+  if jax.process_index() == 0:
+    pairs = ", ".join(f"{d} -> {model_names[m]}" for d, m in
+                      zip(model_input.describe(data_config).class_names, mapping))
+    print(f"Classes of the data as the model's: {pairs} (--config.class_map to say "
+          f"otherwise).", flush=True)
+  labels = np.asarray(labels)
+  return np.where(labels >= 0, mapping[np.clip(labels, 0, None)], labels)
+
+
 def run(config, workdir: str) -> dict:
   start = time.time()
   checkpoint = contract.resolve(contract.trained_model_ref(config, "evaluate"))
@@ -176,6 +196,9 @@ def run(config, workdir: str) -> dict:
   finally:
     if data_config.get("source") != PAIRS:
       source.close()
+  if objective.task == "classification":
+    outputs["label"] = labels_in_model_classes(outputs["label"], objective.class_names,
+                                               data_config, config.get("class_map", ""))
   result, details = objective.summarize(outputs)
 
   summary = {**reports.json_safe(result), **reports.json_details(details),
