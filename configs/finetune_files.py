@@ -21,7 +21,8 @@ Modes (`:mode=`, configs/common.py): finetune (default), linear, scratch, resnet
 every run to a few steps (tests).
 What it should reach: on realistic Euclid-like lens / non-lens cutouts (150 + 150 for
 training), ROC AUC above what a plain CNN trained on the same files reaches;
-experiments/studies/own_data.py measures it (experiments/results/own_data_cpu.md).
+experiments/studies/own_data.py measures it
+(experiments/results/own_data_realistic_faint_cpu.md).
 """
 from configs import common
 from lensfm.config_args import parse_arg
