@@ -12,13 +12,15 @@ at config.cap_steps); BENCH.md has a table for each. Presets:
                and scratch on Model II and fine-tune elsewhere, 10 steps per budget run,
                converged twins of the Model II rows (2 learning rates, cap 30), tiny
                sets: the rows' mechanics only.
-  cpu          Model II classification at 100 and all labels/class, the four modes, one
-               seed, in both regimes: 200 steps of batch 32 per budget run; converged
-               runs validate every 50 steps on 300 examples, patience 5, cap 1,500,
-               3 learning rates; ResNet-18 at width 16. Estimated ~2-2.5 h of rows on
-               one core for lensfm:tiny (48 px), ~70 min of wall time split over two
-               processes (README), about twice that for lensfm:small (64 px);
-               --config.model_dtype=bfloat16 is 1.3-1.6x faster (experiments/results/
+  cpu          Model II classification at 10, 100 and all labels/class, the four
+               modes, one seed, in both regimes (24 rows): 200 steps of batch 32 per
+               budget run; converged runs validate every 50 steps on 300 examples,
+               patience 5, cap 1,500, 3 learning rates; ResNet-18 at width 16. For
+               lensfm:tiny (48 px) in bf16 the rows summed to 160 min on a loaded 2-core
+               machine (~80 min of wall time over two processes, README);
+               lensfm:small (64 px) costs ~3x per step: run its 10/100-label rows
+               (--config.only) or use an accelerator. --config.model_dtype=bfloat16 is
+               1.3-1.6x faster at no accuracy cost (experiments/results/
                bench_bf16_check_cpu.md).
   cpu_budget   the earlier cpu table, budget regime only: every row, 3 seeds at 10 and
                100 labels, 200 steps (150 for super-resolution and lens finding): 102
