@@ -69,16 +69,17 @@ def test_your_folder_as_bench_rows(tmp_path):
   assert row["id"] == "extra/lenses/100/scratch/s0" and not summary["errors"]
   assert row["dataset"] == "files/lenses"
   assert row["classes"] == ["lens", "nonlens"]  # The folders', no class list passed.
-  assert row["labels_used"] == {"lens": 6, "nonlens": 6}
-  assert "fewer than 100 labels per class in the train split: lens 6, nonlens 6" in \
+  # The example folder has train/test: 10% of train (1 per class) is carved for validation.
+  assert row["labels_used"] == {"lens": 5, "nonlens": 5}
+  assert "fewer than 100 labels per class in the train split: lens 5, nonlens 5" in \
       row["notes"][0]
-  assert "no validation split" in row["notes"][1]  # The example folder has train/test.
+  assert not any("no validation split" in n for n in row["notes"])
   test = row["scores"]["test"]
   assert test["num_examples"] == 12 and set(test) >= {"auc_lens", "auc_nonlens", "auc"}
   assert test["auc_macro"] == pytest.approx(test["auc"], abs=1e-6)
   assert os.path.isdir(tmp_path / "tfds" / "files" / "lenses")
   table = (tmp_path / "bench" / "BENCH.md").read_text()
-  assert "Your data: files/lenses, up to 100 labels/class (lens 6, nonlens 6)" in table
+  assert "Your data: files/lenses, up to 100 labels/class (lens 5, nonlens 5)" in table
   saved = json.loads((tmp_path / "bench" / "bench.json").read_text())
   assert saved["rows"][0]["dataset"] == "files/lenses"
 

@@ -62,8 +62,8 @@ def test_predict_keeps_the_catalogue_columns_in_order(trained, tmp_path):
   summary = predict_on(root, listed, tmp_path / "out")
   out = read_csv(tmp_path / "out" / "predictions.csv")
   columns = list(out[0])
-  assert columns[:6] == ["file", "label", "split", "id", "ra", "dec"]
-  assert columns[6:] == ["prob_lens", "prob_nonlens", "predicted_class", "flag"]
+  assert columns[:7] == ["file", "label", "split", "id", "ra", "dec", "pixel_scale"]
+  assert columns[7:] == ["prob_lens", "prob_nonlens", "predicted_class", "flag"]
   assert len(out) == len(catalogue) == summary["num_images"]
   for got, want in zip(out, catalogue):  # Catalogue order, cells as written.
     assert (got["file"], got["id"], got["ra"], got["dec"], got["label"], got["split"]) == \
