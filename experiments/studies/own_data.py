@@ -30,6 +30,7 @@ import time
 from absl import app
 from absl import flags
 
+from configs import finetune_files
 from experiments import results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -78,7 +79,6 @@ def make_data(data_dir: str) -> None:
 
 
 def base_lr(mode: str, task: str) -> float:
-  from configs import finetune_files  # pylint: disable=g-import-not-at-top
   return finetune_files.get_config(f"task={task},mode={mode}").optim.base_lr
 
 

@@ -45,6 +45,7 @@ from lensfm.sim import populations
 from lensfm.sim import priors
 from lensfm.sim import realistic
 from lensfm.sim import recipes
+from lensfm.sim import render
 from lensfm.sim import same_lens
 
 CLASSES = recipes.DEEPLENSE_CLASSES
@@ -56,30 +57,16 @@ MASS_UNIFORMS = 8 * (160 + 80) + 64
 VIEW_UNIFORMS = 96
 
 
+REALISTIC_PARTS = ('epl', 'subhalos', 'los', 'line_mass', 'lens_light', 'source', 'neighbours')
+
+
 def rotate(params, angle):
-  """A realistic scene rigidly rotated counter-clockwise by `angle` about the optical axis:
-  centres turn, ellipticities and shear (spin 2) by 2 angle, multipole angles and the
-  vortex by angle. Rendering it gives the rotated sky."""
-  cos, sin = jnp.cos(angle), jnp.sin(angle)
-  cos2, sin2 = jnp.cos(2 * angle), jnp.sin(2 * angle)
-  turn = lambda a, b, c, s: (c * a - s * b, s * a + c * b)
-  out = dict(params)
-  for name in ('epl', 'subhalos', 'los', 'line_mass', 'lens_light', 'source', 'neighbours'):
-    if name not in params:
-      continue
-    part = dict(params[name])
-    part['center_x'], part['center_y'] = turn(part['center_x'], part['center_y'], cos, sin)
-    if 'e1' in part:
-      part['e1'], part['e2'] = turn(part['e1'], part['e2'], cos2, sin2)
-    if 'angle' in part:
-      part['angle'] = part['angle'] + angle
-    out[name] = part
+  """A realistic scene rigidly rotated counter-clockwise by `angle` about the optical axis
+  (`render.rotate_scene` over its components), multipole angles turning with it."""
+  out = render.rotate_scene(params, angle, REALISTIC_PARTS)
   if 'multipoles' in params:
     out['multipoles'] = dict(params['multipoles'], phi_3=params['multipoles']['phi_3'] + angle,
                              phi_4=params['multipoles']['phi_4'] + angle)
-  shear = dict(params['shear'])
-  shear['gamma1'], shear['gamma2'] = turn(shear['gamma1'], shear['gamma2'], cos2, sin2)
-  out['shear'] = shear
   return out
 
 

@@ -93,15 +93,19 @@ def _turn(x, y, cos, sin):
   return cos * x - sin * y, sin * x + cos * y
 
 
-def rotate_scene(params, angle):
+DEEPLENSE_PARTS = ('lens', 'point_masses', 'vortex', 'line_mass', 'tnfw', 'source', 'lens_light')
+
+
+def rotate_scene(params, angle, parts=DEEPLENSE_PARTS):
   """The scene rigidly rotated counter-clockwise by `angle` (radians) about the optical
-  axis: every centre turns, ellipticities and shear (spin 2) by 2 angle, line-like
-  substructure angles by angle. Rendering it gives the rotated sky, not a resampled image.
+  axis: the centre of every component named in `parts` turns, ellipticities and shear
+  (spin 2) by 2 angle, line-like substructure angles by angle. Rendering it gives the
+  rotated sky, not a resampled image.
   """
   cos, sin = jnp.cos(angle), jnp.sin(angle)
   cos2, sin2 = jnp.cos(2 * angle), jnp.sin(2 * angle)
   out = dict(params)
-  for name in ('lens', 'point_masses', 'vortex', 'line_mass', 'tnfw', 'source', 'lens_light'):
+  for name in parts:
     if name not in params:
       continue
     part = dict(params[name])
