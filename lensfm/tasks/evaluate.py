@@ -159,14 +159,12 @@ def labels_in_model_classes(labels, model_names, data_config, class_map: str):
   a model of 'non_lensed' / 'lensed'); unlabelled (-1) stay so."""
   if data_config.get("source") != "tfds":
     return labels
-  mapping = model_input.match_classes(model_names,
-                                      model_input.describe(data_config).class_names,
-                                      class_map)
+  data_names = model_input.describe(data_config).class_names
+  mapping = model_input.match_classes(model_names, data_names, class_map)
   if mapping is None:
     return labels
   if jax.process_index() == 0:
-    pairs = ", ".join(f"{d} -> {model_names[m]}" for d, m in
-                      zip(model_input.describe(data_config).class_names, mapping))
+    pairs = ", ".join(f"{d} -> {model_names[m]}" for d, m in zip(data_names, mapping))
     print(f"Classes of the data as the model's: {pairs} (--config.class_map to say "
           f"otherwise).", flush=True)
   labels = np.asarray(labels)
